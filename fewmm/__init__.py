@@ -1,0 +1,11 @@
+"""fewmm: few-shot and transfer learning on multimodal data (image, audio, text).
+
+The data flows one way::
+
+    fewmm.data  ->  fewmm.encoders (+ fewmm.cache)  ->  fewmm.episodes
+        ->  fewmm.methods  ->  fewmm.metrics  ->  fewmm.bench (results/)
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,120 @@
+"""Command line of the benchmark harness.
+
+Examples
+--------
+The default suite (every data set found; scikit-learn's digits always)::
+
+    python -m fewmm.bench
+
+One data set, several methods and shots::
+
+    python -m fewmm.bench --dataset omniglot:evaluation --encoder efficientnet-lite2 \\
+        --methods protonet,simpleshot --ways 5 --shots 1,5 --episodes 600
+
+A TOML config (same keys as the flags; see ``fewmm/bench/suites/default.toml``)::
+
+    python -m fewmm.bench --config benchmarks/omniglot.toml
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from ..errors import FewmmError
+from .runner import SUITES_DIR, RunSpec, Suite, _ints, _strs, load_suite, parse_dataset, run_suite
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m fewmm.bench",
+        description="Few-shot accuracy (mean and 95%% CI over episodes) of methods on frozen-encoder "
+        "features of real data sets. With no flags, runs the default suite on every data set found.",
+    )
+    p.add_argument("--config", help="TOML suite file (flags given too override its top-level keys)")
+    p.add_argument("--dataset", help="data set[:split], comma-separated (e.g. omniglot:evaluation,banking77:test)")
+    p.add_argument("--encoder", help="encoder name(s), comma-separated (default: one per modality)")
+    p.add_argument("--methods", help="method names, comma-separated (default: all)")
+    p.add_argument("--ways", help="N, comma-separated allowed (default 5)")
+    p.add_argument("--shots", help="K, comma-separated allowed (default 1,5)")
+    p.add_argument("--queries", type=int, help="Q query items per class (default 15)")
+    p.add_argument("--episodes", type=int, help="episodes per setting (default 600)")
+    p.add_argument("--seed", type=int, help="episode seed (default 0)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--data-root", help="data folder (default: $FEWMM_DATA, then ~/.cache/fewmm/data)")
+    p.add_argument("--out", default="results", help="folder for the JSON + CSV results (default results/)")
+    p.add_argument("--name", help="file stem of the results (default <suite>-<timestamp>)")
+    p.add_argument("--cache-dir", help="feature cache folder (default $FEWMM_CACHE or ~/.cache/fewmm/features)")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--list", action="store_true", help="list data sets, encoders and methods, then exit")
+    return p
+
+
+def suite_from_args(a: argparse.Namespace) -> Suite:
+    from .. import methods as M
+
+    if a.config:
+        suite = load_suite(a.config)
+    elif a.dataset:
+        suite = Suite(name="bench", runs=[], methods=M.list_methods(), ways=[5], shots=[1, 5])
+    else:
+        suite = load_suite(SUITES_DIR / "default.toml")
+    if a.dataset:
+        encs = _strs(a.encoder) if a.encoder else []
+        suite.runs = [RunSpec(*parse_dataset(d), encoders=list(encs)) for d in _strs(a.dataset)]
+        suite.name = suite.name if a.config else "bench"
+    elif a.encoder:
+        for r in suite.runs:
+            r.encoders = _strs(a.encoder)
+    if a.methods:
+        suite.methods = _strs(a.methods)
+    if a.ways:
+        suite.ways = _ints(a.ways, "--ways")
+    if a.shots:
+        suite.shots = _ints(a.shots, "--shots")
+    if a.queries is not None:
+        if a.queries < 1:
+            raise FewmmError(f"--queries must be >= 1, got {a.queries}")
+        suite.queries = a.queries
+        for r in suite.runs:
+            r.queries = None
+    if a.episodes is not None:
+        if a.episodes < 1:
+            raise FewmmError(f"--episodes must be >= 1, got {a.episodes}")
+        suite.episodes = a.episodes
+    if a.seed is not None:
+        suite.seed = a.seed
+    return suite
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    a = build_parser().parse_args(argv)
+    if a.list:
+        from .. import data, encoders, methods
+
+        print("data sets:", ", ".join(data.list_datasets()))
+        print("encoders: ", ", ".join(encoders.list_encoders()))
+        print("methods:  ", ", ".join(methods.list_methods()))
+        return 0
+    try:
+        suite = suite_from_args(a)
+        run_suite(
+            suite,
+            data_root=a.data_root,
+            device=a.device,
+            out_dir=Path(a.out),
+            stem=a.name,
+            cache_dir=a.cache_dir,
+            command="python -m fewmm.bench " + " ".join(shlex.quote(x) for x in argv),
+            quiet=a.quiet,
+        )
+    except FewmmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; results so far are in the output folder", file=sys.stderr)
+        return 130
+    return 0

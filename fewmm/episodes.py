@@ -1,0 +1,240 @@
+"""Few-shot episodes, sampled from a seed alone.
+
+Two protocols:
+
+* :func:`sample_episodes` - the N-way K-shot Q-query episode protocol (Vinyals et al. 2016):
+  each episode draws N classes without replacement, then K support and Q query items per class
+  without replacement within the episode.
+* :func:`kshot_splits` - the CLIP-style protocol (Radford et al. 2021; Zhou et al. 2022,
+  CoOp): K labelled shots per class over the whole label set, seeds 1, 2, 3, every other item
+  of those classes a query.
+
+Episodes are index arrays into a feature table, so two methods compared in one run see exactly
+the same support and query items (a paired comparison). Support and query indices are laid out
+class-major, ``support[e, c, k]``, so the label of ``support[e, c, k]`` in episode-local terms is
+``c``; the global class is ``classes[e, c]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import EpisodeError
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """A batch of N-way K-shot Q-query episodes.
+
+    Attributes
+    ----------
+    classes : numpy.ndarray of shape (E, N), int64
+        Global class index of each episode-local class.
+    support : numpy.ndarray of shape (E, N, K), int64
+        Item indices of the support set, class-major.
+    query : numpy.ndarray of shape (E, N, Q), int64
+        Item indices of the query set, class-major.
+    seed : int
+    """
+
+    classes: np.ndarray
+    support: np.ndarray
+    query: np.ndarray
+    seed: int
+
+    @property
+    def n_episodes(self) -> int:
+        return int(self.classes.shape[0])
+
+    @property
+    def n_way(self) -> int:
+        return int(self.classes.shape[1])
+
+    @property
+    def n_shot(self) -> int:
+        return int(self.support.shape[2])
+
+    @property
+    def n_query(self) -> int:
+        return int(self.query.shape[2])
+
+    def __len__(self) -> int:
+        return self.n_episodes
+
+    def __getitem__(self, sl: slice) -> "Episodes":
+        if not isinstance(sl, slice):
+            sl = slice(sl, sl + 1)
+        return Episodes(self.classes[sl], self.support[sl], self.query[sl], self.seed)
+
+    def support_labels(self) -> np.ndarray:
+        """Episode-local labels of the support set, shape (E, N*K), int64, class-major."""
+        e, n, k = self.support.shape
+        return np.broadcast_to(np.repeat(np.arange(n), k), (e, n * k)).copy()
+
+    def query_labels(self) -> np.ndarray:
+        """Episode-local labels of the query set, shape (E, N*Q), int64, class-major."""
+        e, n, q = self.query.shape
+        return np.broadcast_to(np.repeat(np.arange(n), q), (e, n * q)).copy()
+
+
+def _class_index(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Items grouped by class: (classes, offsets, order) where the items of classes[i] are
+    order[offsets[i]:offsets[i+1]] (in increasing item index)."""
+    order = np.argsort(labels, kind="stable")
+    classes, counts = np.unique(labels[order], return_counts=True)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    return classes, offsets, order
+
+
+def sample_episodes(
+    labels,
+    n_way: int,
+    n_shot: int,
+    n_query: int,
+    n_episodes: int,
+    seed: int = 0,
+    classes=None,
+    allow_fewer_queries: bool = False,
+    class_names=None,
+) -> Episodes:
+    """Sample N-way K-shot Q-query episodes from a seed alone.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_items,), int
+        Class of every item of the feature table.
+    n_way, n_shot, n_query : int
+        N classes per episode, K support and Q query items per class.
+    n_episodes : int
+    seed : int
+        Episodes depend on ``(labels, n_way, n_shot, n_query, n_episodes, seed, classes)`` only,
+        never on the method that will use them.
+    classes : array-like of int, optional
+        Restrict sampling to these classes (e.g. novel classes). Default: every class present.
+    allow_fewer_queries : bool, default False
+        If a class has fewer than K+Q items, lower Q for the whole run to the largest value every
+        class supports (query sets stay rectangular). Off by default: such a class is an error.
+    class_names : sequence of str, optional
+        Used in error messages.
+
+    Returns
+    -------
+    Episodes
+
+    Raises
+    ------
+    EpisodeError
+        Bad way/shot/query counts, fewer than N eligible classes, or a class with fewer than K+Q
+        items (the message names the class and its count).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise EpisodeError(f"labels must be a 1-d integer array, got shape {labels.shape} dtype {labels.dtype}")
+    for arg, v, lo in (("n_way", n_way, 1), ("n_shot", n_shot, 1), ("n_query", n_query, 1), ("n_episodes", n_episodes, 1)):
+        if not isinstance(v, (int, np.integer)) or v < lo:
+            raise EpisodeError(f"{arg} must be an integer >= {lo}, got {v!r}")
+    all_classes, offsets, order = _class_index(labels)
+    counts = np.diff(offsets)
+    if classes is None:
+        pool = all_classes
+    else:
+        pool = np.unique(np.asarray(classes, dtype=np.int64))
+        missing = np.setdiff1d(pool, all_classes)
+        if missing.size:
+            raise EpisodeError(f"classes {missing.tolist()[:10]} have no items")
+    pos = np.searchsorted(all_classes, pool)
+    pool_counts = counts[pos]
+
+    def cname(c):
+        return f"{class_names[c]!r} (class {c})" if class_names is not None else f"class {c}"
+
+    need = n_shot + n_query
+    short = pool_counts < need
+    if short.any():
+        if not allow_fewer_queries:
+            worst = np.flatnonzero(short)
+            names = ", ".join(f"{cname(pool[i])} has {pool_counts[i]}" for i in worst[:5])
+            more = f" and {worst.size - 5} more" if worst.size > 5 else ""
+            raise EpisodeError(
+                f"{n_shot}-shot {n_query}-query episodes need {need} items per class, but {names}{more}. "
+                f"Lower --shots/--queries, or pass allow_fewer_queries=True to use "
+                f"Q = {int(pool_counts.min()) - n_shot} queries per class."
+            )
+        n_query = int(pool_counts.min()) - n_shot
+        if n_query < 1:
+            i = int(np.argmin(pool_counts))
+            raise EpisodeError(f"{cname(pool[i])} has {pool_counts[i]} items: not enough for {n_shot} shots and 1 query")
+    if pool.size < n_way:
+        raise EpisodeError(f"{n_way}-way episodes need {n_way} classes with >= {need} items, only {pool.size} have")
+
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), n_way, n_shot, n_query]))
+    # classes: argsort of uniform keys = a random permutation per episode, without replacement
+    ep_cls_pos = np.argsort(rng.random((n_episodes, pool.size)), axis=1)[:, :n_way]
+    ep_classes = pool[ep_cls_pos]
+    # items: for each chosen class, a random subset of size K+Q among its items
+    c_counts = pool_counts[ep_cls_pos]  # (E, N)
+    c_offsets = offsets[pos][ep_cls_pos]
+    max_count = int(pool_counts.max())
+    keys = rng.random((n_episodes, n_way, max_count))
+    keys[np.arange(max_count)[None, None, :] >= c_counts[..., None]] = 2.0  # padding sorts last
+    pick = np.argsort(keys, axis=2)[..., :need]  # (E, N, K+Q) positions within class
+    items = order[c_offsets[..., None] + pick]
+    return Episodes(
+        classes=ep_classes.astype(np.int64),
+        support=items[..., :n_shot].astype(np.int64),
+        query=items[..., n_shot:].astype(np.int64),
+        seed=int(seed),
+    )
+
+
+@dataclass(frozen=True)
+class KShotSplit:
+    """One CLIP-style K-shot split over the whole label set.
+
+    Attributes
+    ----------
+    support : numpy.ndarray of shape (C * K,), int64
+        Item indices of the shots, class-major (classes in increasing order).
+    query : numpy.ndarray of shape (n_items - C * K,), int64
+        Every other item of those classes.
+    seed : int
+    """
+
+    support: np.ndarray
+    query: np.ndarray
+    seed: int
+
+
+def kshot_splits(labels, n_shot: int, seeds=(1, 2, 3), class_names=None) -> list[KShotSplit]:
+    """CLIP-style few-shot splits: ``n_shot`` items per class over the whole label set, for each
+    seed (default 1, 2, 3 as in CoOp, Zhou et al. 2022); the remaining items are the queries.
+
+    Raises
+    ------
+    EpisodeError
+        A class has fewer than ``n_shot + 1`` items (named in the message).
+    """
+    labels = np.asarray(labels)
+    classes, offsets, order = _class_index(labels)
+    counts = np.diff(offsets)
+    if n_shot < 1:
+        raise EpisodeError(f"n_shot must be >= 1, got {n_shot}")
+    bad = np.flatnonzero(counts < n_shot + 1)
+    if bad.size:
+        c = classes[bad[0]]
+        nm = f"{class_names[c]!r} (class {c})" if class_names is not None else f"class {c}"
+        raise EpisodeError(f"{n_shot}-shot split needs {n_shot + 1} items per class, but {nm} has {counts[bad[0]]}")
+    out = []
+    for s in seeds:
+        rng = np.random.default_rng(int(s))
+        sup = []
+        for i in range(classes.size):
+            members = order[offsets[i] : offsets[i + 1]]
+            sup.append(np.sort(rng.choice(members, size=n_shot, replace=False)))
+        sup = np.concatenate(sup).astype(np.int64)
+        query = np.setdiff1d(np.arange(labels.size), sup).astype(np.int64)
+        query = query[np.isin(labels[query], classes)]
+        out.append(KShotSplit(support=sup, query=query, seed=int(s)))
+    return out

@@ -1,0 +1,40 @@
+"""Exceptions raised by fewmm.
+
+Every error fewmm raises on bad input derives from :class:`FewmmError` and names the file,
+item or argument at fault and what was expected.
+"""
+
+
+class FewmmError(Exception):
+    """Base class of all fewmm errors."""
+
+
+class DataError(FewmmError, ValueError):
+    """A data set, manifest or data file is missing, unreadable or malformed."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A data set's files are not in the data root and could not be downloaded."""
+
+
+class UnknownNameError(FewmmError, KeyError):
+    """A registry lookup (data set, encoder, method) got a name it does not know."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class EpisodeError(FewmmError, ValueError):
+    """Episodes cannot be sampled as asked (e.g. a class has fewer than K+Q items)."""
+
+
+class FeatureError(FewmmError, ValueError):
+    """Features given to a method are malformed (wrong shape, NaN/inf, label mismatch)."""
+
+
+class CacheError(FewmmError):
+    """A feature cache file is corrupt or does not match its key."""
+
+
+class EncoderError(FewmmError, RuntimeError):
+    """An encoder cannot be built or loaded (missing weights, unreachable hub id)."""
