@@ -163,6 +163,7 @@ def sample_episodes(
                 f"Q = {int(pool_counts.min()) - n_shot} queries per class."
             )
         n_query = int(pool_counts.min()) - n_shot
+        need = n_shot + n_query
         if n_query < 1:
             i = int(np.argmin(pool_counts))
             raise EpisodeError(f"{cname(pool[i])} has {pool_counts[i]} items: not enough for {n_shot} shots and 1 query")

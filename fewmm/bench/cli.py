@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FewmmError
-from .runner import SUITES_DIR, RunSpec, Suite, _ints, _strs, load_suite, parse_dataset, run_suite
+from .runner import DEFAULT_METHODS, SUITES_DIR, RunSpec, Suite, _ints, _strs, load_suite, parse_dataset, run_suite
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML suite file (flags given too override its top-level keys)")
     p.add_argument("--dataset", help="data set[:split], comma-separated (e.g. omniglot:evaluation,banking77:test)")
     p.add_argument("--encoder", help="encoder name(s), comma-separated (default: one per modality)")
-    p.add_argument("--methods", help="method names, comma-separated (default: all)")
+    p.add_argument("--methods", help="method names, comma-separated (default: all; the first is the reference of the paired differences)")
     p.add_argument("--ways", help="N, comma-separated allowed (default 5)")
     p.add_argument("--shots", help="K, comma-separated allowed (default 1,5)")
     p.add_argument("--queries", type=int, help="Q query items per class (default 15)")
@@ -53,12 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def suite_from_args(a: argparse.Namespace) -> Suite:
-    from .. import methods as M
-
     if a.config:
         suite = load_suite(a.config)
     elif a.dataset:
-        suite = Suite(name="bench", runs=[], methods=M.list_methods(), ways=[5], shots=[1, 5])
+        suite = Suite(name="bench", runs=[], methods=list(DEFAULT_METHODS), ways=[5], shots=[1, 5])
     else:
         suite = load_suite(SUITES_DIR / "default.toml")
     if a.dataset:

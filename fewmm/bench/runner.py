@@ -29,6 +29,7 @@ from ..evaluate import evaluate_episodes
 from ..metrics import mean_ci, paired_difference
 
 SUITES_DIR = Path(__file__).parent / "suites"
+DEFAULT_METHODS = ["protonet", "protonet-cosine", "simpleshot", "linear-probe", "knn"]
 DEFAULT_ENCODER = {"image": "efficientnet-lite2", "audio": "birdnet", "text": "minilm-l6"}
 TRACKED_PACKAGES = (
     "torch", "numpy", "scipy", "scikit-learn", "safetensors", "transformers", "open_clip_torch",

@@ -123,7 +123,8 @@ class FewShotMethod(ABC):
 
     def predict(self, query_features) -> np.ndarray:
         """Predicted labels, shape (n_query,), values from ``classes_``."""
-        return self.classes_[self.decision_function(query_features).argmax(dim=1).numpy()]
+        scores = self.decision_function(query_features)
+        return self.classes_[scores.argmax(dim=1).numpy()]
 
     # -- hooks -----------------------------------------------------------------------------
     def fit_base(self, base_features) -> "FewShotMethod":

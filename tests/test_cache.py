@@ -1,0 +1,112 @@
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from fewmm.cache import FeatureCache, embed_table
+from fewmm.data.table import ItemTable
+from fewmm.encoders.base import Encoder
+
+
+class CountingEncoder(Encoder):
+    """Text -> [len, #vowels, 1.0, seed]; counts forward calls."""
+
+    name = "counting"
+    modality = "text"
+    dim = 4
+    weights_id = "w1"
+    preprocess_id = "p1"
+
+    def __init__(self, seed: float = 0.0, **kw):
+        super().__init__(**kw)
+        self.calls = 0
+        self.seed = seed
+
+    def _prepare(self, payload):
+        return payload
+
+    def _forward(self, batch):
+        self.calls += 1
+        return torch.tensor([[len(s), sum(c in "aeiou" for c in s), 1.0, self.seed] for s in batch])
+
+
+def table(texts=("cat", "doge", None, "zebra"), name="toy"):
+    return ItemTable(name=name, ids=[f"i{i}" for i in range(len(texts))], labels=[0, 1, 0, 1],
+                     class_names=["a", "b"], modalities={"text": list(texts)})
+
+
+def test_hit_never_runs_encoder(tmp_path):
+    cache = FeatureCache(tmp_path)
+    enc = CountingEncoder()
+    a = embed_table(table(), enc, cache=cache)
+    assert not a.cache_hit and enc.calls == 1
+    assert a.mask.tolist() == [True, True, False, True]
+    assert a.features[2].abs().sum() == 0 and a.features[3].tolist() == [5, 2, 1, 0]
+    b = embed_table(table(), enc, cache=cache)
+    assert b.cache_hit and enc.calls == 1
+    assert torch.equal(a.features, b.features) and np.array_equal(a.mask, b.mask)
+
+
+def test_key_covers_weights_preprocessing_dataset_and_items(tmp_path):
+    cache = FeatureCache(tmp_path)
+    embed_table(table(), CountingEncoder(), cache=cache)
+    for enc, tab in [
+        (type("E2", (CountingEncoder,), {"weights_id": "w2"})(), table()),
+        (type("E3", (CountingEncoder,), {"preprocess_id": "p2"})(), table()),
+        (CountingEncoder(), table(name="other")),
+        (CountingEncoder(), table(texts=("cat", "doge", None, "zebras"))),  # same name, same ids...
+    ]:
+        r = embed_table(tab, enc, cache=cache)
+        if tab.modalities["text"][3] == "zebras":
+            # ...same ids means the same key: payload edits require a new data set name/ids
+            assert r.cache_hit
+        else:
+            assert not r.cache_hit and enc.calls == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip_byte", "wrong_key"])
+def test_damaged_file_is_detected_and_rebuilt(tmp_path, damage):
+    cache = FeatureCache(tmp_path)
+    enc = CountingEncoder()
+    first = embed_table(table(), enc, cache=cache)
+    path = first.path
+    raw = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a safetensors file at all")
+    elif damage == "flip_byte":
+        path.write_bytes(raw[:-3] + bytes([raw[-3] ^ 0xFF]) + raw[-2:])
+    else:  # a valid file written under another key (e.g. copied by hand)
+        other = embed_table(table(name="elsewhere"), CountingEncoder(seed=9.0), cache=cache)
+        path.write_bytes(other.path.read_bytes())
+    with pytest.warns(UserWarning, match=f"{path.name}.*not usable"):
+        again = embed_table(table(), enc, cache=cache)
+    assert not again.cache_hit and enc.calls == 2
+    assert torch.equal(again.features, first.features)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert embed_table(table(), enc, cache=cache).cache_hit
+
+
+def test_metadata_is_json_not_pickle(tmp_path):
+    fs = embed_table(table(), CountingEncoder(), cache=FeatureCache(tmp_path))
+    from safetensors import safe_open
+
+    with safe_open(str(fs.path), framework="pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["key"])["encoder"] == "counting"
+    assert list(tmp_path.rglob("*.tmp")) == []
+
+
+def test_no_cache_and_modality_errors(tmp_path):
+    enc = CountingEncoder()
+    r = embed_table(table(), enc, cache=False)
+    assert r.path is None and not r.cache_hit
+    t = ItemTable(name="imgs", ids=["a"], labels=[0], class_names=["x"], modalities={"image": [np.zeros((2, 2), np.uint8)]})
+    with pytest.raises(ValueError, match="embeds 'text', not 'image'"):
+        embed_table(t, enc, modality="image", cache=False)
+    with pytest.raises(ValueError, match="no item with modality 'text'"):
+        embed_table(t, enc, cache=False)

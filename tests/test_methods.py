@@ -1,0 +1,124 @@
+"""One parametrised test runs every registered method through the contract."""
+
+import numpy as np
+import pytest
+import torch
+
+import fewmm.methods as M
+from fewmm.episodes import sample_episodes
+from fewmm.errors import FeatureError, UnknownNameError
+from fewmm.evaluate import evaluate_episodes
+
+ALL = M.list_methods()
+
+
+def blobs(n_classes=8, per_class=20, dim=16, seed=0, spread=1.0):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(n_classes, dim, generator=g) * 3
+    y = np.repeat(np.arange(n_classes), per_class)
+    x = centers[torch.as_tensor(y)] + spread * torch.randn(len(y), dim, generator=g)
+    return x, y
+
+
+def test_registry():
+    assert ALL == ["knn", "linear-probe", "protonet", "protonet-cosine", "simpleshot"]
+    with pytest.raises(UnknownNameError, match="Did you mean 'protonet'"):
+        M.create("protonett")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_contract_shapes_labels_and_fit_returns_self(name):
+    x, y = blobs()
+    labels = np.array(["cat", "dog", "eel", "fox", "gnu", "hen", "ibis", "jay"])[y]
+    sup = np.concatenate([np.flatnonzero(y == c)[:3] for c in range(8)])
+    qry = np.setdiff1d(np.arange(len(y)), sup)
+    m = M.create(name)
+    assert m.fit(x[sup], labels[sup]) is m
+    proba = m.predict_proba(x[qry])
+    assert proba.shape == (len(qry), 8) and proba.dtype == np.float32
+    assert np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert list(m.classes_) == sorted(set(labels))
+    pred = m.predict(x[qry])
+    assert pred.shape == (len(qry),) and set(pred) <= set(labels)
+    assert (pred == labels[qry]).mean() > 0.9  # well-separated blobs
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_deterministic(name):
+    x, y = blobs(seed=1)
+    a = M.create(name).fit(x[::2], y[::2]).predict_proba(x[1::2])
+    b = M.create(name).fit(x[::2], y[::2]).predict_proba(x[1::2])
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_batched_episodes_equal_per_episode_fit_predict(name):
+    x, y = blobs(n_classes=12, spread=2.5, seed=2)
+    ep = sample_episodes(y, 5, 2, 4, 40, seed=5)
+    batched = evaluate_episodes(M.create(name), x, ep, chunk_size=7)
+    loop = []
+    for e in range(len(ep)):
+        m = M.create(name).fit(x[ep.support[e].ravel()], ep.support_labels()[e])
+        loop.append((m.predict(x[ep.query[e].ravel()]) == ep.query_labels()[e]).mean())
+    assert np.allclose(batched, loop)
+    assert 0.3 < batched.mean() < 1.0  # a real signal, not trivial
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_nan_support_rejected(name):
+    x, y = blobs()
+    xs = x.clone()
+    xs[3, 2] = float("nan")
+    with pytest.raises(FeatureError, match=r"NaN or inf values in 1 rows \(first rows: \[3\]\)"):
+        M.create(name).fit(xs, y)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_bad_inputs(name):
+    x, y = blobs()
+    m = M.create(name)
+    with pytest.raises(FeatureError, match="3-d|shape \\(n, dim\\)"):
+        m.fit(x.reshape(10, 16, 16), y[:10])
+    with pytest.raises(FeatureError, match="160 labels for 100"):
+        m.fit(x[:100], y)
+    with pytest.raises(FeatureError, match="empty"):
+        m.fit(x[:0], y[:0])
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        M.create(name).predict(x)
+    m.fit(x, y)
+    with pytest.raises(FeatureError, match="dim 8, but the method was fitted on dim 16"):
+        m.predict(x[:, :8])
+    q = x.clone()
+    q[0, 0] = float("inf")
+    with pytest.raises(FeatureError, match="query_features contains NaN or inf"):
+        m.predict_proba(q)
+
+
+def test_protonet_equals_reference_formula():
+    x, y = blobs(n_classes=5, per_class=6, seed=3)
+    m = M.create("protonet").fit(x[::2], y[::2])
+    protos = torch.stack([x[::2][torch.as_tensor(y[::2] == c)].mean(0) for c in range(5)])
+    ref = -torch.cdist(x[1::2], protos) ** 2
+    assert torch.allclose(m.decision_function(x[1::2]), ref, atol=1e-3)
+
+
+def test_simpleshot_base_centering_changes_transform():
+    x, y = blobs(seed=4)
+    base = torch.randn(50, 16) + 5.0
+    m = M.create("simpleshot").fit_base(base)
+    t = m.transform(x[:3])
+    assert torch.allclose(t.norm(dim=1), torch.ones(3))
+    assert torch.allclose(t, (x[:3] - base.mean(0)) / (x[:3] - base.mean(0)).norm(dim=1, keepdim=True))
+    assert m.centering == "base" and M.create("simpleshot").centering == "support"
+
+
+def test_linear_probe_matches_sklearn():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = blobs(seed=5, spread=3.0)
+    xn = (x / x.norm(dim=1, keepdim=True)).numpy().astype(np.float64)
+    ref = LogisticRegression(C=10.0, max_iter=1000).fit(xn[::2], y[::2]).predict_proba(xn[1::2])
+    ours = M.create("linear-probe").fit(x[::2], y[::2]).predict_proba(x[1::2])
+    assert np.allclose(ours, ref, atol=1e-4)
