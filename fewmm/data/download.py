@@ -369,13 +369,19 @@ def locate(dataset: str, root: str | os.PathLike | None, download: bool,
     else:
         if cache_folder != folder and present(cache_folder):
             return cache_folder
+        existed = cache_folder.exists()
         try:
             got = fetch(dataset, user_cache_dir() / "data", only=only)
             if present(got):
                 return got
             why = f"Downloaded into {got}, but the expected files are still not there."
         except DownloadError as e:
-            why = f"Download from the official source failed: {e}"
+            why = f"Download from the official source into {cache_folder} failed: {e}"
+            if not existed:
+                try:  # leave no empty folder behind
+                    cache_folder.rmdir()
+                except OSError:
+                    pass
     lines = [
         f"data set {dataset!r} not found: expected {expect} in {folder}",
         f"(data root {base}: {_SOURCE_WORDS.get(how, how)}).",

@@ -96,7 +96,8 @@ def read_image(payload: Any) -> np.ndarray:
         A file (or zip member) in any format Pillow reads, or pixels already in memory. Arrays of
         shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) are accepted: bool -> {0, 255}; float
         arrays whose maximum is <= 1 are taken as [0, 1] and scaled by 255, other floats and
-        integers are rounded and clipped to [0, 255]; an alpha channel is dropped.
+        integers are rounded and clipped to [0, 255]; an alpha channel is dropped. A read-only
+        array (e.g. an MNIST payload) is copied, so the result is always writable.
 
     Returns
     -------
@@ -135,23 +136,23 @@ def read_image(payload: Any) -> np.ndarray:
 def _pil_to_array(im) -> np.ndarray:
     mode = im.mode
     if mode == "1":
-        return np.asarray(im.convert("L"), dtype=np.uint8)
+        return np.array(im.convert("L"), dtype=np.uint8)
     if mode == "L":
-        return np.asarray(im, dtype=np.uint8)
+        return np.array(im, dtype=np.uint8)
     if mode in ("LA", "La"):
-        return np.asarray(im.convert("L"), dtype=np.uint8)
+        return np.array(im.convert("L"), dtype=np.uint8)
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(im).astype(np.float64)
+        arr = np.array(im).astype(np.float64)
         top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         return np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8)
     if mode == "F":
-        return _array_to_uint8_image(np.asarray(im), "image")
+        return _array_to_uint8_image(np.array(im), "image")
     if mode == "P":
-        rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        rgb = np.array(im.convert("RGB"), dtype=np.uint8)
         if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
             return np.ascontiguousarray(rgb[..., 0])
         return rgb
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return np.array(im.convert("RGB"), dtype=np.uint8)
 
 
 def _array_to_uint8_image(arr: np.ndarray, what: str) -> np.ndarray:
@@ -166,7 +167,7 @@ def _array_to_uint8_image(arr: np.ndarray, what: str) -> np.ndarray:
             "(H, W, 3) or (H, W, 4)"
         )
     if a.dtype == np.uint8:
-        return a
+        return a if a.flags.writeable else a.copy()
     if a.dtype == bool:
         return a.astype(np.uint8) * 255
     if np.issubdtype(a.dtype, np.floating):

@@ -7,7 +7,7 @@ Use them through :func:`fewmm.data.load`.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ...errors import DataError
 from ...registry import Registry
@@ -68,5 +68,3 @@ def require_columns(rows: list[dict[str, str]], path, columns: Sequence[str]) ->
 
 
 __all__ = ["DATASETS", "register", "import_builtin", "check_split", "BUILTIN_MODULES"]
-
-Loader = Callable[..., ItemTable]

@@ -7,7 +7,6 @@ Source: https://github.com/brendenlake/omniglot (``python/images_background.zip`
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 

@@ -1,0 +1,263 @@
+"""Your own data: a CSV or JSONL manifest listing items and their labels.
+
+A manifest has a ``label`` column and at least one of the modality columns ``image``, ``audio``,
+``text``; a row may fill any subset of the modality columns (but at least one)::
+
+    label,image,audio,text
+    cat,img/cat1.png,snd/cat1.wav,a small cat
+    dog,img/dog1.jpg,,notes/dog1.txt
+    dog,,snd/dog2.flac,
+
+JSONL is the same with one JSON object per line (``{"label": "cat", "image": "img/cat1.png"}``).
+
+* ``image`` / ``audio``: file paths, relative to the manifest's folder or absolute.
+* ``text``: inline text, or the path of a UTF-8 ``.txt`` file (relative or absolute) when the
+  value ends with ``.txt`` and that file exists; otherwise the value itself is the text.
+* ``id`` (optional): item ids; default ``"<row>:<first image/audio path, or text sha1>"``.
+* Any other column is kept as a ``meta`` column (strings).
+
+Every row is validated before anything is returned, and every problem found is reported at once
+in one :class:`~fewmm.errors.DataError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .io import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+from .table import MODALITIES, FileRef, ItemTable
+
+_RESERVED = ("label", "id") + MODALITIES
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, ensure_ascii=False)
+    return str(v).strip()
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]], list[str]]:
+    """(columns, [(line number, row)], problems). Line numbers are 1-based lines of the file."""
+    problems: list[str] = []
+    rows: list[tuple[int, dict[str, str]]] = []
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{path}: manifest not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read the manifest as UTF-8 text: {e}") from None
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        columns: list[str] = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                problems.append(f"line {lineno}: not valid JSON: {e.msg} (column {e.colno})")
+                continue
+            if not isinstance(obj, dict):
+                problems.append(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
+                continue
+            for k in obj:
+                if k not in columns:
+                    columns.append(str(k))
+            rows.append((lineno, {str(k): _cell(v) for k, v in obj.items()}))
+        return columns, rows, problems
+    if path.suffix.lower() not in (".csv", ".tsv"):
+        raise DataError(f"{path}: unknown manifest type {path.suffix!r}; expected .csv, .tsv or .jsonl")
+    import io as _io
+
+    reader = csv.reader(_io.StringIO(text, newline=""), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{path}: manifest is empty (expected a header line with 'label' and 'image'/'audio'/'text')")
+        columns = [h.strip() for h in header]
+        line_start = reader.line_num + 1
+        for rec in reader:
+            lineno = line_start
+            line_start = reader.line_num + 1
+            if not any(c.strip() for c in rec):
+                continue
+            if len(rec) > len(columns):
+                problems.append(f"line {lineno}: {len(rec)} fields but the header has {len(columns)}")
+            rows.append((lineno, {c: (rec[i].strip() if i < len(rec) else "") for i, c in enumerate(columns)}))
+    except csv.Error as e:
+        raise DataError(f"{path}: malformed CSV near line {reader.line_num}: {e}") from None
+    return columns, rows, problems
+
+
+def _check_image(p: Path) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(p) as im:
+            im.verify()
+    except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError, ...
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _check_audio(p: Path) -> str | None:
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(p))
+    except Exception as e:  # soundfile.LibsndfileError, RuntimeError
+        return f"{type(e).__name__}: {e}"
+    if info.frames <= 0:
+        return "no samples"
+    return None
+
+
+def load_manifest(path: str | os.PathLike, name: str | None = None) -> ItemTable:
+    """Load a CSV/TSV/JSONL manifest of labelled image / audio / text items.
+
+    Parameters
+    ----------
+    path : path
+        The manifest (``.csv``, ``.tsv``, ``.jsonl``). Relative paths inside it are relative to its
+        folder.
+    name : str or None
+        Table name (part of feature-cache keys); default ``"manifest/<file stem>"``.
+
+    Returns
+    -------
+    ItemTable
+        ``class_names``: the sorted unique labels (string sort). ``modalities``: one payload list
+        per modality column present: :class:`FileRef` for image/audio, ``str`` for text, ``None``
+        where a row leaves the cell empty (see :meth:`ItemTable.mask`). ``meta``: extra columns
+        (str arrays) plus ``row`` (int, 1-based data row). ``info["manifest_sha256"]``: the
+        manifest's hash. Rows keep the manifest's order.
+
+    Raises
+    ------
+    fewmm.errors.DataError
+        The manifest cannot be read, or it has problems: no ``label`` column; no modality column;
+        and per row an empty label, no modality filled, a missing file, an unknown extension
+        (images: .png .jpg .jpeg .bmp .gif .webp .tif .tiff; audio: .wav .flac .ogg .mp3), an
+        unreadable / corrupt file (images checked with PIL ``verify()``, audio with
+        ``soundfile.info``), or a duplicate id. ALL problems are listed in one error, each naming
+        its line (line numbers of the file: for CSV the header is line 1, so data row r is line
+        r + 1, as in a spreadsheet; for JSONL the line of the object), its column and its path.
+    """
+    path = Path(path).expanduser()
+    columns, rows, problems = _read_rows(path)
+    base = path.resolve().parent
+    modal_cols = [m for m in MODALITIES if m in columns]
+    if "label" not in columns:
+        problems.insert(0, f"no 'label' column (columns: {', '.join(columns) or 'none'})")
+    if not modal_cols:
+        problems.insert(0, "no modality column: expected at least one of 'image', 'audio', 'text' "
+                           f"(columns: {', '.join(columns) or 'none'})")
+    if not rows and not problems:
+        problems.append("no data rows")
+
+    labels: list[str] = []
+    payloads: dict[str, list[Any]] = {m: [] for m in modal_cols}
+    ids: list[str] = []
+    seen_ids: dict[str, int] = {}
+    files: list[Path] = []
+    checked: dict[tuple[str, Path], str | None] = {}
+    for data_row, (lineno, row) in enumerate(rows, start=1):
+        where = f"line {lineno} (data row {data_row})"
+        label = row.get("label", "")
+        if "label" in columns and not label:
+            problems.append(f"{where}, column 'label': empty label")
+        labels.append(label)
+        if modal_cols and not any(row.get(m, "") for m in modal_cols):
+            problems.append(f"{where}: no modality given (all of {', '.join(modal_cols)} are empty)")
+        key_part = None
+        for m in modal_cols:
+            val = row.get(m, "")
+            if not val:
+                payloads[m].append(None)
+                continue
+            if m == "text":
+                txt = val
+                if val.lower().endswith(".txt"):
+                    p = Path(val).expanduser()
+                    p = p if p.is_absolute() else base / p
+                    if p.is_file():
+                        try:
+                            txt = p.read_text(encoding="utf-8")
+                            files.append(p)
+                        except (OSError, UnicodeDecodeError) as e:
+                            problems.append(f"{where}, column 'text': {val}: cannot read as UTF-8 text: {e}")
+                payloads[m].append(txt)
+                if key_part is None:
+                    key_part = "text-" + hashlib.sha1(txt.encode("utf-8")).hexdigest()[:12]
+                continue
+            p = Path(val).expanduser()
+            p = p if p.is_absolute() else base / p
+            exts = IMAGE_EXTENSIONS if m == "image" else AUDIO_EXTENSIONS
+            payloads[m].append(FileRef(p))
+            if key_part is None or key_part.startswith("text-"):
+                key_part = val
+            if p.suffix.lower() not in exts:
+                problems.append(
+                    f"{where}, column '{m}': {val}: unknown {m} file extension {p.suffix!r} "
+                    f"(expected {' '.join(exts)})"
+                )
+                continue
+            if not p.is_file():
+                shown = f" (looked for {p})" if str(p) != val else ""
+                problems.append(f"{where}, column '{m}': {val}: file not found{shown}")
+                continue
+            ck = (m, p)
+            if ck not in checked:
+                checked[ck] = _check_image(p) if m == "image" else _check_audio(p)
+            if checked[ck] is not None:
+                what = "image" if m == "image" else "audio file (WAV/FLAC/OGG/MP3)"
+                problems.append(f"{where}, column '{m}': {val}: not a readable {what}: {checked[ck]}")
+            files.append(p)
+        item_id = row.get("id", "") or f"{data_row}:{key_part or ''}"
+        if item_id in seen_ids:
+            problems.append(f"{where}, column 'id': duplicate id {item_id!r} (first at data row {seen_ids[item_id]})")
+        seen_ids.setdefault(item_id, data_row)
+        ids.append(item_id)
+
+    if problems:
+        n = len(problems)
+        head = (f"{path}: {n} problem{'s' if n > 1 else ''} in manifest "
+                "(line numbers count the header as line 1, as in a spreadsheet; "
+                "data row r of a CSV is line r + 1):")
+        raise DataError("\n".join([head] + [f"  - {p}" for p in problems]))
+
+    class_names = sorted(set(labels))
+    index = {c: i for i, c in enumerate(class_names)}
+    extra = [c for c in columns if c not in _RESERVED and c]
+    meta = {c: np.array([row.get(c, "") for _, row in rows], dtype=str) for c in extra}
+    meta.setdefault("row", np.arange(1, len(rows) + 1, dtype=np.int64))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    uniq_files = list(dict.fromkeys(files))
+    return ItemTable(
+        name=name or f"manifest/{path.stem}",
+        ids=ids,
+        labels=np.array([index[lab] for lab in labels], dtype=np.int64),
+        class_names=class_names,
+        modalities=payloads,
+        meta=meta,
+        source_files=[path.resolve()] + uniq_files,
+        info={
+            "dataset": "manifest",
+            "manifest": str(path.resolve()),
+            "manifest_sha256": digest,
+            "split_notes": "one split: every row of the manifest",
+            "n_rows": len(rows),
+        },
+    )
+
+
+__all__ = ["load_manifest"]
