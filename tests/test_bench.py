@@ -1,0 +1,81 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fewmm.bench.cli import main
+
+
+def run(tmp_path, *args):
+    return main([*args, "--out", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+
+
+def test_flags_run_writes_reproducible_json_and_csv(tmp_path):
+    rc = run(tmp_path, "--dataset", "digits", "--encoder", "pixels", "--methods", "protonet,knn",
+             "--ways", "5", "--shots", "1,5", "--queries", "10", "--episodes", "50", "--seed", "3", "--name", "a")
+    assert rc == 0
+    doc = json.loads((tmp_path / "res" / "a.json").read_text())
+    assert doc["finished"] is True and doc["seed"] == 3 and doc["episodes"] == 50
+    assert doc["command"].startswith("python -m fewmm.bench --dataset digits")
+    assert doc["environment"]["fewmm_version"] and "torch" in doc["environment"]["packages"]
+    assert doc["encoders"]["pixels"]["weights_id"] == "none"
+    rows = doc["results"]
+    assert [(r["method"], r["shots"]) for r in rows] == [("protonet", 1), ("knn", 1), ("protonet", 5), ("knn", 5)]
+    for r in rows:
+        assert r["episodes"] == 50 and r["queries_per_episode"] == 50 and r["total_queries"] == 2500
+        assert 30 < r["accuracy"] <= 100 and 0 < r["ci95"] < 10
+    assert rows[1]["paired_ref"] == "protonet" and "paired_delta" in rows[1]
+    with open(tmp_path / "res" / "a.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == 4 and float(csv_rows[0]["accuracy"]) == pytest.approx(rows[0]["accuracy"], abs=1e-4)
+    # same seed -> same numbers (features now come from the cache)
+    assert run(tmp_path, "--dataset", "digits", "--encoder", "pixels", "--methods", "protonet,knn", "--shots", "1,5",
+               "--queries", "10", "--episodes", "50", "--seed", "3", "--name", "b") == 0
+    again = json.loads((tmp_path / "res" / "b.json").read_text())["results"]
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
+
+
+def test_config_file_equals_flags(tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('name = "s"\nmethods = ["protonet"]\nways = [5]\nshots = [1]\nqueries = 10\nepisodes = 40\nseed = 1\n'
+                   '[[run]]\ndataset = "digits"\nencoders = ["pixels"]\n')
+    assert run(tmp_path, "--config", str(cfg), "--name", "c") == 0
+    assert run(tmp_path, "--dataset", "digits", "--encoder", "pixels", "--methods", "protonet", "--shots", "1",
+               "--queries", "10", "--episodes", "40", "--seed", "1", "--name", "f") == 0
+    c = json.loads((tmp_path / "res" / "c.json").read_text())["results"]
+    f = json.loads((tmp_path / "res" / "f.json").read_text())["results"]
+    assert c[0]["accuracy"] == f[0]["accuracy"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset", "omniglott"], "unknown data set 'omniglott'. Did you mean 'omniglot'"),
+        (["--dataset", "digits", "--encoder", "effnet"], "unknown encoder 'effnet'"),
+        (["--dataset", "digits", "--methods", "protonet,maml9"], "unknown method 'maml9'"),
+        (["--dataset", "digits", "--encoder", "pixels", "--shots", "1", "--queries", "400", "--episodes", "2"],
+         "need 401 items per class"),
+        (["--dataset", "digits", "--encoder", "minilm-l6"], "embeds text, but data set 'digits/all' has only ['image']"),
+        (["--dataset", "digits", "--shots", "0"], "--shots must be positive"),
+        (["--config", "/nonexistent.toml"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_message(tmp_path, capsys, args, message):
+    assert run(tmp_path, *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_data_set_is_one_clear_error(tmp_path, capsys):
+    rc = main(["--dataset", "omniglot:evaluation", "--data-root", str(tmp_path / "nothing"), "--out", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "omniglot" in err and str(tmp_path / "nothing") in err and "FEWMM_DATA" in err
+
+
+def test_module_entry_point_lists_names():
+    out = subprocess.run([sys.executable, "-m", "fewmm.bench", "--list"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    assert "omniglot" in out.stdout and "protonet" in out.stdout and "efficientnet-lite2" in out.stdout
