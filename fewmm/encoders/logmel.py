@@ -65,7 +65,8 @@ class LogMelStatsEncoder(Encoder):
 
         if min(sample_rate, n_mels, n_fft, hop_length) < 1:
             raise EncoderError("logmel-stats: sample_rate, n_mels, n_fft and hop_length must be positive")
-        self.sample_rate, self.n_mels, self.n_fft, self.hop_length = int(sample_rate), int(n_mels), int(n_fft), int(hop_length)
+        self.sample_rate, self.n_mels = int(sample_rate), int(n_mels)
+        self.n_fft, self.hop_length = int(n_fft), int(hop_length)
         self.dim = 2 * self.n_mels
         self._mel = mel_filter_bank(
             num_frequency_bins=self.n_fft // 2 + 1,
