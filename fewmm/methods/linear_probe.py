@@ -3,6 +3,11 @@
 The standard transfer baseline (e.g. Radford et al. 2021, CLIP; Tian et al. 2020, "Rethinking
 few-shot image classification"): L2-normalise the features, fit a multinomial
 ``sklearn.linear_model.LogisticRegression`` on the support set, predict the queries.
+
+Speed: with n support items in d >> n dimensions, the L2-regularised optimum lies in the span of
+the support features (representer theorem), so the probe is fitted on the coordinates of the
+features in that span (an orthonormal basis from a thin SVD, at most n dimensions) - the same
+optimum as fitting on all d dimensions, reached ~10-50x faster. ``exact_span=False`` disables it.
 """
 
 from __future__ import annotations
@@ -21,13 +26,20 @@ class LinearProbe(FewShotMethod):
     C : float, default 10.0
         Inverse L2-regularisation strength (scikit-learn's ``C``).
     max_iter : int, default 1000
+    solver : str, default "newton-cholesky"
+        scikit-learn solver. Newton-Cholesky on the (at most n-dimensional) span coordinates
+        converges in a few iterations; "lbfgs" reaches the same optimum much more slowly.
+    exact_span : bool, default True
+        Fit in the row space of the support features (same solution, faster; see module doc).
     """
 
     name = "linear-probe"
 
-    def __init__(self, C: float = 10.0, max_iter: int = 1000):
+    def __init__(self, C: float = 10.0, max_iter: int = 1000, solver: str = "newton-cholesky", exact_span: bool = True):
         self.C = C
+        self.solver = solver
         self.max_iter = max_iter
+        self.exact_span = exact_span
 
     def transform(self, features):
         return l2_normalize(features)
@@ -40,12 +52,21 @@ class LinearProbe(FewShotMethod):
         if n_classes == 1:
             self.clf_ = None
             return
-        self.clf_ = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(x.cpu().numpy().astype(np.float64), yy)
+        xx = x.detach().cpu().double()
+        self.basis_ = None
+        if self.exact_span and xx.shape[0] < xx.shape[1]:
+            _, s, vh = torch.linalg.svd(xx, full_matrices=False)
+            self.basis_ = vh[s > s[0] * 1e-7].T.contiguous()  # (d, r), orthonormal columns
+            xx = xx @ self.basis_
+        self.clf_ = LogisticRegression(C=self.C, max_iter=self.max_iter, solver=self.solver).fit(xx.numpy(), yy)
 
     def _logits(self, q):
         if self.clf_ is None:
             return torch.zeros((q.shape[0], 1), dtype=torch.float32)
-        z = self.clf_.decision_function(q.cpu().numpy().astype(np.float64))
+        qq = q.detach().cpu().double()
+        if self.basis_ is not None:
+            qq = qq @ self.basis_
+        z = self.clf_.decision_function(qq.numpy())
         if z.ndim == 1:  # binary: sklearn returns the logit of class 1
             z = np.stack([np.zeros_like(z), z], axis=1)
         return torch.as_tensor(z, dtype=torch.float32, device=q.device)
