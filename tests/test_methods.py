@@ -119,6 +119,22 @@ def test_linear_probe_matches_sklearn():
 
     x, y = blobs(seed=5, spread=3.0)
     xn = (x / x.norm(dim=1, keepdim=True)).numpy().astype(np.float64)
-    ref = LogisticRegression(C=10.0, max_iter=1000).fit(xn[::2], y[::2]).predict_proba(xn[1::2])
+    ref = LogisticRegression(C=10.0, max_iter=20000, tol=1e-10).fit(xn[::2], y[::2]).predict_proba(xn[1::2])
     ours = M.create("linear-probe").fit(x[::2], y[::2]).predict_proba(x[1::2])
     assert np.allclose(ours, ref, atol=1e-4)
+
+
+def test_linear_probe_span_trick_is_exact_when_d_exceeds_n():
+    """Few shots in many dimensions: the fit in the support span equals sklearn on all d dims."""
+    from sklearn.linear_model import LogisticRegression
+
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(25, 300, generator=g)
+    y = np.repeat(np.arange(5), 5)
+    q = torch.randn(40, 300, generator=g)
+    xn = (x / x.norm(dim=1, keepdim=True)).double().numpy()
+    qn = (q / q.norm(dim=1, keepdim=True)).double().numpy()
+    ref = LogisticRegression(C=10.0, max_iter=20000, tol=1e-10).fit(xn, y).predict_proba(qn)
+    m = M.create("linear-probe").fit(x, y)
+    assert m.basis_.shape == (300, 25)
+    assert np.allclose(m.predict_proba(q), ref, atol=1e-5)
