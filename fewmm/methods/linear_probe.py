@@ -26,6 +26,8 @@ class LinearProbe(FewShotMethod):
     C : float, default 10.0
         Inverse L2-regularisation strength (scikit-learn's ``C``).
     max_iter : int, default 1000
+    tol : float, default 1e-8
+        Stopping tolerance (tight, so the result is the optimum, not a solver artefact).
     solver : str, default "newton-cholesky"
         scikit-learn solver. Newton-Cholesky on the (at most n-dimensional) span coordinates
         converges in a few iterations; "lbfgs" reaches the same optimum much more slowly.
@@ -35,8 +37,9 @@ class LinearProbe(FewShotMethod):
 
     name = "linear-probe"
 
-    def __init__(self, C: float = 10.0, max_iter: int = 1000, solver: str = "newton-cholesky", exact_span: bool = True):
+    def __init__(self, C: float = 10.0, max_iter: int = 1000, tol: float = 1e-8, solver: str = "newton-cholesky", exact_span: bool = True):
         self.C = C
+        self.tol = tol
         self.solver = solver
         self.max_iter = max_iter
         self.exact_span = exact_span
@@ -58,7 +61,7 @@ class LinearProbe(FewShotMethod):
             _, s, vh = torch.linalg.svd(xx, full_matrices=False)
             self.basis_ = vh[s > s[0] * 1e-7].T.contiguous()  # (d, r), orthonormal columns
             xx = xx @ self.basis_
-        self.clf_ = LogisticRegression(C=self.C, max_iter=self.max_iter, solver=self.solver).fit(xx.numpy(), yy)
+        self.clf_ = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=self.tol, solver=self.solver).fit(xx.numpy(), yy)
 
     def _logits(self, q):
         if self.clf_ is None:
