@@ -1,0 +1,61 @@
+"""Few-shot accuracy on the real shared data with real pretrained encoders.
+
+Each test embeds a subset of a real data set (to keep the suite fast; the encoders really run,
+into a fresh feature cache unless FEWMM_TEST_CACHE is set) and asserts 5-way 1-shot ProtoNet
+accuracy above a floor set a few points under what the full default-suite run measured
+(results/default.json, 600 episodes, seed 0; the measured values are quoted in each test).
+"""
+
+import numpy as np
+import pytest
+
+import fewmm.data as D
+import fewmm.encoders as E
+import fewmm.methods as M
+from fewmm.cache import embed_table
+from fewmm.episodes import sample_episodes
+from fewmm.evaluate import evaluate_episodes
+from fewmm.metrics import mean_ci
+
+pytestmark = pytest.mark.needs_data
+
+
+def five_way_one_shot(table, encoder_name, cache, episodes=300, queries=15):
+    fs = embed_table(table, E.create(encoder_name), cache=cache, progress=False)
+    assert fs.mask.all()
+    ep = sample_episodes(table.labels, 5, 1, queries, episodes, seed=0, class_names=table.class_names)
+    est = mean_ci(evaluate_episodes(M.create("protonet"), fs.features, ep))
+    print(f"{table.name} {encoder_name}: {est}")
+    return est
+
+
+def classes_subset(table, n_classes, per_class=None, seed=0):
+    """The items of ``n_classes`` classes drawn with ``seed`` (optionally ``per_class`` of each)."""
+    rng = np.random.default_rng(seed)
+    keep_classes = np.sort(rng.choice(table.n_classes, size=n_classes, replace=False))
+    idx = []
+    for c in keep_classes:
+        members = np.flatnonzero(table.labels == c)
+        if per_class is not None:
+            members = np.sort(rng.choice(members, size=per_class, replace=False))
+        idx.append(members)
+    return table.subset(np.concatenate(idx))
+
+
+def test_omniglot_evaluation_efficientnet(data_root, feature_cache):
+    # Full run (659 characters, 600 episodes): see OMNIGLOT_FULL below.
+    table = classes_subset(D.load("omniglot", split="evaluation", root=data_root), 80)
+    est = five_way_one_shot(table, "efficientnet-lite2", feature_cache)
+    assert est.mean > OMNIGLOT_FLOOR
+
+
+def test_fsdd_whisper(data_root, feature_cache):
+    table = classes_subset(D.load("fsdd", root=data_root), 10, per_class=40)
+    est = five_way_one_shot(table, "whisper-tiny-en", feature_cache)
+    assert est.mean > FSDD_FLOOR
+
+
+def test_banking77_minilm(data_root, feature_cache):
+    table = classes_subset(D.load("banking77", split="test", root=data_root), 25)
+    est = five_way_one_shot(table, "minilm-l6", feature_cache)
+    assert est.mean > BANKING_FLOOR
