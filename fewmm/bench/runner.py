@@ -257,7 +257,7 @@ def run_suite(
     cache_dir=None,
     command: str | None = None,
     quiet: bool = False,
-    chunk_size: int = 1000,
+    chunk_size: int | None = None,
 ) -> Reporter:
     """Run every (data set, encoder, way, shot) of ``suite`` with every method on shared episodes.
 
