@@ -53,12 +53,13 @@ class FeatureSet:
 
 
 def cache_key(encoder, table: ItemTable, modality: str) -> dict:
-    """The identity of a feature table: encoder name + weights id + preprocessing + data set +
-    modality + sha256 of the ordered item ids (+ the cache format version)."""
+    """The identity of a feature table: encoder name + weights id + preprocessing + data set
+    (its payload source, :attr:`ItemTable.payload_name`, else its name) + modality + sha256 of the
+    ordered item ids (+ the cache format version). Labels are not part of it."""
     return {
         "version": CACHE_VERSION,
         **encoder.cache_key,
-        "dataset": table.name,
+        "dataset": table.payload_name or table.name,
         "modality": modality,
         "n_items": len(table),
         "ids_sha256": ids_digest(table.ids),

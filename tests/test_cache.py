@@ -110,3 +110,15 @@ def test_no_cache_and_modality_errors(tmp_path):
         embed_table(t, enc, modality="image", cache=False)
     with pytest.raises(ValueError, match="no item with modality 'text'"):
         embed_table(t, enc, cache=False)
+
+
+def test_tables_sharing_payloads_share_features(tmp_path):
+    """Same payloads under other labels (e.g. fsdd digits vs speakers): one cache entry."""
+    cache = FeatureCache(tmp_path)
+    enc = CountingEncoder()
+    a = table(name="toy/all")
+    b = table(name="toy-speaker/all")
+    b.payload_name = "toy/all"
+    b.labels = np.array([1, 0, 1, 0])
+    embed_table(a, enc, cache=cache)
+    assert embed_table(b, enc, cache=cache).cache_hit and enc.calls == 1

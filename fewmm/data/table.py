@@ -90,6 +90,10 @@ class ItemTable:
         The data files the table was read from (hashed into results for reproducibility).
     info : dict
         Free-form description: licence, source URL, split notes.
+    payload_name : str or None
+        Name of the payloads' source for the feature cache, when several tables share the same
+        payloads under different labels (``fsdd/all`` for both the digit and the speaker task);
+        default: ``name``. Features depend on payloads only, never on labels.
     """
 
     name: str
@@ -100,6 +104,7 @@ class ItemTable:
     meta: dict[str, np.ndarray] = field(default_factory=dict)
     source_files: list[Path] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    payload_name: str | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -153,6 +158,7 @@ class ItemTable:
             meta={k: np.asarray(v)[idx] for k, v in self.meta.items()},
             source_files=list(self.source_files),
             info=dict(self.info),
+            payload_name=None if self.payload_name is None else f"{self.payload_name}[{ids_digest(ids)[:10]}]",
         )
 
     def classes_with_at_least(self, count: int) -> np.ndarray:

@@ -113,6 +113,7 @@ def load_fsdd(split: str | None = None, root=None, download: bool = True, label:
     paths = [rec / e[3] for e in entries]
     return ItemTable(
         name=name,
+        payload_name=f"fsdd/{split}",
         ids=[f"recordings/{e[3]}" for e in entries],
         labels=np.array(labels, dtype=np.int64),
         class_names=class_names,
