@@ -49,21 +49,26 @@ FUSION_FIELDS = [
 ]
 
 
-def _with_val_items_as_classes(task) -> tuple[MMFeatures, np.ndarray, np.ndarray, dict]:
+def _relabel(f: MMFeatures, labels: np.ndarray, names: list[str], ct) -> MMFeatures:
+    return MMFeatures(f.features, f.mask, f.modalities, labels, names, ct, dict(f.info))
+
+
+def _with_val_items_as_classes(task) -> tuple[MMFeatures, MMFeatures, np.ndarray, np.ndarray, dict]:
     """Features for training where a task validates on held-out base ITEMS: those items get new
     labels (``n_classes + c``, class text copied), so the trainer's class-based sampling keeps
     them out of training episodes and uses only them for validation."""
     f = task.features
     if len(task.val_classes):
-        return f, task.base_classes, task.val_classes, {}
+        return f, task.corrupted, task.base_classes, task.val_classes, {}
     n_c = len(f.class_names)
     labels = f.labels.copy()
     labels[task.val_items] += n_c
     names = list(f.class_names) + [f"{c} (validation items)" for c in f.class_names]
     ct = None if f.class_text is None else torch.cat([f.class_text, f.class_text])
-    g = MMFeatures(f.features, f.mask, f.modalities, labels, names, ct, dict(f.info))
+    g = _relabel(f, labels, names, ct)
+    gc = _relabel(task.corrupted, labels, names, ct)
     val = np.unique(labels[task.val_items])
-    return g, task.base_classes, val, {"validation": f"held-out base items ({len(task.val_items)}), relabelled as {val.tolist()}"}
+    return g, gc, task.base_classes, val, {"validation": f"held-out base items ({len(task.val_items)}), relabelled as {val.tolist()}"}
 
 
 def _weights_by_item_kind(weights: np.ndarray, query_items: np.ndarray, corrupted_items: np.ndarray | None):
@@ -102,7 +107,7 @@ def run(args) -> Path:
     for fold in folds:
         kw = {} if fold == "default" else {"fold": fold}
         task = T.build(args.task, root=args.data_root, corruption=spec["corruption"], **kw)
-        feats, base, val, val_note = _with_val_items_as_classes(task)
+        feats, feats_c, base, val, val_note = _with_val_items_as_classes(task)
         header["folds"][fold] = {**task.splits_record(), **val_note, "info": task.info}
         item_mods = list(task.features.modalities)
         # --- train -------------------------------------------------------------------------
@@ -113,7 +118,7 @@ def run(args) -> Path:
         for hname, mods in to_train:
             label = hname if len(mods) == len(item_mods) else f"proj[{mods[0]}]"
             f_h = feats if len(mods) == len(item_mods) else feats.select_modalities(mods)
-            c_h = task.corrupted if len(mods) == len(item_mods) else task.corrupted.select_modalities(mods)
+            c_h = feats_c if len(mods) == len(item_mods) else feats_c.select_modalities(mods)
             head = H.create(hname, f_h, seed=args.seed)
             cfg = TrainConfig(n_way=args.ways, n_shot=(1, 5), n_query=min(queries, 15), steps=args.steps,
                               eval_every=max(1, args.steps // 10), val_episodes=200, val_shot=1,
@@ -135,7 +140,7 @@ def run(args) -> Path:
         conditions[f"{cmod}-corrupt50"] = (cf, cmask)
         for m in item_mods if len(item_mods) > 1 else []:
             conditions[f"{m}-missing50"] = (T.apply_missing(clean, m, 0.5, seed=args.seed), None)
-        evaluated = [(f"single:{m}", H.create(f"single:{m}", clean, seed=args.seed), (m,)) for m in item_mods]
+        evaluated = [(f"single:{m}", H.create(f"single:{m}", clean, seed=args.seed), tuple(item_mods)) for m in item_mods]
         evaluated += [(n, H.create(n, clean, seed=args.seed), tuple(item_mods)) for n in FIXED]
         evaluated += [(lbl, h, mods) for lbl, (h, mods) in trained.items()]
         for cond, (cfeat, cmask_items) in conditions.items():
@@ -143,6 +148,8 @@ def run(args) -> Path:
                 ep = task.episodes("novel", args.ways, k, queries, args.episodes, seed=args.seed)
                 accs, rows = {}, []
                 for label, head, mods in evaluated:
+                    if len(mods) < len(item_mods) and cond.endswith("missing50") and cond.split("-")[0] in mods:
+                        continue  # a single-modality control cannot score items lacking its modality
                     f_eval = cfeat if len(mods) == len(item_mods) else cfeat.select_modalities(mods)
                     acc, w = H.evaluate_head(head, f_eval, ep, return_weights=True)
                     accs[label] = acc
