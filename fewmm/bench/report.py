@@ -50,6 +50,41 @@ def markdown_table(doc: dict) -> str:
     return "\n".join(lines) + "\n" + foot + "\n"
 
 
+def fusion_table(doc: dict) -> str:
+    """Rows: condition x head; columns: fold x shots, each 'acc ± ci (Δ vs best fixed ± ci)'."""
+    rows = doc["results"]
+    cols = list(dict.fromkeys((r["fold"], r["shots"]) for r in rows))
+    keys = list(dict.fromkeys((r["condition"], r["head"]) for r in rows))
+    by = {(r["condition"], r["head"], r["fold"], r["shots"]): r for r in rows}
+    cmod = doc.get("corrupt_modality", "")
+    head = "| condition | head | " + " | ".join(f"fold {f}, {k}-shot" for f, k in cols) + f" | weight on {cmod}: clean / corrupted items (fold {cols[0][0]}, 1-shot) |"
+    lines = [head, "|---|---|" + "---|" * (len(cols) + 1)]
+    for cond, h in keys:
+        cells = []
+        for f, k in cols:
+            r = by.get((cond, h, f, k))
+            if r is None:
+                cells.append("n/a")
+                continue
+            txt = f"{r['accuracy']:.2f} ± {r['ci95']:.2f}"
+            if "paired_delta" in r:
+                txt += f" ({r['paired_delta']:+.2f} ± {r['paired_ci95']:.2f})"
+            else:
+                txt = f"*{txt}* (ref)"
+            cells.append(txt)
+        r1 = by.get((cond, h, cols[0][0], 1))
+        wtxt = ""
+        if r1 and cmod in r1.get("weight_names", []) and r1.get("mean_weights_corrupted_items"):
+            j = r1["weight_names"].index(cmod)
+            wtxt = f"{r1['mean_weights_clean_items'][j]:.2f} / {r1['mean_weights_corrupted_items'][j]:.2f}"
+        lines.append(f"| {cond} | {h} | " + " | ".join(cells) + f" | {wtxt} |")
+    foot = (f"\nNovel-class accuracy (%) ± 95% CI over {doc['episodes']} episodes (5-way, seed {doc['seed']}); in brackets the paired "
+            f"difference to the best fixed fusion of that condition and shot count (*ref*), on the same episodes. "
+            f"Corruption: {doc['corruption']} on {cmod} for a seeded 50% of items. Command: `{doc['command']}`; "
+            f"wall time {doc.get('wall_seconds', '?')} s.")
+    return "\n".join(lines) + "\n" + foot + "\n"
+
+
 def update_block(text: str, tag: str, content: str) -> str:
     start, end = f"<!-- results:{tag} -->", f"<!-- /results:{tag} -->"
     pat = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
@@ -65,7 +100,7 @@ def main(argv=None) -> int:
     p.add_argument("--tag", help="block tag (default: the JSON file's stem)")
     a = p.parse_args(argv)
     doc = json.loads(Path(a.results).read_text())
-    table = markdown_table(doc)
+    table = fusion_table(doc) if doc.get("experiment") else markdown_table(doc)
     if a.readme:
         path = Path(a.readme)
         path.write_text(update_block(path.read_text(), a.tag or Path(a.results).stem, table))
