@@ -1,0 +1,606 @@
+"""MAML meta-training speed: fewmm.meta.MAML vs learn2learn's MAML on the same head and tasks.
+
+Head: ``Linear(d, h) - ReLU - Linear(h, N)`` (``--hidden``, default 256), float32, CPU,
+``torch.set_num_threads(--threads)`` (default 2). Tasks: N-way K-shot Q-query (default 5-way
+1-shot 15 queries), meta-batch of ``--meta-batch`` tasks (default 32), drawn with
+:func:`fewmm.episodes.sample_episodes` from a feature table:
+
+* default: a synthetic Gaussian-cluster table, ``--dim`` 1280: random-normal features (class means
+  in a random rank-16 subspace, scale 0.15, plus isotropic N(0, 1/d) noise), L2-normalised; the
+  noise dominates, so raw-feature ProtoNet gets ~45% (5-way 1-shot) and learning the subspace
+  helps: a task stream where meta-learning is possible;
+* ``--features FILE.safetensors``: real cached features (a fewmm feature-cache file: ``features``
+  (n, d) and ``mask``; labels from a ``labels`` tensor in the file, from ``--labels FILE.npy``,
+  or from the data set named in the file's metadata via ``fewmm.data.load``), L2-normalised.
+
+Every method gets the same initial head (a copy), the same already-normalised tensors, the same
+inner learning rate (``--inner-lr``, 0.5) and Adam (``--outer-lr``). fewmm runs with
+``feature_norm=None`` because the inputs are normalised already.
+
+Measured methods (``--methods``):
+
+``l2l``        learn2learn 0.2.0: per task ``learner = MAML(head, lr, first_order).clone()``,
+               ``learner.adapt(loss)`` x inner steps, query loss; mean over tasks; backward; Adam.
+``gram``       fewmm ``MAML(path="gram")``: Gram products with the support set, no per-task weights.
+``functional`` fewmm ``MAML(path="functional")``: per-task weights, ``torch.bmm`` forward.
+``vmap``       fewmm ``MAML(path="functional", force_vmap=True)``: per-task weights,
+               ``torch.func.vmap(functional_call)`` forward (the fully general path).
+
+1. Speed, for every (inner steps in ``--inner-steps``, order in ``--orders``): each method runs one
+   warm-up meta-step, then ``--repeats`` rounds in which every method runs one meta-step
+   (interleaved, so load changes on a shared machine hit all methods alike). Reported: meta-steps
+   per second from the best (shortest) and the median step time, ratio to learn2learn (best
+   times; and from the median process CPU time, ``time.process_time``, which a busy shared
+   machine disturbs less than wall time, but which counts the OpenMP workers' spin-waiting
+   between small ops and so penalises learn2learn's per-task loop of small ops), and minor page
+   faults per meta-step (``resource.getrusage(RUSAGE_SELF).ru_minflt``
+   deltas, median). Also the largest absolute difference of the meta-gradients and of the query
+   loss between each fewmm path and learn2learn on that meta-batch (float32).
+   Tensor memory: one more meta-step per method under ``torch.profiler`` with
+   ``profile_memory=True``; the peak of live CPU tensor bytes above those live at its start (every
+   allocation and free of torch's CPU allocator; deterministic, not disturbed by other processes).
+2. Peak resident memory (skip with ``--no-rss`` or ``--no-memory``): each (config, method) in a
+   fresh subprocess: build the tasks and the method, run one warm-up meta-step (the first call
+   pages in library code, which counts in RSS, and creates Adam's state), then 3 meta-steps.
+   Reported: the peak of anonymous RSS (``RssAnon``, sampled every ~2 ms) above its value before
+   the steps, and the peak RSS ``VmHWM`` (what ``resource.getrusage(RUSAGE_SELF).ru_maxrss``
+   reports, read from ``/proc/self/status`` because ``ru_maxrss`` keeps the pre-``exec`` peak of
+   the forked parent; reset by writing ``5`` to ``/proc/self/clear_refs``) minus the RSS before
+   the steps, with the part of it that was
+   file-backed pages paged in again (VMs that reclaim cold pages inflate that figure; ``<=`` marks
+   an upper bound where the peak cannot be reset). tracemalloc is not used: it does not see
+   torch's tensor allocations.
+3. Accuracy after a short training (skip with ``--train-steps 0``): learn2learn and fewmm (the
+   path ``auto`` picks) are meta-trained for ``--train-steps`` meta-steps from the same init on the
+   same task stream (base classes: the first 75% of the classes), ``--train-inner-steps`` inner
+   steps, second order unless ``--train-first-order``; then evaluated on ``--eval-episodes``
+   episodes of the held-out classes (the same episodes for both; adaptation with the same inner
+   loop). Reported: mean accuracy with 95% interval, the paired difference, the accuracy of the
+   untrained init and of ProtoNet (cosine) on the same episodes for context.
+
+Usage::
+
+    .venv/bin/python benchmarks/maml_speed.py --json results/maml_speed.json
+    .venv/bin/python benchmarks/maml_speed.py --features ~/.cache/fewmm/features/.../x.safetensors
+    .venv/bin/python benchmarks/maml_speed.py --repeats 2 --inner-steps 1 --train-steps 10 --no-memory  # quick
+
+learn2learn does not ``pip install`` on Python 3.11: ``PYTHON=.venv/bin/python
+scripts/install_learn2learn.sh``. Without it the fewmm rows are still measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(REPO))
+
+from fewmm.episodes import sample_episodes  # noqa: E402
+from fewmm.meta import MAML, MAMLClassifier, episode_tensors  # noqa: E402
+
+L2L_INSTALL_HINT = "PYTHON=.venv/bin/python scripts/install_learn2learn.sh  (pip install learn2learn fails on Python 3.11)"
+ALL_METHODS = ("l2l", "gram", "functional", "vmap")
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+def synthetic_table(n_classes=64, per_class=40, dim=1280, rank=16, scale=0.15, seed=0):
+    """Gaussian clusters: class means ``U z_c`` (U a random orthonormal (dim, rank) basis,
+    z_c ~ N(0, scale^2 / rank)), items mean + N(0, 1/dim) noise; float32 (n, dim), L2-normalised
+    later. Built class by class (small transient memory)."""
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(dim, rank, generator=g))
+    z = torch.randn(n_classes, rank, generator=g) * (scale / rank**0.5)
+    feats = torch.empty(n_classes * per_class, dim)
+    for c in range(n_classes):
+        feats[c * per_class : (c + 1) * per_class] = (u @ z[c]) + torch.randn(per_class, dim, generator=g) / dim**0.5
+    return feats, np.repeat(np.arange(n_classes), per_class)
+
+
+def load_feature_file(path: str, labels_path: str | None):
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        keys = set(f.keys())
+        meta = f.metadata() or {}
+        feats = f.get_tensor("features").float()
+        mask = f.get_tensor("mask").bool().numpy() if "mask" in keys else np.ones(feats.shape[0], bool)
+        labels = f.get_tensor("labels").numpy() if "labels" in keys else None
+    source = "file"
+    if labels is None and labels_path:
+        labels = np.load(labels_path) if labels_path.endswith(".npy") else np.loadtxt(labels_path, dtype=np.int64)
+        source = labels_path
+    if labels is None:
+        key = json.loads(meta.get("key", "{}"))
+        name = key.get("dataset")
+        if not name:
+            sys.exit(f"{path}: no 'labels' tensor and no data set in its metadata: pass --labels FILE.npy")
+        import fewmm.data as D
+
+        ds, _, split = name.partition("/")
+        table = D.load(ds, split=split or None, download=False)
+        labels = table.labels
+        source = f"fewmm.data.load({ds!r}, split={split or None!r})"
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape != (feats.shape[0],):
+        sys.exit(f"labels have shape {labels.shape}, features {tuple(feats.shape)}")
+    return feats[torch.as_tensor(mask)], labels[mask], source
+
+
+def build_data(args):
+    if args.features:
+        feats, labels, src = load_feature_file(args.features, args.labels)
+        desc = f"{args.features} (labels: {src})"
+    else:
+        feats, labels = synthetic_table(dim=args.dim, seed=args.seed)
+        desc = f"synthetic Gaussian clusters, 64 classes x 40 items, dim {args.dim}, rank-16 means, seed {args.seed}"
+    if not args.no_normalize:
+        feats = F.normalize(feats, dim=1)
+    classes = np.unique(labels)
+    n_base = max(args.way, int(round(0.75 * classes.size)))
+    return feats, labels, classes[:n_base], classes[n_base:], desc
+
+
+def make_head(d, h, n, seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, n))
+
+
+# ----------------------------------------------------------------------------------------------
+# methods: each is a callable doing one meta-step on (sx, sy, qx, qy) and returning the loss
+def import_l2l():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import learn2learn as l2l  # noqa: F401
+        return l2l
+    except Exception:
+        return None
+
+
+class L2LMethod:
+    def __init__(self, head, inner_lr, steps, first_order, outer_lr):
+        l2l = import_l2l()
+        self.head = head
+        self.meta = l2l.algorithms.MAML(head, lr=inner_lr, first_order=first_order)
+        self.steps = steps
+        self.opt = torch.optim.Adam(self.meta.parameters(), lr=outer_lr)
+
+    def loss(self, sx, sy, qx, qy):
+        total = 0.0
+        correct = 0
+        for t in range(sx.shape[0]):
+            learner = self.meta.clone()
+            for _ in range(self.steps):
+                learner.adapt(F.cross_entropy(learner(sx[t]), sy[t]))
+            out = learner(qx[t])
+            total = total + F.cross_entropy(out, qy[t])
+            correct += int((out.argmax(1) == qy[t]).sum())
+        return total / sx.shape[0], correct / qy.numel()
+
+    def step(self, sx, sy, qx, qy):
+        self.opt.zero_grad(set_to_none=True)
+        loss, acc = self.loss(sx, sy, qx, qy)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+    def predict(self, sx, sy, qx):
+        """Adapted predictions (T, Q) without meta-gradients (first-order graph only)."""
+        preds = []
+        for t in range(sx.shape[0]):
+            learner = self.meta.clone()
+            for _ in range(self.steps):
+                learner.adapt(F.cross_entropy(learner(sx[t]), sy[t]), first_order=True)
+            with torch.no_grad():
+                preds.append(learner(qx[t]).argmax(1))
+        return torch.stack(preds)
+
+
+class FewmmMethod:
+    def __init__(self, head, inner_lr, steps, first_order, outer_lr, path):
+        kw = dict(path="functional", force_vmap=True) if path == "vmap" else dict(path=path)
+        self.head = head
+        self.meta = MAML(head, inner_lr=inner_lr, inner_steps=steps, first_order=first_order, feature_norm=None, **kw)
+        self.opt = torch.optim.Adam(self.meta.parameters(), lr=outer_lr)
+
+    def loss(self, sx, sy, qx, qy):
+        loss, acc = self.meta.meta_loss(sx, sy, qx, qy)
+        return loss, float(acc)
+
+    def step(self, sx, sy, qx, qy):
+        self.opt.zero_grad(set_to_none=True)
+        loss, _ = self.meta.meta_loss(sx, sy, qx, qy)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+
+def make_method(name, head, args, steps, first_order, outer_lr=None):
+    lr = args.outer_lr if outer_lr is None else outer_lr
+    if name == "l2l":
+        return L2LMethod(head, args.inner_lr, steps, first_order, lr)
+    return FewmmMethod(head, args.inner_lr, steps, first_order, lr, name)
+
+
+def first_batch(feats, labels, base, args):
+    eps = sample_episodes(labels, args.way, args.shot, args.query, n_episodes=args.meta_batch, seed=args.seed, classes=base)
+    return episode_tensors(feats, eps.support, eps.query)
+
+
+# ----------------------------------------------------------------------------------------------
+def minflt() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+def tensor_peak_mib(step) -> float:
+    """Peak of live CPU tensor bytes allocated during one call of ``step()``, above the bytes live
+    when it starts (torch.profiler with ``profile_memory=True``: every allocation and free of
+    torch's CPU allocator, in time order). Deterministic, unaffected by other processes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sys.stderr.flush()
+    saved = os.dup(2)  # the profiler's C++ side logs start/stop lines to fd 2: mute them
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+                step()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns())
+    if not events:
+        return 0.0
+    return max(0.0, float(np.cumsum([e.nbytes() for e in events]).max())) / 2**20
+
+
+def grad_check(methods: dict, batch) -> dict:
+    """Max |meta-gradient difference| and |loss difference| of each fewmm method vs l2l."""
+    if "l2l" not in methods:
+        return {}
+    out = {}
+    ref = methods["l2l"]
+    ref.opt.zero_grad(set_to_none=True)
+    rloss, _ = ref.loss(*batch)
+    rloss.backward()
+    rg = {n: p.grad.clone() for n, p in ref.head.named_parameters()}
+    for name, m in methods.items():
+        if name == "l2l":
+            continue
+        m.opt.zero_grad(set_to_none=True)
+        loss, _ = m.loss(*batch)
+        loss.backward()
+        g = {n: p.grad for n, p in m.head.named_parameters()}
+        out[name] = {
+            "max_abs_grad_diff": max(float((g[n] - rg[n]).abs().max()) for n in rg),
+            "max_abs_grad": max(float(rg[n].abs().max()) for n in rg),
+            "loss_diff": abs(float(loss.detach()) - float(rloss.detach())),
+        }
+    return out
+
+
+def speed(args, feats, labels, base, methods_wanted):
+    batch = first_batch(feats, labels, base, args)
+    d = feats.shape[1]
+    rows = []
+    for steps in args.inner_steps:
+        for order in args.orders:
+            fo = order == "first"
+            methods = {}
+            for name in methods_wanted:
+                head = make_head(d, args.hidden, args.way, args.seed)
+                methods[name] = make_method(name, head, args, steps, fo)
+            check = grad_check(methods, batch)  # before any update: identical heads
+            times = {n: [] for n in methods}
+            faults = {n: [] for n in methods}
+            cpu = {n: [] for n in methods}
+            for n, m in methods.items():  # warm-up
+                m.step(*batch)
+            for _ in range(args.repeats):
+                for n, m in methods.items():
+                    f0 = minflt()
+                    c0 = time.process_time()
+                    t0 = time.perf_counter()
+                    m.step(*batch)
+                    times[n].append(time.perf_counter() - t0)
+                    cpu[n].append(time.process_time() - c0)
+                    faults[n].append(minflt() - f0)
+            peaks = {n: tensor_peak_mib(lambda m=m: m.step(*batch)) for n, m in methods.items()} if args.memory else {}
+            res = {}
+            for n in methods:
+                best, med = min(times[n]), float(np.median(times[n]))
+                res[n] = {
+                    "steps_per_s_best": 1.0 / best,
+                    "steps_per_s_median": 1.0 / med,
+                    "times_s": times[n],
+                    "cpu_s_median": float(np.median(cpu[n])),
+                    "minor_faults_per_step": int(np.median(faults[n])),
+                    "tensor_peak_mib": peaks.get(n),
+                    "path": getattr(getattr(methods[n], "meta", None), "path_", None) if n != "l2l" else None,
+                }
+            if "l2l" in res:
+                for n in res:
+                    res[n]["ratio_vs_l2l_best"] = res[n]["steps_per_s_best"] / res["l2l"]["steps_per_s_best"]
+                    res[n]["ratio_vs_l2l_median"] = res[n]["steps_per_s_median"] / res["l2l"]["steps_per_s_median"]
+                    res[n]["ratio_vs_l2l_cpu"] = res["l2l"]["cpu_s_median"] / res[n]["cpu_s_median"]
+            for n, c in check.items():
+                res[n]["vs_l2l"] = c
+            row = {"inner_steps": steps, "order": order, "methods": res}
+            rows.append(row)
+            print_speed_row(row)
+    return rows
+
+
+def print_speed_row(row):
+    head = f"inner steps {row['inner_steps']}, {row['order']} order"
+    print(f"\n{head}")
+    print(f"  {'method':<11} {'steps/s best':>12} {'median':>8} {'x l2l':>7} {'x l2l cpu':>9} {'faults/step':>12} {'tensor peak MiB':>16}  {'|dgrad| vs l2l':>14}")
+    for n, r in row["methods"].items():
+        ratio = f"{r['ratio_vs_l2l_best']:.1f}" if "ratio_vs_l2l_best" in r else "-"
+        rcpu = f"{r['ratio_vs_l2l_cpu']:.1f}" if "ratio_vs_l2l_cpu" in r else "-"
+        dg = f"{r['vs_l2l']['max_abs_grad_diff']:.1e}" if "vs_l2l" in r else "-"
+        pk = f"{r['tensor_peak_mib']:.1f}" if r.get("tensor_peak_mib") is not None else "-"
+        print(f"  {n:<11} {r['steps_per_s_best']:>12.2f} {r['steps_per_s_median']:>8.2f} {ratio:>7} {rcpu:>9} {r['minor_faults_per_step']:>12d} {pk:>16}  {dg:>14}")
+    sys.stdout.flush()
+
+
+# ----------------------------------------------------------------------------------------------
+def proc_status_kib(*fields) -> dict:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in fields:
+                out[k] = int(v.split()[0])
+    return out
+
+
+def memory_probe(args):
+    """Subprocess mode: one method, one config; prints one JSON line.
+
+    Two figures, after one warm-up meta-step: (a) the peak of anonymous resident memory
+    (``RssAnon`` in ``/proc/self/status``, sampled every ~2 ms by a thread) during 3 meta-steps
+    minus its value before them; (b) the peak RSS ``VmHWM`` (reset by writing ``5`` to
+    ``/proc/self/clear_refs``) minus the RSS before the steps. ``VmHWM`` is the figure
+    ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` reports, except that ``ru_maxrss`` also keeps the
+    peak of the process image before ``exec`` (the forked benchmark parent: ~1.3 GB), which no
+    reset clears. (b) also counts file-backed pages (library code) that the kernel dropped and
+    the steps paged in again (VMs that reclaim cold pages): ``rss_file_delta_mib`` shows that part.
+    """
+    import gc
+    import threading
+
+    torch.set_num_threads(args.threads)
+    name, steps, order = args._probe.split(",")
+    feats, labels, base, _, _ = build_data(args)
+    batch = first_batch(feats, labels, base, args)
+    head = make_head(feats.shape[1], args.hidden, args.way, args.seed)
+    m = make_method(name, head, args, int(steps), order == "first")
+    m.step(*batch)  # warm-up: pages in library code and creates Adam's state
+    gc.collect()
+    try:  # reset the peak (VmHWM, which ru_maxrss reports) so set-up transients do not count
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        reset = True
+    except OSError:
+        reset = False
+    before = proc_status_kib("RssAnon", "RssFile")
+    base_rss = rss_kib()
+    max0 = proc_status_kib("VmHWM")["VmHWM"]
+    peak_anon = [before["RssAnon"]]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak_anon[0] = max(peak_anon[0], proc_status_kib("RssAnon")["RssAnon"])
+            time.sleep(0.002)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    for _ in range(3):
+        m.step(*batch)
+    stop.set()
+    th.join()
+    max1 = proc_status_kib("VmHWM")["VmHWM"]
+    after = proc_status_kib("RssAnon", "RssFile")
+    print(json.dumps({
+        "anon_peak_delta_mib": (peak_anon[0] - before["RssAnon"]) / 1024,
+        "hwm_delta_mib": (max1 - base_rss) / 1024,
+        "rss_file_delta_mib": (after["RssFile"] - before["RssFile"]) / 1024,
+        "baseline_rss_kib": base_rss, "hwm_before_kib": max0, "hwm_after_kib": max1,
+        "peak_reset": reset, "hwm_upper_bound": (not reset) and max1 <= max0,
+    }))
+
+
+def memory(args, methods_wanted):
+    rows = []
+    passthrough = [a for a in sys.argv[1:] if not a.startswith("--json")]
+    # drop the value of --json too
+    if "--json" in sys.argv:
+        i = sys.argv.index("--json")
+        passthrough = sys.argv[1:i] + sys.argv[i + 2 :]
+    print("\npeak resident memory added by a meta-step, fresh process per method, MiB: anonymous RSS peak "
+          "(VmHWM = ru_maxrss delta after a peak reset, of which file-backed pages paged in again)")
+    for steps in args.inner_steps:
+        for order in args.orders:
+            res = {}
+            for name in methods_wanted:
+                cmd = [sys.executable, __file__, *passthrough, "--_probe", f"{name},{steps},{order}"]
+                p = subprocess.run(cmd, capture_output=True, text=True)
+                line = [x for x in p.stdout.splitlines() if x.startswith("{")]
+                if p.returncode != 0 or not line:
+                    res[name] = {"error": p.stderr[-500:]}
+                    continue
+                res[name] = json.loads(line[-1])
+            rows.append({"inner_steps": steps, "order": order, "methods": res})
+            cells = "  ".join(
+                f"{n} {r['anon_peak_delta_mib']:.1f} ({'<=' if r.get('hwm_upper_bound') else ''}{r['hwm_delta_mib']:.1f}, "
+                f"file {r['rss_file_delta_mib']:+.1f})"
+                if "anon_peak_delta_mib" in r else f"{n} error"
+                for n, r in res.items()
+            )
+            print(f"  inner steps {steps}, {order} order: {cells}")
+            sys.stdout.flush()
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+def train_and_eval(args, feats, labels, base, novel, methods_wanted):
+    from fewmm.evaluate import evaluate_episodes
+    from fewmm.methods import ProtoNet
+    from fewmm.metrics import mean_ci, paired_difference
+
+    d = feats.shape[1]
+    fo = args.train_first_order
+    stream = sample_episodes(labels, args.way, args.shot, args.query, n_episodes=args.train_steps * args.meta_batch, seed=args.seed + 1, classes=base)
+    test = sample_episodes(labels, args.way, args.shot, args.query, n_episodes=args.eval_episodes, seed=args.seed + 2, classes=novel)
+    names = [n for n in ("l2l", "gram") if n in methods_wanted] or ["gram"]
+    init_head = make_head(d, args.hidden, args.way, args.seed)
+    out = {"train_steps": args.train_steps, "inner_steps": args.train_inner_steps, "outer_lr": args.train_outer_lr, "order": "first" if fo else "second",
+           "n_base_classes": int(base.size), "n_novel_classes": int(novel.size), "eval_episodes": args.eval_episodes, "methods": {}}
+    target = torch.arange(args.way).repeat_interleave(args.query)
+    accs = {}
+
+    def evaluate(name, m):
+        if name == "l2l":
+            sx, sy, qx, qy = episode_tensors(feats, test.support, test.query)
+            pred = torch.cat([m.predict(sx[i : i + 50], sy[i : i + 50], qx[i : i + 50]) for i in range(0, sx.shape[0], 50)])
+            return (pred == target).double().mean(1).numpy()
+        return evaluate_episodes(MAMLClassifier(m.meta), feats, test, chunk_size=256)
+
+    # context: ProtoNet and the untrained init
+    accs["protonet-cosine"] = evaluate_episodes(ProtoNet(metric="cosine"), feats, test)
+    init = FewmmMethod(copy.deepcopy(init_head), args.inner_lr, args.train_inner_steps, fo, args.outer_lr, "auto")
+    accs["init (no meta-training)"] = evaluate("gram", init)
+    print(f"\naccuracy after {args.train_steps} meta-steps ({args.train_inner_steps} inner steps, {out['order']} order, Adam {args.train_outer_lr:g}), "
+          f"{args.eval_episodes} episodes of {novel.size} held-out classes")
+    for name in names:
+        m = make_method(name, copy.deepcopy(init_head), args, args.train_inner_steps, fo, outer_lr=args.train_outer_lr)
+        t0 = time.perf_counter()
+        losses = []
+        for s in range(args.train_steps):
+            sl = slice(s * args.meta_batch, (s + 1) * args.meta_batch)
+            losses.append(m.step(*episode_tensors(feats, stream.support[sl], stream.query[sl])))
+        train_s = time.perf_counter() - t0
+        accs[name] = evaluate(name, m)
+        out["methods"][name] = {"train_seconds": train_s, "first_losses": losses[:3], "last_losses": losses[-3:],
+                                "path": getattr(m.meta, "path_", None) if name != "l2l" else None}
+    for name, a in accs.items():
+        est = mean_ci(a)
+        out["methods"].setdefault(name, {})["accuracy"] = {"mean": est.mean, "ci95": est.ci95}
+        extra = f"  (trained in {out['methods'][name]['train_seconds']:.1f} s)" if "train_seconds" in out["methods"][name] else ""
+        print(f"  {name:<24} {est}{extra}")
+    if "l2l" in accs and "gram" in accs:
+        diff = paired_difference(accs["gram"], accs["l2l"])
+        out["paired_gram_minus_l2l"] = {"mean": diff.mean, "ci95": diff.ci95}
+        print(f"  fewmm - learn2learn (paired): {diff} points")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--features", help="a fewmm feature-cache .safetensors file (default: synthetic)")
+    ap.add_argument("--labels", help="labels .npy / .txt for --features when the file has none")
+    ap.add_argument("--dim", type=int, default=1280, help="synthetic feature dim (default 1280)")
+    ap.add_argument("--no-normalize", action="store_true", help="do not L2-normalise the features")
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--way", type=int, default=5)
+    ap.add_argument("--shot", type=int, default=1)
+    ap.add_argument("--query", type=int, default=15)
+    ap.add_argument("--meta-batch", type=int, default=32)
+    ap.add_argument("--inner-steps", type=lambda s: [int(x) for x in s.split(",")], default=[1, 5])
+    ap.add_argument("--orders", type=lambda s: s.split(","), default=["second", "first"])
+    ap.add_argument("--inner-lr", type=float, default=0.5)
+    ap.add_argument("--outer-lr", type=float, default=1e-3)
+    ap.add_argument("--methods", type=lambda s: s.split(","), default=list(ALL_METHODS))
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-memory", action="store_true", help="skip both memory measurements")
+    ap.add_argument("--no-rss", action="store_true", help="skip the RSS measurement (one subprocess per config and method)")
+    ap.add_argument("--train-steps", type=int, default=40)
+    ap.add_argument("--train-inner-steps", type=int, default=5)
+    ap.add_argument("--train-outer-lr", type=float, default=1e-2, help="Adam step size of the training run")
+    ap.add_argument("--train-first-order", action="store_true")
+    ap.add_argument("--eval-episodes", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="write the numbers here")
+    ap.add_argument("--_probe", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    for o in args.orders:
+        if o not in ("first", "second"):
+            ap.error(f"--orders takes 'first' and/or 'second', got {o!r}")
+    bad = [m for m in args.methods if m not in ALL_METHODS]
+    if bad:
+        ap.error(f"unknown --methods {bad}; known: {','.join(ALL_METHODS)}")
+    if args._probe:
+        return memory_probe(args)
+    args.memory = not args.no_memory
+
+    torch.set_num_threads(args.threads)
+    methods = list(args.methods)
+    if "l2l" in methods and import_l2l() is None:
+        print(f"learn2learn does not import: its rows are skipped. Install: {L2L_INSTALL_HINT}")
+        methods.remove("l2l")
+    feats, labels, base, novel, desc = build_data(args)
+    print(f"features: {desc}; {tuple(feats.shape)}, {'L2-normalised' if not args.no_normalize else 'raw'}")
+    print(f"head Linear({feats.shape[1]},{args.hidden})-ReLU-Linear({args.hidden},{args.way}); {args.way}-way {args.shot}-shot "
+          f"{args.query}-query, meta-batch {args.meta_batch}, inner lr {args.inner_lr}, {args.threads} threads, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    result = {
+        "benchmark": "maml_speed",
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
+                    "loadavg_start": os.getloadavg(), "torch": torch.__version__, "python": platform.python_version()},
+        "config": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+        "features": desc,
+        "timing": "one warm-up step per method, then --repeats interleaved rounds; steps/s from the best and the median step time",
+        "speed": speed(args, feats, labels, base, methods),
+    }
+    if args.memory:
+        result["tensor_memory_method"] = ("torch.profiler(profile_memory=True) over one meta-step: peak of live CPU tensor bytes "
+                                         "above those live at its start (speed rows, 'tensor_peak_mib')")
+    if args.memory and not args.no_rss:
+        result["memory_method"] = ("fresh subprocess per (config, method), 1 warm-up meta-step, then 3 meta-steps: anon_peak_delta_mib = peak of "
+                                  "RssAnon (/proc/self/status, sampled every ~2 ms) minus RssAnon before; hwm_delta_mib = "
+                                  "VmHWM (= ru_maxrss without the pre-exec carry-over; peak reset with /proc/self/clear_refs) minus /proc/self/statm RSS "
+                                  "before, which also counts reclaimed file-backed pages paged in again (rss_file_delta_mib); MiB")
+        result["memory"] = memory(args, methods)
+    if args.train_steps > 0:
+        result["training"] = train_and_eval(args, feats, labels, base, novel, methods)
+    result["machine"]["loadavg_end"] = os.getloadavg()
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"\nwrote {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

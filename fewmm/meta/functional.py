@@ -1,0 +1,199 @@
+"""Task-batched functional building blocks for the MAML family (:mod:`fewmm.meta.maml`).
+
+A *meta-batch* of T tasks is held as tensors with a leading task dimension: support features
+``(T, n_support, d)``, query features ``(T, n_query, d)``, and per-task ("fast") parameters
+``(T, *param.shape)``. Tasks never interact, so the gradient of the *sum* of the per-task losses
+with respect to a per-task parameter tensor is, slice by slice, each task's own gradient: one
+``torch.autograd.grad`` call adapts the whole meta-batch, and ``create_graph=True`` keeps the
+second-order terms of MAML exactly.
+
+Two ways to run a module with per-task parameters:
+
+* :func:`batched_forward` runs ``nn.Linear`` and element-wise activations with ``torch.bmm`` /
+  ``torch.baddbmm`` on ``(T, n, d)`` inputs (no ``vmap`` dispatch overhead);
+* any other module runs through ``torch.func.vmap(torch.func.functional_call(...))`` over tasks.
+
+:func:`split_gram` recognises heads where the Gram-product fast path of :mod:`fewmm.meta.maml`
+applies (an ``nn.Linear`` whose input does not change during the inner loop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+#: Parameter-free modules that act element-wise (or on the last dimension only), so they can be
+#: applied to ``(T, n, h)`` tensors directly, without per-task dispatch.
+ELEMENTWISE = (
+    nn.Identity,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Tanhshrink,
+    nn.Softsign,
+    nn.Dropout,
+)
+
+
+def flatten_sequential(module: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """Leaf modules of nested ``nn.Sequential`` containers, in call order, with their dotted name
+    prefixes (``"0"``, ``"1.2"``, ...); ``[("", module)]`` for a lone ``nn.Linear``; ``None`` for
+    anything else (whose call order cannot be known from its structure)."""
+    if isinstance(module, nn.Linear):
+        return [("", module)]
+    if not isinstance(module, nn.Sequential):
+        return None
+    out: list[tuple[str, nn.Module]] = []
+    for name, child in module.named_children():
+        if isinstance(child, nn.Sequential):
+            sub = flatten_sequential(child)
+            if sub is None:
+                return None
+            out.extend((f"{name}.{n}", m) for n, m in sub)
+        else:
+            out.append((name, child))
+    return out
+
+
+def is_simple(mods: list[tuple[str, nn.Module]]) -> bool:
+    """True when every module is an ``nn.Linear`` or a parameter-free element-wise module."""
+    return all(isinstance(m, nn.Linear) or (isinstance(m, ELEMENTWISE) and not any(True for _ in m.parameters())) for _, m in mods)
+
+
+def _pname(prefix: str, leaf: str) -> str:
+    return f"{prefix}.{leaf}" if prefix else leaf
+
+
+class TaskBatchedModule:
+    """Run a module (or a slice of a flattened ``nn.Sequential``) with per-task parameters.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The module whose parameters are given per task. Its parameter names (``named_parameters``)
+        key the ``params`` dict of :meth:`__call__`.
+    mods : list of (name, module), optional
+        Its flattened leaves (see :func:`flatten_sequential`), to run a slice of a Sequential.
+    force_vmap : bool, default False
+        Always use ``vmap(functional_call)``, even when the ``bmm`` fast path applies.
+    """
+
+    def __init__(self, module: nn.Module, mods: list[tuple[str, nn.Module]] | None = None, force_vmap: bool = False):
+        self.module = module
+        self.mods = mods if mods is not None else flatten_sequential(module)
+        self.simple = (not force_vmap) and self.mods is not None and is_simple(self.mods)
+        if not self.simple:
+            if mods is not None:  # a slice: wrap it as its own Sequential for functional_call
+                self.module = nn.Sequential(*[m for _, m in mods])
+                self._names = {f"{i}.{leaf}": _pname(n, leaf) for i, (n, m) in enumerate(mods) for leaf, _ in m.named_parameters()}
+            else:
+                self._names = {n: n for n, _ in module.named_parameters()}
+
+    def param_names(self) -> list[str]:
+        """Names of the parameters (as keys of ``params``) this runner uses."""
+        if self.mods is not None:
+            return [_pname(n, leaf) for n, m in self.mods for leaf, _ in m.named_parameters()]
+        return [n for n, _ in self.module.named_parameters()]
+
+    def _one(self, p: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.module, p, (x,))
+
+    def __call__(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Forward ``x`` of shape (T, n, d_in) with ``params[name]`` of shape (T, *shape) -> (T, n, d_out)."""
+        if self.simple:
+            for name, m in self.mods:
+                if isinstance(m, nn.Linear):
+                    w = params[_pname(name, "weight")]
+                    b = params.get(_pname(name, "bias")) if m.bias is not None else None
+                    if b is None:
+                        x = torch.bmm(x, w.transpose(1, 2))
+                    else:
+                        x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+                else:
+                    x = m(x)
+            return x
+        p = {local: params[full] for local, full in self._names.items()}
+        # built per call (cheap): a stored vmap closure would survive copy.deepcopy pointing at the original
+        return vmap(self._one, in_dims=(0, 0), randomness="different")(p, x)
+
+
+@dataclass
+class GramSplit:
+    """A head seen as ``rest(linear(prefix(x)))`` where ``prefix`` is not adapted in the inner
+    loop, so the input of ``linear`` is the same at every inner step.
+
+    Attributes
+    ----------
+    prefix : list of (name, module)
+        Frozen-in-the-inner-loop modules before the Gram linear layer (empty for MAML, the body
+        for ANIL). Their parameters still receive meta-gradients.
+    linear_name : str
+        Dotted prefix of the Gram linear layer ("" when the head is a lone ``nn.Linear``).
+    linear : nn.Linear
+    rest : list of (name, module)
+        Modules after it, adapted with per-task parameters (empty for ANIL).
+    """
+
+    prefix: list
+    linear_name: str
+    linear: nn.Linear
+    rest: list
+
+
+def split_gram(head: nn.Module, variant: str) -> GramSplit | None:
+    """Where the Gram fast path applies, split ``head`` for it; otherwise ``None``.
+
+    * ``variant="maml"``: the head is an ``nn.Linear`` or a (nested) ``nn.Sequential`` whose first
+      leaf is an ``nn.Linear``; its input, the frozen features, never changes in the inner loop.
+    * ``variant="anil"``: the head is an ``nn.Linear`` or an ``nn.Sequential`` whose last leaf is
+      an ``nn.Linear``; only that layer is adapted, so its input (the body's output) is fixed.
+    * ``variant="metasgd"``: never (element-wise learned rates break the low-rank update).
+    """
+    mods = flatten_sequential(head)
+    if not mods:
+        return None
+    if variant == "maml":
+        name, first = mods[0]
+        if not isinstance(first, nn.Linear):
+            return None
+        return GramSplit(prefix=[], linear_name=name, linear=first, rest=mods[1:])
+    if variant == "anil":
+        name, last = mods[-1]
+        if not isinstance(last, nn.Linear):
+            return None
+        return GramSplit(prefix=mods[:-1], linear_name=name, linear=last, rest=[])
+    return None
+
+
+def anil_layer_names(head: nn.Module) -> list[str]:
+    """Parameter names of the layer ANIL adapts: the last leaf module that has parameters
+    (registration order; for an ``nn.Sequential`` that is the last layer called).
+
+    Raises
+    ------
+    ValueError
+        The head has no parameters.
+    """
+    last = None
+    for mname, m in head.named_modules():
+        own = [n for n, _ in m.named_parameters(recurse=False)]
+        if own:
+            last = [_pname(mname, n) for n in own]
+    if last is None:
+        raise ValueError("head has no parameters to adapt")
+    return last
