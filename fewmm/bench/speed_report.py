@@ -1,0 +1,84 @@
+"""Markdown summary of the speed benchmarks' JSON files (numbers copied by code, not by hand).
+
+    python -m fewmm.bench.speed_report [--readme README.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .report import update_block
+
+
+def throughput_md(d: dict, name: str) -> str:
+    c = d["config"]
+    r = d["ratios"]
+    la = d.get("loadavg_before")
+    lines = [
+        f"**Episode throughput** (`{name}`): {c['dataset']}/{c['split']} {c['encoder']} features ({c['n_items']} x {c['dim']}), "
+        f"{c['ways']}-way {c['shots']}-shot {c['queries']}-query, {c['episodes']} episodes, {c['threads']} torch thread(s), "
+        f"load average before the run {la[0]:.1f} on 2 cores." if la else "",
+        "",
+        "| path | episodes/s | accuracy |",
+        "|---|---|---|",
+        f"| fewmm batched evaluation (chunks of {d['fewmm']['chunk_episodes']}) | {d['fewmm']['episodes_per_s']:.0f} | {100 * d['fewmm']['acc_mean']:.2f} |",
+        f"| plain per-episode loop{' (extrapolated from ' + str(d['loop']['episodes']) + ')' if d['loop'].get('extrapolated') else ''} | {d['loop']['episodes_per_s']:.0f} | identical: {d['loop'].get('identical_to_fewmm')} |",
+    ]
+    if "l2l" in d and d["l2l"]:
+        lines.append(f"| learn2learn TaskDataset + per-task loop{' (extrapolated from ' + str(d['l2l']['episodes']) + ')' if d['l2l'].get('extrapolated') else ''} | {d['l2l']['episodes_per_s']:.0f} | {100 * d['l2l']['acc_mean']:.2f} (own episodes) |")
+    lines.append(f"| bare gather of the same bytes (memory-bound limit) | {d['gather']['episodes_per_s']:.0f} | |")
+    lines += ["", f"Ratios: fewmm / loop {r['fewmm_over_loop']:.1f}x; fewmm / learn2learn {r.get('fewmm_over_l2l', float('nan')):.1f}x "
+              f"(target >= 20x); fewmm time / gather time {r['fewmm_time_over_gather_time']:.2f} (target <= 2)."]
+    return "\n".join(lines) + "\n"
+
+
+def maml_md(d: dict, name: str) -> str:
+    m = d["machine"]
+    c = d["config"]
+    lines = [f"**MAML meta-steps/s** (`{name}`): head Linear({c['dim']},{c['hidden']})-ReLU-Linear({c['hidden']},{c['way']}), "
+             f"meta-batch {c['meta_batch']} tasks of {c['way']}-way {c['shot']}-shot {c['query']}-query, {d['features']}, "
+             f"{m['threads']} threads, load average {m['loadavg_start'][0]:.1f} at the start. Best step time of {c['repeats']} rounds.", ""]
+    methods = c["methods"]
+    lines.append("| inner steps | order | " + " | ".join(f"{x} steps/s (x l2l)" for x in methods) + " |")
+    lines.append("|---|---|" + "---|" * len(methods))
+    for row in d["speed"]:
+        cells = []
+        for x in methods:
+            v = row["methods"].get(x)
+            cells.append("" if v is None else f"{v['steps_per_s_best']:.2f} ({v['ratio_vs_l2l_best']:.1f}x)")
+        lines.append(f"| {row['inner_steps']} | {row['order']} | " + " | ".join(cells) + " |")
+    if d.get("memory"):
+        lines += ["", "Peak extra anonymous memory per meta-step (MiB, fresh process each): " + "; ".join(
+            f"{row['inner_steps']} step {row['order']}: " + ", ".join(f"{k} {v['anon_peak_delta_mib']:.0f}" for k, v in row["methods"].items())
+            for row in d["memory"])]
+    t = d.get("training")
+    if t:
+        acc = ", ".join(f"{k} {v['accuracy']['mean']:.2f} ± {v['accuracy']['ci95']:.2f} " + (f" ({v['train_seconds']:.1f} s)" if "train_seconds" in v else "") for k, v in t["methods"].items())
+        lines += ["", f"After {t['train_steps']} meta-steps ({t['inner_steps']} inner steps, {t['order']} order) on the same task stream, "
+                      f"novel-class accuracy over {t['eval_episodes']} episodes (training time): {acc}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fewmm.bench.speed_report", description=__doc__.splitlines()[0])
+    p.add_argument("--throughput", default="results/episode_throughput.json")
+    p.add_argument("--maml", default="results/maml_speed.json")
+    p.add_argument("--readme")
+    a = p.parse_args(argv)
+    parts = []
+    for path, fn in ((a.throughput, throughput_md), (a.maml, maml_md)):
+        if Path(path).exists():
+            parts.append(fn(json.loads(Path(path).read_text()), path))
+    md = "\n".join(parts)
+    if a.readme:
+        Path(a.readme).write_text(update_block(Path(a.readme).read_text(), "speed", md))
+    else:
+        print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
