@@ -64,12 +64,12 @@ def maml_md(d: dict, name: str) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fewmm.bench.speed_report", description=__doc__.splitlines()[0])
-    p.add_argument("--throughput", default="results/episode_throughput.json")
+    p.add_argument("--throughput", nargs="+", default=["results/episode_throughput.json", "results/episode_throughput_1thread.json"])
     p.add_argument("--maml", default="results/maml_speed.json")
     p.add_argument("--readme")
     a = p.parse_args(argv)
     parts = []
-    for path, fn in ((a.throughput, throughput_md), (a.maml, maml_md)):
+    for path, fn in [(t, throughput_md) for t in a.throughput] + [(a.maml, maml_md)]:
         if Path(path).exists():
             parts.append(fn(json.loads(Path(path).read_text()), path))
     md = "\n".join(parts)
