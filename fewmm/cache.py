@@ -26,7 +26,7 @@ from .data.table import ItemTable, ids_digest
 from .paths import feature_cache_dir
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 
 
 @dataclass
@@ -52,6 +52,46 @@ class FeatureSet:
     path: Path | None = None
 
 
+def payload_fingerprint(payloads) -> str:
+    """sha256 over what identifies each payload's content: for files, path + zip member + size +
+    modification time (so an edited or replaced file is re-embedded); for in-memory arrays,
+    audio clips and texts, their bytes. Missing payloads (None) count as such."""
+    import numpy as _np
+
+    from .data.table import AudioClip, FileRef
+
+    h = hashlib.sha256()
+    stats: dict = {}
+    for p in payloads:
+        if p is None:
+            h.update(b"none\0")
+        elif isinstance(p, FileRef):
+            st = stats.get(p.path)
+            if st is None:
+                try:
+                    s = os.stat(p.path)
+                    st = stats[p.path] = f"{s.st_size}:{s.st_mtime_ns}"
+                except OSError:
+                    st = stats[p.path] = "missing"
+            h.update(f"file:{p.path}|{p.member}|{st}\0".encode())
+        elif isinstance(p, AudioClip):
+            h.update(f"audio:{p.sample_rate}:".encode())
+            h.update(_np.ascontiguousarray(p.waveform).tobytes())
+        elif isinstance(p, _np.ndarray):
+            h.update(f"array:{p.shape}:{p.dtype}:".encode())
+            h.update(_np.ascontiguousarray(p).tobytes())
+        elif isinstance(p, str):
+            h.update(b"text:" + p.encode("utf-8") + b"\0")
+        elif isinstance(p, (os.PathLike,)):
+            h.update(f"path:{os.fspath(p)}\0".encode())
+        elif hasattr(p, "tobytes"):  # PIL images
+            h.update(f"image:{getattr(p, 'mode', '')}:{getattr(p, 'size', '')}:".encode())
+            h.update(p.tobytes())
+        else:
+            h.update(f"other:{p!r}\0".encode())
+    return h.hexdigest()
+
+
 def cache_key(encoder, table: ItemTable, modality: str) -> dict:
     """The identity of a feature table: encoder name + weights id + preprocessing + data set
     (its payload source, :attr:`ItemTable.payload_name`, else its name) + modality + sha256 of the
@@ -63,6 +103,7 @@ def cache_key(encoder, table: ItemTable, modality: str) -> dict:
         "modality": modality,
         "n_items": len(table),
         "ids_sha256": ids_digest(table.ids),
+        "payloads_sha256": payload_fingerprint(table.modalities.get(modality, [])),
     }
 
 

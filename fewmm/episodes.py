@@ -135,6 +135,8 @@ def sample_episodes(
     for arg, v, lo in (("n_way", n_way, 1), ("n_shot", n_shot, 1), ("n_query", n_query, 1), ("n_episodes", n_episodes, 1)):
         if not isinstance(v, (int, np.integer)) or v < lo:
             raise EpisodeError(f"{arg} must be an integer >= {lo}, got {v!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise EpisodeError(f"seed must be an integer >= 0, got {seed!r}")
     all_classes, offsets, order = _class_index(labels)
     counts = np.diff(offsets)
     if classes is None:
@@ -159,8 +161,8 @@ def sample_episodes(
             more = f" and {worst.size - 5} more" if worst.size > 5 else ""
             raise EpisodeError(
                 f"{n_shot}-shot {n_query}-query episodes need {need} items per class, but {names}{more}. "
-                f"Lower --shots/--queries, or pass allow_fewer_queries=True to use "
-                f"Q = {int(pool_counts.min()) - n_shot} queries per class."
+                + (f"Lower --queries to {int(pool_counts.min()) - n_shot} (or pass allow_fewer_queries=True in Python)."
+                   if int(pool_counts.min()) - n_shot >= 1 else "Lower --shots/--queries, or leave out the classes that are too small.")
             )
         n_query = int(pool_counts.min()) - n_shot
         need = n_shot + n_query

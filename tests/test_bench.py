@@ -59,6 +59,7 @@ def test_config_file_equals_flags(tmp_path):
          "need 401 items per class"),
         (["--dataset", "digits", "--encoder", "minilm-l6"], "embeds text, but data set 'digits/all' has only ['image']"),
         (["--dataset", "digits", "--shots", "0"], "--shots must be positive"),
+        (["--dataset", "digits", "--seed", "-1"], "--seed must be >= 0"),
         (["--config", "/nonexistent.toml"], "does not exist"),
     ],
 )
@@ -79,3 +80,33 @@ def test_module_entry_point_lists_names():
     out = subprocess.run([sys.executable, "-m", "fewmm.bench", "--list"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0
     assert "omniglot" in out.stdout and "protonet" in out.stdout and "efficientnet-lite2" in out.stdout
+
+
+def test_unwritable_out_fails_before_any_work(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["--dataset", "digits", "--encoder", "pixels", "--episodes", "2", "--out", str(afile), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the results folder" in err and "Traceback" not in err
+
+
+def test_rows_measured_before_a_failure_are_kept(tmp_path):
+    rc = run(tmp_path, "--dataset", "digits", "--encoder", "pixels", "--methods", "protonet", "--shots", "1,170",
+             "--queries", "10", "--episodes", "5", "--name", "partial")
+    assert rc == 2
+    doc = json.loads((tmp_path / "res" / "partial.json").read_text())
+    assert doc["finished"] is False and [r["shots"] for r in doc["results"]] == [1]
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('wayz = [3]\n[[run]]\ndataset = "digits"\n', "unknown top-level keys ['wayz']"),
+    ('episodes = 3.7\n[[run]]\ndataset = "digits"\n', "episodes must be an integer"),
+    ('ways = [5.5]\n[[run]]\ndataset = "digits"\n', "ways must be a list of positive integers"),
+    ('[[run]]\ndataset = 5\n', "must have dataset"),
+])
+def test_bad_config_values(tmp_path, capsys, toml, message):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    assert run(tmp_path, "--config", str(cfg)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -56,14 +56,32 @@ def test_key_covers_weights_preprocessing_dataset_and_items(tmp_path):
         (type("E2", (CountingEncoder,), {"weights_id": "w2"})(), table()),
         (type("E3", (CountingEncoder,), {"preprocess_id": "p2"})(), table()),
         (CountingEncoder(), table(name="other")),
-        (CountingEncoder(), table(texts=("cat", "doge", None, "zebras"))),  # same name, same ids...
+        (CountingEncoder(), table(texts=("cat", "doge", None, "zebras"))),  # same name and ids, new content
     ]:
         r = embed_table(tab, enc, cache=cache)
-        if tab.modalities["text"][3] == "zebras":
-            # ...same ids means the same key: payload edits require a new data set name/ids
-            assert r.cache_hit
-        else:
-            assert not r.cache_hit and enc.calls == 1
+        assert not r.cache_hit and enc.calls == 1
+
+
+def test_edited_file_is_re_embedded(tmp_path):
+    """Same manifest name, same relative paths, different file content: never a stale hit."""
+    import os
+
+    from fewmm.data.table import FileRef
+
+    class FileLen(CountingEncoder):
+        def _prepare(self, payload):
+            return payload.path.read_text()
+
+    f = tmp_path / "a.txt"
+    f.write_text("one")
+    t = ItemTable(name="m", ids=["0:a.txt"], labels=[0], class_names=["x"], modalities={"text": [FileRef(f)]})
+    cache = FeatureCache(tmp_path / "c")
+    enc = FileLen()
+    assert embed_table(t, enc, cache=cache).features[0, 0] == 3
+    f.write_text("three")
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    again = embed_table(t, enc, cache=cache)
+    assert not again.cache_hit and again.features[0, 0] == 5
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "flip_byte", "wrong_key"])

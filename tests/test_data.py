@@ -377,3 +377,16 @@ def test_resample():
     spec = np.abs(np.fft.rfft(y))
     assert abs(np.argmax(spec) * sr_out / len(y) - 440) < 2
     assert D.resample(x, 8000, 8000) is x
+
+
+def test_float_wav_with_nan_samples_is_rejected_naming_the_file(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from fewmm.data import read_audio
+    from fewmm.errors import DataError
+
+    path = tmp_path / "nan.wav"
+    sf.write(path, np.array([0.0, np.nan, 0.1], dtype=np.float32), 8000, subtype="FLOAT")
+    with pytest.raises(DataError, match=r"nan\.wav: audio file holds NaN"):
+        read_audio(str(path))

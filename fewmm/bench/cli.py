@@ -30,7 +30,7 @@ from .runner import DEFAULT_METHODS, SUITES_DIR, RunSpec, Suite, _ints, _strs, l
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m fewmm.bench",
-        description="Few-shot accuracy (mean and 95%% CI over episodes) of methods on frozen-encoder "
+        description="Few-shot accuracy (mean and 95% CI over episodes) of methods on frozen-encoder "
         "features of real data sets. With no flags, runs the default suite on every data set found.",
     )
     p.add_argument("--config", help="TOML suite file (flags given too override its top-level keys)")
@@ -73,6 +73,8 @@ def suite_from_args(a: argparse.Namespace) -> Suite:
     if a.shots:
         suite.shots = _ints(a.shots, "--shots")
     if a.queries is not None:
+        if a.seed is not None and a.seed < 0:
+            raise FewmmError(f"--seed must be >= 0, got {a.seed}")
         if a.queries < 1:
             raise FewmmError(f"--queries must be >= 1, got {a.queries}")
         suite.queries = a.queries
@@ -83,6 +85,8 @@ def suite_from_args(a: argparse.Namespace) -> Suite:
             raise FewmmError(f"--episodes must be >= 1, got {a.episodes}")
         suite.episodes = a.episodes
     if a.seed is not None:
+        if a.seed < 0:
+            raise FewmmError(f"--seed must be >= 0, got {a.seed}")
         suite.seed = a.seed
     return suite
 

@@ -105,13 +105,32 @@ def load_suite(path: str | os.PathLike) -> Suite:
     """Read a TOML suite (see ``fewmm/bench/suites/default.toml`` for the format)."""
     path = Path(path)
     try:
-        cfg = tomllib.loads(path.read_text())
+        cfg = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FewmmError(f"config file {path} does not exist") from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:
+        raise FewmmError(f"config file {path} cannot be read as UTF-8 TOML: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise FewmmError(f"config file {path} is not valid TOML: {e}") from None
+    known = {"name", "methods", "ways", "shots", "queries", "episodes", "seed", "run"}
+    if set(cfg) - known:
+        raise FewmmError(f"{path}: unknown top-level keys {sorted(set(cfg) - known)}; expected some of {sorted(known)}")
+    for k in ("queries", "episodes", "seed"):
+        if k in cfg and (not isinstance(cfg[k], int) or isinstance(cfg[k], bool) or cfg[k] < (0 if k == "seed" else 1)):
+            raise FewmmError(f"{path}: {k} must be an integer >= {0 if k == 'seed' else 1}, got {cfg[k]!r}")
+    for k in ("ways", "shots"):
+        v = cfg.get(k, [1])
+        v = v if isinstance(v, list) else [v]
+        if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v):
+            raise FewmmError(f"{path}: {k} must be a list of positive integers, got {cfg[k]!r}")
+    if not isinstance(cfg.get("run", []), list):
+        raise FewmmError(f"{path}: 'run' must be an array of tables ([[run]]), got {type(cfg['run']).__name__}")
     runs = []
     for i, r in enumerate(cfg.get("run", [])):
+        if not isinstance(r, dict) or not isinstance(r.get("dataset", ""), str) or not isinstance(r.get("options", {}), dict):
+            raise FewmmError(f"{path}: [[run]] number {i + 1} must have dataset = \"name[:split]\" and options = {{...}}")
+        if r.get("queries") is not None and (not isinstance(r["queries"], int) or r["queries"] < 1):
+            raise FewmmError(f"{path}: [[run]] {r.get('dataset')!r}: queries must be an integer >= 1, got {r['queries']!r}")
         if "dataset" not in r:
             raise FewmmError(f"{path}: [[run]] number {i + 1} has no 'dataset'")
         name, split = parse_dataset(r["dataset"])
@@ -199,7 +218,10 @@ class Reporter:
         self.out_dir, self.stem, self.header, self.quiet = out_dir, stem, header, quiet
         self.rows: list[dict] = []
         self.skipped: list[dict] = []
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FewmmError(f"cannot create the results folder {out_dir} (--out): {e.strerror or e}") from None
         self._printed_header = False
 
     @property
@@ -225,6 +247,12 @@ class Reporter:
         print(f"{row['dataset']:<22} {row['encoder']:<20} {row['method']:<16} {row['ways']:>3} {row['shots']:>4} {acc:>18} {row['episodes']:>8}", flush=True)
 
     def flush(self, finished: bool = False) -> None:
+        try:
+            self._write(finished)
+        except OSError as e:
+            raise FewmmError(f"cannot write results to {self.json_path} (--out/--name): {e.strerror or e}") from None
+
+    def _write(self, finished: bool) -> None:
         doc = {**self.header, "finished": finished, "results": self.rows, "skipped": self.skipped}
         tmp = self.json_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
@@ -298,6 +326,7 @@ def run_suite(
         "encoders": {},
     }
     rep = Reporter(Path(out_dir), stem, header, quiet=quiet)
+    rep.flush()  # fail now, not after the encoders ran, if the output folder is not writable
     encoders: dict[str, object] = {}
     t_start = time.time()
     for r in suite.runs:
@@ -307,7 +336,10 @@ def run_suite(
             if not r.optional:
                 raise
             rep.skipped.append({"dataset": r.dataset, "split": r.split, "reason": str(e)})
-            rep.say(f"[skip] {r.display}: data not found. {str(e).splitlines()[0]}")
+            fix = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip().lower().startswith(("fix", "or "))]
+            rep.say(f"[skip] {r.display}: {str(e).splitlines()[0]}" + ("".join(f"\n       {ln}" for ln in fix) or
+                    f"\n       get it with: python -m fewmm.bench --dataset {r.dataset} (downloads it), or set FEWMM_DATA=DIR"))
+            rep.flush()
             continue
         base_table = None
         if r.base:
@@ -378,7 +410,7 @@ def run_suite(
                             d = paired_difference(acc, per_method[ref])
                             row.update(paired_ref=ref, paired_delta=round(d.mean, 4), paired_ci95=round(d.ci95, 4))
                         rep.add(row)
-            rep.flush()
+                        rep.flush()  # after every row: an interrupted or failing run keeps what it measured
     header["wall_seconds"] = round(time.time() - t_start, 1)
     rep.flush(finished=True)
     rep.say(f"wrote {rep.json_path} and {rep.csv_path}")

@@ -229,6 +229,8 @@ def read_audio(payload: Any) -> AudioClip:
             raise DataError(f"{ref}: {_AUDIO_EXPECTED}: {e}") from None
         if data.shape[0] == 0:
             raise DataError(f"{ref}: audio file holds no samples")
+        if not np.isfinite(data).all():
+            raise DataError(f"{ref}: audio file holds NaN or inf samples (a float WAV/FLAC?); expected finite samples in [-1, 1]")
         wav = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
         return AudioClip(np.ascontiguousarray(np.clip(wav, -1.0, 1.0), dtype=np.float32), int(sr))
     raise DataError(
