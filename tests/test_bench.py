@@ -60,6 +60,7 @@ def test_config_file_equals_flags(tmp_path):
         (["--dataset", "digits", "--encoder", "minilm-l6"], "embeds text, but data set 'digits/all' has only ['image']"),
         (["--dataset", "digits", "--shots", "0"], "--shots must be positive"),
         (["--dataset", "digits", "--seed", "-1"], "--seed must be >= 0"),
+        (["--dataset", "digits", "--ways", "1"], "--ways must be >= 2"),
         (["--config", "/nonexistent.toml"], "does not exist"),
     ],
 )

@@ -139,3 +139,18 @@ def test_manifest_not_found(tmp_path):
         D.load_manifest(tmp_path / "nope.csv")
     with pytest.raises(DataError, match="needs path="):
         D.load("manifest")
+
+
+def test_duplicate_rows_and_missing_txt_paths_are_reported(tmp_path):
+    import pytest
+
+    from fewmm.data import load_manifest
+    from fewmm.errors import DataError
+
+    m = tmp_path / "m.csv"
+    m.write_text("label,text\na,hello there\na,hello there\nb,notes/missing.txt\n")
+    with pytest.raises(DataError) as e:
+        load_manifest(m)
+    msg = str(e.value)
+    assert "line 3 (data row 2): duplicate of data row 1" in msg
+    assert "notes/missing.txt: looks like a .txt path but no such file" in msg

@@ -70,6 +70,8 @@ def suite_from_args(a: argparse.Namespace) -> Suite:
         suite.methods = _strs(a.methods)
     if a.ways:
         suite.ways = _ints(a.ways, "--ways")
+    if min(suite.ways) < 2:
+        raise FewmmError(f"--ways must be >= 2 (a 1-way episode is always 100% correct), got {suite.ways}")
     if a.shots:
         suite.shots = _ints(a.shots, "--shots")
     if a.queries is not None:

@@ -129,6 +129,8 @@ def load_suite(path: str | os.PathLike) -> Suite:
     for i, r in enumerate(cfg.get("run", [])):
         if not isinstance(r, dict) or not isinstance(r.get("dataset", ""), str) or not isinstance(r.get("options", {}), dict):
             raise FewmmError(f"{path}: [[run]] number {i + 1} must have dataset = \"name[:split]\" and options = {{...}}")
+        if not isinstance(r.get("optional", False), bool):
+            raise FewmmError(f"{path}: [[run]] {r.get('dataset')!r}: optional must be true or false, got {r['optional']!r}")
         if r.get("queries") is not None and (not isinstance(r["queries"], int) or r["queries"] < 1):
             raise FewmmError(f"{path}: [[run]] {r.get('dataset')!r}: queries must be an integer >= 1, got {r['queries']!r}")
         if "dataset" not in r:

@@ -168,6 +168,7 @@ def load_manifest(path: str | os.PathLike, name: str | None = None) -> ItemTable
     payloads: dict[str, list[Any]] = {m: [] for m in modal_cols}
     ids: list[str] = []
     seen_ids: dict[str, int] = {}
+    seen_content: dict[tuple, int] = {}
     files: list[Path] = []
     checked: dict[tuple[str, Path], str | None] = {}
     for data_row, (lineno, row) in enumerate(rows, start=1):
@@ -195,6 +196,11 @@ def load_manifest(path: str | os.PathLike, name: str | None = None) -> ItemTable
                             files.append(p)
                         except (OSError, UnicodeDecodeError) as e:
                             problems.append(f"{where}, column 'text': {val}: cannot read as UTF-8 text: {e}")
+                        if not txt.strip():
+                            problems.append(f"{where}, column 'text': {val}: the text file is empty")
+                    elif " " not in val.strip():
+                        problems.append(f"{where}, column 'text': {val}: looks like a .txt path but no such file "
+                                        f"(looked for {p}); write inline text with spaces, or fix the path")
                 payloads[m].append(txt)
                 if key_part is None:
                     key_part = "text-" + hashlib.sha1(txt.encode("utf-8")).hexdigest()[:12]
@@ -222,6 +228,11 @@ def load_manifest(path: str | os.PathLike, name: str | None = None) -> ItemTable
                 what = "image" if m == "image" else "audio file (WAV/FLAC/OGG/MP3)"
                 problems.append(f"{where}, column '{m}': {val}: not a readable {what}: {checked[ck]}")
             files.append(p)
+        content = (label, tuple(str(payloads[m][-1]) for m in modal_cols))
+        if content in seen_content:
+            problems.append(f"{where}: duplicate of data row {seen_content[content]} (same label and same payloads); "
+                            "a duplicate could be both a support and a query item")
+        seen_content.setdefault(content, data_row)
         item_id = row.get("id", "") or f"{data_row}:{key_part or ''}"
         if item_id in seen_ids:
             problems.append(f"{where}, column 'id': duplicate id {item_id!r} (first at data row {seen_ids[item_id]})")
