@@ -157,24 +157,12 @@ def load_suite(path: str | os.PathLike) -> Suite:
 
 # --- reproducibility -------------------------------------------------------------------------
 
-_HASH_MEMO: dict[tuple, str] = {}
-
-
 def files_digest(paths) -> dict:
     """sha256 of the data files: one digest per file when there are <= 8, else one combined
     digest over (relative name, file digest) pairs, plus the count."""
-    paths = sorted(Path(p) for p in paths)
+    from ..encoders.base import file_sha256 as one
 
-    def one(p: Path) -> str:
-        st = p.stat()
-        k = (str(p), st.st_size, st.st_mtime_ns)
-        if k not in _HASH_MEMO:
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                for b in iter(lambda: f.read(1 << 20), b""):
-                    h.update(b)
-            _HASH_MEMO[k] = h.hexdigest()
-        return _HASH_MEMO[k]
+    paths = sorted(Path(p) for p in paths)
 
     if len(paths) <= 8:
         return {"files": {str(p): one(p) for p in paths}}

@@ -1,6 +1,6 @@
 """Helpers shared by the encoder modules (not public API).
 
-- :func:`weights_sha256`: sha256 of a weights file, memoised per (path, size, mtime).
+- :func:`weights_sha256`: sha256 of a weights file (memoised, see base.file_sha256).
 - :func:`hub_offline`: whether hub look-ups must stay local (``HF_HUB_OFFLINE`` or an argument).
 - :func:`resolve_hf_model`: a Hugging Face hub id or a local folder -> (local folder, weights id),
   failing fast with an :class:`~fewmm.errors.EncoderError` that says how to pass a local path.
@@ -21,13 +21,12 @@ import torch
 from ..errors import EncoderError
 from .base import file_sha256
 
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 _TRUE = {"1", "true", "yes", "on"}
 
 
 def weights_sha256(path: str | os.PathLike) -> str:
-    """sha256 hex digest of a weights file, memoised on (resolved path, size, mtime).
+    """sha256 hex digest of a weights file (:func:`~fewmm.encoders.base.file_sha256`, memoised).
 
     Raises
     ------
@@ -37,11 +36,7 @@ def weights_sha256(path: str | os.PathLike) -> str:
     p = Path(path).expanduser().resolve()
     if not p.is_file():
         raise EncoderError(f"weights file not found: {p}")
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = file_sha256(p)
-    return _SHA_CACHE[key]
+    return file_sha256(p)
 
 
 def hub_offline(offline: bool | None = None) -> bool:

@@ -33,16 +33,26 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+_SHA_MEMO: dict[tuple, str] = {}
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 hex digest of a file (used as the weights id of file-backed encoders)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+    """sha256 hex digest of a file, memoised per process on (resolved path, size, mtime), so
+    weights files and data files are hashed once however often they are asked for (weights ids
+    of file-backed encoders, data-file hashes in results)."""
+    p = Path(path).expanduser().resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_MEMO:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while True:
+                b = f.read(chunk)
+                if not b:
+                    break
+                h.update(b)
+        _SHA_MEMO[key] = h.hexdigest()
+    return _SHA_MEMO[key]
 
 
 class Encoder(ABC):
