@@ -101,8 +101,7 @@ def run(args) -> Path:
         "corruption": spec["corruption"], "corrupt_modality": cmod, "environment": environment(), "folds": {},
         "training": {}, "protocol": __doc__,
     }
-    rep = Reporter(Path(args.out), stem, header)
-    rep.rows = []
+    rep = Reporter(Path(args.out), stem, header, fields=FUSION_FIELDS)
     t0 = time.time()
     for fold in folds:
         kw = {} if fold == "default" else {"fold": fold}
@@ -175,19 +174,8 @@ def run(args) -> Path:
                 rep.flush()
     header["wall_seconds"] = round(time.time() - t0, 1)
     rep.flush(finished=True)
-    _write_csv(rep)
     rep.say(f"wrote {rep.json_path}")
     return rep.json_path
-
-
-def _write_csv(rep: Reporter) -> None:
-    import csv
-
-    with open(rep.csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FUSION_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for r in rep.rows:
-            w.writerow({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()})
 
 
 def main(argv=None) -> int:

@@ -204,8 +204,9 @@ class Reporter:
     """Prints the table as rows arrive and rewrites JSON + CSV after every block (so an
     interrupted run keeps what it measured)."""
 
-    def __init__(self, out_dir: Path, stem: str, header: dict, quiet: bool = False):
+    def __init__(self, out_dir: Path, stem: str, header: dict, quiet: bool = False, fields: list[str] | None = None):
         self.out_dir, self.stem, self.header, self.quiet = out_dir, stem, header, quiet
+        self.fields = fields or RESULT_FIELDS
         self.rows: list[dict] = []
         self.skipped: list[dict] = []
         try:
@@ -249,10 +250,11 @@ class Reporter:
         os.replace(tmp, self.json_path)
         tmp = self.csv_path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=RESULT_FIELDS, extrasaction="ignore")
+            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
             w.writeheader()
             for r in self.rows:
-                w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+                w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else json.dumps(v) if isinstance(v, list) else v)
+                            for k, v in r.items()})
         os.replace(tmp, self.csv_path)
 
 
