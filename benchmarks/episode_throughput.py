@@ -6,6 +6,11 @@ One run, one cached feature table, one set of episodes (from :func:`fewmm.episod
                  (euclidean): validate and transform once, ``index_select`` into reused buffers,
                  chunks of ``--chunk-size`` episodes (default: fewmm's), batched prototypes /
                  distances / argmax.
+(a') ``fewmm-compiled`` - the same call with ``compile=True``: chunks of 100 episodes scored by one
+                 kernel that ``torch.compile`` fuses (gather + products + sum + argmax, no gathered
+                 buffer written). Its first call compiles and is timed apart (not in the rate); its
+                 predictions are compared with (a) (the summation order differs, so a near-tie can
+                 flip). Skipped with ``--no-compile`` or when compilation fails (no C++ compiler).
 (b) ``loop``   - a plain Python loop over the same episodes: gather one episode's support and query
                  rows, prototypes (mean of shots), negative squared euclidean distances (the same
                  ``2 q.p - |q|^2 - |p|^2`` expansion ProtoNet uses, so per-episode accuracies can be
@@ -24,7 +29,7 @@ One run, one cached feature table, one set of episodes (from :func:`fewmm.episod
                  rows per chunk on CPU, 20 episodes here); both (a) and (d) are also timed with
                  chunks of 1000 episodes (``fewmm@1000``, ``gather@1000``) for reference.
 
-Each timed path runs once to warm up, then ``--repeats`` times ((a) and (d) alternately); the
+Each timed path runs once to warm up, then ``--repeats`` times ((a), (a') and (d) alternately); the
 best (shortest) wall time gives the rates and ratios. The process CPU time of every call is
 recorded too: with ``--threads 1`` it is a good estimate of the time on an idle machine when other
 jobs share the cores (with 2+ threads, OpenMP barriers make wall times on a loaded machine erratic,
@@ -278,6 +283,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up (best is reported)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-compile", action="store_true", help="skip the compile=True path (torch.compile; needs a C++ compiler)")
     p.add_argument("--no-l2l", action="store_true", help="skip learn2learn even if it imports")
     p.add_argument("--json", default=None, metavar="OUT", help="write the measured numbers + environment here")
     return p.parse_args(argv)
@@ -325,6 +331,20 @@ def main(argv=None) -> dict:
     # alternately (a, d, a, d, ...) so that both see the same machine load; plus both with
     # chunks of 1000 episodes for reference.
     paths = {"fewmm": lambda: run_fewmm(feats, episodes, a.chunk_size), "gather": make_gather(feats, episodes, chunk)}
+    results["fewmm-compiled"] = None
+    if not a.no_compile:
+        # (a') the same evaluation with compile=True: one kernel fused by torch.compile per chunk.
+        # The first call compiles (timed separately, not counted in the rate).
+        try:
+            tc = time.perf_counter()
+            _, pred_c = evaluate_episodes(ProtoNet(), feats, episodes, compile=True, return_predictions=True)
+            compile_s = time.perf_counter() - tc
+        except Exception as e:  # no C++ compiler, unsupported platform, ...
+            print(f"(a') fewmm compile=True: skipped, torch.compile failed ({type(e).__name__}: {str(e)[:200]})")
+        else:
+            _, pred_d = evaluate_episodes(ProtoNet(), feats, episodes, chunk_size=a.chunk_size, return_predictions=True)
+            results["fewmm-compiled"] = {"first_call_s": compile_s, "prediction_agreement": float((pred_c == pred_d).mean())}
+            paths["fewmm-compiled"] = lambda: evaluate_episodes(ProtoNet(), feats, episodes, compile=True)
     if not a.no_1000 and chunk != min(1000, E):
         paths["fewmm@1000"] = lambda: run_fewmm(feats, episodes, 1000)
         paths["gather@1000"] = make_gather(feats, episodes, 1000)
@@ -337,6 +357,12 @@ def main(argv=None) -> dict:
     rg = record("gather", E, times["gather"], cpu["gather"], chunk_episodes=chunk,
                 GB_per_s=bytes_gathered / min(times["gather"]) / 1e9)
     line("(d) bare gather, same bytes:", rg, note=f"   {rg['GB_per_s']:.1f} GB/s")
+    if "fewmm-compiled" in outs:
+        info = results["fewmm-compiled"]
+        m_c, ci_c = mean_ci(outs["fewmm-compiled"])
+        rc = record("fewmm-compiled", E, times["fewmm-compiled"], cpu["fewmm-compiled"], acc_mean=m_c, acc_ci95=ci_c, **info)
+        line("(a') fewmm compile=True:", rc, note=f"   acc {m_c:.4f}; predictions == (a) for {100 * info['prediction_agreement']:.3f}% of queries;"
+             f" first call (compiles) {info['first_call_s']:.1f} s")
     if "fewmm@1000" in outs:
         if not np.array_equal(outs["fewmm@1000"], acc_f):
             raise AssertionError("fewmm's accuracies depend on the chunk size")
@@ -388,6 +414,8 @@ def main(argv=None) -> dict:
               "fewmm_time_over_gather_time": results["gather"][key] / results["fewmm"][key]}
         if results["l2l"]:
             rr["fewmm_over_l2l"] = results["fewmm"][key] / results["l2l"][key]
+        if results.get("fewmm-compiled"):
+            rr["fewmm_compiled_time_over_gather_time"] = results["gather"][key] / results["fewmm-compiled"][key]
         if "fewmm@1000" in results:
             rr["fewmm1000_time_over_gather1000_time"] = results["gather@1000"][key] / results["fewmm@1000"][key]
             rr["fewmm_time_over_gather1000_time"] = results["gather@1000"][key] / results["fewmm"][key]
@@ -397,7 +425,9 @@ def main(argv=None) -> dict:
     ratios_cpu = ratios_by("episodes_per_cpu_s")
     results["ratios"], results["ratios_cpu_time"] = ratios, ratios_cpu
     results["targets"] = {"fewmm_over_l2l >= 20": (ratios["fewmm_over_l2l"] >= 20) if "fewmm_over_l2l" in ratios else None,
-                          "fewmm_time_over_gather_time <= 2": ratios["fewmm_time_over_gather_time"] <= 2}
+                          "fewmm_time_over_gather_time <= 2": ratios["fewmm_time_over_gather_time"] <= 2,
+                          "fewmm_compiled_time_over_gather_time <= 2": (ratios["fewmm_compiled_time_over_gather_time"] <= 2)
+                          if "fewmm_compiled_time_over_gather_time" in ratios else None}
     print("ratios (wall time; by CPU time in brackets, less sensitive to other load with --threads 1):")
     print(f"  fewmm / loop             = {ratios['fewmm_over_loop']:6.1f}x  [{ratios_cpu['fewmm_over_loop']:.1f}x]")
     if "fewmm_over_l2l" in ratios:
@@ -408,6 +438,10 @@ def main(argv=None) -> dict:
     v = ratios["fewmm_time_over_gather_time"]
     print(f"  fewmm time / gather time = {v:6.2f}   [{ratios_cpu['fewmm_time_over_gather_time']:.2f}]    "
           f"same {chunk}-episode chunks; target <= 2: {'met' if v <= 2 else 'MISSED'}")
+    if "fewmm_compiled_time_over_gather_time" in ratios:
+        v = ratios["fewmm_compiled_time_over_gather_time"]
+        print(f"  fewmm compile=True time / gather time = {v:.2f} [{ratios_cpu['fewmm_compiled_time_over_gather_time']:.2f}]   "
+              f"target <= 2: {'met' if v <= 2 else 'MISSED'} (compile time not counted)")
     if "fewmm1000_time_over_gather1000_time" in ratios:
         print(f"  chunks of 1000: fewmm@1000 / gather@1000 = {ratios['fewmm1000_time_over_gather1000_time']:.2f} "
               f"[{ratios_cpu['fewmm1000_time_over_gather1000_time']:.2f}]; fewmm / gather@1000 = "

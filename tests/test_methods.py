@@ -1,5 +1,7 @@
 """One parametrised test runs every registered method through the contract."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -138,3 +140,20 @@ def test_linear_probe_span_trick_is_exact_when_d_exceeds_n():
     m = M.create("linear-probe").fit(x, y)
     assert m.basis_.shape == (300, 25)
     assert np.allclose(m.predict_proba(q), ref, atol=1e-5)
+
+
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile needs a C++ compiler")
+@pytest.mark.parametrize("shots", [1, 3])
+def test_compiled_protonet_matches_default_path(shots):
+    # 130 episodes: one full chunk of 100 and one padded chunk of 30.
+    x, y = blobs(n_classes=12, dim=32, spread=2.5, seed=4)
+    ep = sample_episodes(y, 5, shots, 4, 130, seed=6)
+    acc, pred = evaluate_episodes(M.create("protonet"), x, ep, return_predictions=True)
+    acc_c, pred_c = evaluate_episodes(M.create("protonet"), x, ep, return_predictions=True, compile=True)
+    assert pred_c.shape == pred.shape == (130, 20)
+    assert (pred_c == pred).mean() >= 0.995  # summation order differs: a near-tie may flip
+    assert np.abs(acc_c - acc).max() <= 0.05
+    assert 0.3 < acc.mean() < 1.0
+    # compile=True is ignored (default path, identical results) for other methods
+    cos = evaluate_episodes(M.create("protonet-cosine"), x, ep, compile=True)
+    assert np.array_equal(cos, evaluate_episodes(M.create("protonet-cosine"), x, ep))
