@@ -166,6 +166,21 @@ def test_concat_is_protonet_on_concatenation(feats):
     torch.testing.assert_close(logits[0], ref, atol=1e-4, rtol=1e-4)
 
 
+def test_single_audio_ignores_the_image_mask(feats):
+    """single:audio on (image, audio) features == single:audio on the audio features alone, also
+    for items that lack the image (regression: the audio features were once masked with the image
+    mask, zeroing audio of image-less items)."""
+    f = _subset(feats, np.flatnonzero(feats.mask[:, 1].numpy()))  # items with audio
+    assert (~f.mask[:, 0]).any()  # some lack the image
+    eps = sample_episodes(f.labels, 5, 2, 3, 8, seed=2)
+    both = H.create("single:audio", f)
+    alone = H.create("single:audio", f.select_modalities(("audio",)))
+    with torch.no_grad():
+        l1, _ = both(f.batch(eps))
+        l2, _ = alone(f.select_modalities(("audio",)).batch(eps))
+    torch.testing.assert_close(l1, l2, rtol=0, atol=0)
+
+
 def test_single_abstains_on_queries_lacking_modality():
     sup = _mk([[1, 0], [0, 1]], [[1, 0], [0, 1]], [[True, True], [True, True]], [0, 1])
     qry = _mk([[1, 0], [0, 1]], [[0, 0], [0, 1]], [[True, False], [True, True]], [0, 1])

@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from .base import FusionHead, LearnedScale, default_width, init_projections, l2n, masked_softmax, normalised_inputs, proto_logits
+from .base import FusionHead, LearnedScale, default_width, init_projections, l2n, masked_softmax, normalised_side, proto_logits
 
 
 class AttentionHead(FusionHead):
@@ -112,8 +112,13 @@ class AttentionHead(FusionHead):
             fused = self.out(fused)
         return l2n(fused), a.mean(-2)
 
-    def _forward(self, batch):
-        s, q = normalised_inputs(batch, self.modalities)
-        es, _ = self.embed(s, batch.support_mask)
-        eq, aq = self.embed(q, batch.query_mask)
+    def support_state(self, batch):
+        """Support embeddings (E, N, K, width), independent of the queries."""
+        return self.embed(normalised_side(batch.support, batch.support_mask, self.modalities), batch.support_mask)[0]
+
+    def query_forward(self, es, batch):
+        eq, aq = self.embed(normalised_side(batch.query, batch.query_mask, self.modalities), batch.query_mask)
         return proto_logits(es, batch.support_mask.any(-1), eq, self.scale()), aq
+
+    def _forward(self, batch):
+        return self.query_forward(self.support_state(batch), batch)

@@ -20,8 +20,9 @@ from .base import (
     FusionHead,
     late_fusion,
     masked_softmax,
-    normalised_inputs,
-    per_modality_sqdist,
+    modality_prototypes,
+    normalised_side,
+    prototype_sqdist,
     uniform_weights,
     usable_modalities,
 )
@@ -52,9 +53,18 @@ class AvgProtoHead(FusionHead):
         super().__init__(dims, modalities, temperature=float(temperature))
         self.temperature = float(temperature)
 
+    def support_state(self, batch):
+        """Per-modality prototypes of the normalised support set, and ``class_has``."""
+        return modality_prototypes(normalised_side(batch.support, batch.support_mask, self.modalities), batch.support_mask,
+                                   self.modalities)
+
     def _forward(self, batch):
-        s, q = normalised_inputs(batch, self.modalities)
-        dist, class_has = per_modality_sqdist(s, q, batch.support_mask, self.modalities)
+        return self.query_forward(self.support_state(batch), batch)
+
+    def query_forward(self, state, batch):
+        protos, class_has = state
+        q = normalised_side(batch.query, batch.query_mask, self.modalities)
+        dist = prototype_sqdist(q, protos, self.modalities)
         # per-modality class probabilities, softmax over the classes having the modality
         probs = masked_softmax(-dist / self.temperature, class_has.unsqueeze(1), dim=2)  # (E, M, N, n)
         usable = usable_modalities(batch.query_mask, class_has)

@@ -98,11 +98,12 @@ def normalised_inputs(batch, modalities) -> tuple[dict, dict]:
     -------
     (support, query) : dicts of str to tensors of shape (E, N, K, d_m) and (E, M, d_m)
     """
-    s, q = {}, {}
-    for j, m in enumerate(modalities):
-        s[m] = l2n(batch.support[m]) * batch.support_mask[..., j : j + 1].to(batch.support[m].dtype)
-        q[m] = l2n(batch.query[m]) * batch.query_mask[..., j : j + 1].to(batch.query[m].dtype)
-    return s, q
+    return normalised_side(batch.support, batch.support_mask, modalities), normalised_side(batch.query, batch.query_mask, modalities)
+
+
+def normalised_side(x: dict, mask: torch.Tensor, modalities) -> dict:
+    """L2-normalised features of one side (support or query), zero where the modality is missing."""
+    return {m: l2n(x[m]) * mask[..., j : j + 1].to(x[m].dtype) for j, m in enumerate(modalities)}
 
 
 def per_modality_sqdist(s: dict, q: dict, support_mask, modalities, shot_weights=None):
@@ -122,13 +123,25 @@ def per_modality_sqdist(s: dict, q: dict, support_mask, modalities, shot_weights
     class_has : torch.Tensor of shape (E, N, n_mod), bool
         Whether the class has at least one support item with the modality.
     """
-    dists = []
+    protos, class_has = modality_prototypes(s, support_mask, modalities, shot_weights)
+    return prototype_sqdist(q, protos, modalities), class_has
+
+
+def modality_prototypes(s: dict, support_mask, modalities, shot_weights=None) -> tuple[dict, torch.Tensor]:
+    """Per-modality prototypes (masked means of the shots): dict of (E, N, d_m), and ``class_has``
+    (E, N, n_mod) bool (see :func:`per_modality_sqdist`)."""
+    protos = {}
     for j, m in enumerate(modalities):
         w = support_mask[..., j].to(s[m].dtype)
         if shot_weights is not None:
             w = w * shot_weights[..., j]
-        dists.append(sq_dist(q[m], masked_mean(s[m], w)))
-    return torch.stack(dists, -1), support_mask.any(2)
+        protos[m] = masked_mean(s[m], w)
+    return protos, support_mask.any(2)
+
+
+def prototype_sqdist(q: dict, protos: dict, modalities) -> torch.Tensor:
+    """(E, M, N, n_mod) squared distances from queries (E, M, d_m) to prototypes (E, N, d_m)."""
+    return torch.stack([sq_dist(q[m], protos[m]) for m in modalities], -1)
 
 
 def usable_modalities(query_mask: torch.Tensor, class_has: torch.Tensor) -> torch.Tensor:
@@ -311,6 +324,21 @@ class FusionHead(nn.Module):
     @abstractmethod
     def _forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Unchecked forward; support items whose mask is all False are padding (ignored)."""
+
+    def support_state(self, batch):
+        """The support-side part of :meth:`_forward` that does not depend on the queries, or None.
+
+        Heads whose support and query items are embedded independently (``gmu``, ``attention``)
+        return the support embeddings, so that :class:`~fewmm.heads.HeadClassifier` computes them
+        once at ``fit`` and scores each query batch with :meth:`query_forward` alone (the cost of
+        one query at batch size 1 then does not grow with the support set). For those heads
+        ``_forward(batch) == query_forward(support_state(batch), batch)`` by construction.
+        """
+        return None
+
+    def query_forward(self, state, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_forward`` given ``state = support_state(batch)`` (only for heads returning a state)."""
+        raise NotImplementedError(f"head {self.name!r} has no support state")
 
     def check_batch(self, batch, check_items: bool = True) -> None:
         """Validate a batch against the head.

@@ -106,7 +106,10 @@ class HeadClassifier:
     Notes
     -----
     Classes may have different numbers of shots (the support set is padded internally). The head
-    runs in eval mode (no dropout) under ``torch.inference_mode``.
+    runs in eval mode (no dropout) under ``torch.inference_mode``. For heads with a support state
+    (:meth:`FusionHead.support_state`: ``gmu``, ``attention``) the support embeddings are computed
+    once, at the first scoring after ``fit``, and reused: call ``fit`` again after changing the
+    head's parameters.
     """
 
     def __init__(self, head: FusionHead, device=None, query_chunk: int = 4096):
@@ -180,6 +183,7 @@ class HeadClassifier:
                 )
             self._class_text = support.class_text[torch.as_tensor(self.classes_, device=support.class_text.device)].unsqueeze(0).to(dev)
         self.n_features_in_ = dict(self.head.dims)
+        self._state = None  # support_state of the head, computed at the first scoring
         return self
 
     def _check_fitted(self) -> None:
@@ -194,7 +198,8 @@ class HeadClassifier:
         check_items_have_modality(query, "query")
         dev = self._dev()
         was = self.head.training
-        self.head.eval()
+        if was:
+            self.head.eval()
         logits, weights = [], []
         try:
             with torch.inference_mode():
@@ -206,11 +211,17 @@ class HeadClassifier:
                         qm.unsqueeze(0), self._class_text, torch.zeros((1, qm.shape[0]), dtype=torch.int64, device=dev), query.modalities,
                     )
                     self.head.check_batch(batch, check_items=False)
-                    lg, w = self.head._forward(batch)
+                    if self._state is None:
+                        self._state = (self.head.support_state(batch),)
+                    if self._state[0] is None:
+                        lg, w = self.head._forward(batch)
+                    else:
+                        lg, w = self.head.query_forward(self._state[0], batch)
                     logits.append(lg[0].float().cpu())
                     weights.append(w[0].float().cpu())
         finally:
-            self.head.train(was)
+            if was:
+                self.head.train(was)
         return torch.cat(logits), torch.cat(weights)
 
     def decision_function(self, query: MMFeatures) -> torch.Tensor:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import FusionHead, LearnedScale, default_width, init_projections, l2n, masked_softmax, normalised_inputs, proto_logits
+from .base import FusionHead, LearnedScale, default_width, init_projections, l2n, masked_softmax, normalised_side, proto_logits
 
 
 class GMUHead(FusionHead):
@@ -97,8 +97,13 @@ class GMUHead(FusionHead):
         z = masked_softmax(self.gate(torch.cat(xs + [mask.to(xs[0].dtype)], -1)), mask)
         return l2n((z.unsqueeze(-1) * h).sum(-2)), z
 
-    def _forward(self, batch):
-        s, q = normalised_inputs(batch, self.modalities)
-        es, _ = self.embed(s, batch.support_mask)
-        eq, zq = self.embed(q, batch.query_mask)
+    def support_state(self, batch):
+        """Support embeddings (E, N, K, width), independent of the queries."""
+        return self.embed(normalised_side(batch.support, batch.support_mask, self.modalities), batch.support_mask)[0]
+
+    def query_forward(self, es, batch):
+        eq, zq = self.embed(normalised_side(batch.query, batch.query_mask, self.modalities), batch.query_mask)
         return proto_logits(es, batch.support_mask.any(-1), eq, self.scale()), zq
+
+    def _forward(self, batch):
+        return self.query_forward(self.support_state(batch), batch)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import FeatureError
-from .base import UNAVAILABLE_LOGIT, FusionHead, late_fusion, normalised_inputs, per_modality_sqdist
+from .base import UNAVAILABLE_LOGIT, FusionHead, late_fusion, modality_prototypes, normalised_side, prototype_sqdist
 
 
 class SingleModalityHead(FusionHead):
@@ -54,11 +54,20 @@ class SingleModalityHead(FusionHead):
     def used_modalities(self) -> tuple[str, ...]:
         return (self.modality,)
 
-    def _forward(self, batch):
+    def support_state(self, batch):
+        """The modality's prototypes of the normalised support set, and ``class_has``."""
         m, j = self.modality, self.index
-        s, q = normalised_inputs(batch, (m,))
         sm = batch.support_mask[..., j : j + 1]
-        dist, class_has = per_modality_sqdist(s, q, sm, (m,))
+        return modality_prototypes(normalised_side({m: batch.support[m]}, sm, (m,)), sm, (m,))
+
+    def _forward(self, batch):
+        return self.query_forward(self.support_state(batch), batch)
+
+    def query_forward(self, state, batch):
+        m, j = self.modality, self.index
+        protos, class_has = state
+        q = normalised_side({m: batch.query[m]}, batch.query_mask[..., j : j + 1], (m,))
+        dist = prototype_sqdist(q, protos, (m,))
         usable = batch.query_mask[..., j : j + 1] & class_has.any(1).unsqueeze(1)  # (E, M, 1)
         w1 = usable.to(dist.dtype)
         avail = usable.unsqueeze(2) & class_has.unsqueeze(1)
