@@ -8,4 +8,12 @@ The data flows one way::
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "Adapter", "AdapterError"]
+
+
+def __getattr__(name):  # fewmm.Adapter without importing torch at `import fewmm`
+    if name in ("Adapter", "AdapterError"):
+        from . import adapter
+
+        return getattr(adapter, name)
+    raise AttributeError(f"module 'fewmm' has no attribute {name!r}")

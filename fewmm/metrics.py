@@ -103,3 +103,28 @@ def paired_difference(a, b) -> Estimate:
     if a.shape != b.shape:
         raise ValueError(f"paired difference needs the same episodes: got {a.size} and {b.size} episodes")
     return mean_ci(a - b)
+
+
+def wilson_interval(correct: int, total: int) -> tuple[float, float, float]:
+    """Accuracy over ``total`` independent items with its 95% Wilson score interval, in percent.
+
+    For a test set of items (not episodes) the normal interval misbehaves near 0 or 100% and for
+    small ``total``; the Wilson interval (Wilson 1927; Brown, Cai & DasGupta 2001) does not.
+
+    Returns
+    -------
+    (accuracy, low, high) in percent.
+
+    Raises
+    ------
+    ValueError
+        ``total < 1`` or ``correct`` outside 0..total.
+    """
+    n, k = int(total), int(correct)
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"wilson_interval needs 0 <= correct <= total and total >= 1, got {k} / {n}")
+    p = k / n
+    z2 = Z95 * Z95
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return 100.0 * p, 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)

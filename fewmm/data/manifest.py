@@ -121,7 +121,7 @@ def _check_audio(p: Path) -> str | None:
     return None
 
 
-def load_manifest(path: str | os.PathLike, name: str | None = None) -> ItemTable:
+def load_manifest(path: str | os.PathLike, name: str | None = None, require_labels: bool = True) -> ItemTable:
     """Load a CSV/TSV/JSONL manifest of labelled image / audio / text items.
 
     Parameters
@@ -131,6 +131,9 @@ def load_manifest(path: str | os.PathLike, name: str | None = None) -> ItemTable
         folder.
     name : str or None
         Table name (part of feature-cache keys); default ``"manifest/<file stem>"``.
+    require_labels : bool, default True
+        False for items to predict: the ``label`` column may then be absent and its cells empty
+        (an unlabelled row gets the class name ``""``).
 
     Returns
     -------
@@ -156,7 +159,7 @@ def load_manifest(path: str | os.PathLike, name: str | None = None) -> ItemTable
     columns, rows, problems = _read_rows(path)
     base = path.resolve().parent
     modal_cols = [m for m in MODALITIES if m in columns]
-    if "label" not in columns:
+    if "label" not in columns and require_labels:
         problems.insert(0, f"no 'label' column (columns: {', '.join(columns) or 'none'})")
     if not modal_cols:
         problems.insert(0, "no modality column: expected at least one of 'image', 'audio', 'text' "
@@ -174,7 +177,7 @@ def load_manifest(path: str | os.PathLike, name: str | None = None) -> ItemTable
     for data_row, (lineno, row) in enumerate(rows, start=1):
         where = f"line {lineno} (data row {data_row})"
         label = row.get("label", "")
-        if "label" in columns and not label:
+        if "label" in columns and not label and require_labels:
             problems.append(f"{where}, column 'label': empty label")
         labels.append(label)
         if modal_cols and not any(row.get(m, "") for m in modal_cols):
