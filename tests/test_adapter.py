@@ -278,8 +278,8 @@ def test_cli_fit_predict_eval(files, tmp_path):
 @pytest.mark.needs_data
 def test_fsdd_speakers_five_shots_real_data(data_root, tmp_path):
     """FSDD speaker ID (6 speakers), 5 training clips per speaker, 20 test clips per speaker
-    (seed 0), log-mel statistics + linear probe. Measured 84.17% (101/120; 95% Wilson CI
-    76.6-89.6), the README walkthrough's run; floor 75 (chance 16.7)."""
+    (seed 0), log-mel statistics + linear probe: the README walkthrough. Measured 82.50% (99/120;
+    95% Wilson CI 74.7-88.3); floor 75 (chance 16.7)."""
     from fewmm.data import load
     from fewmm.data.__main__ import export_fewshot
 

@@ -1,6 +1,7 @@
 """Adaptive modality weighting on real multimodal few-shot tasks: ``python -m fewmm.bench.fusion``.
 
-For each task fold: the trainable heads (GMU, attention, AM3, learned temperature) are meta-trained
+For each task fold: the trainable heads (GMU, attention, AM3, learned temperature - global and per
+sample, ``temperature-ps``) are meta-trained
 on the BASE classes (ProtoNet-style episodes, shots drawn from {1, 5}, with modality dropout and a
 random half of the items' corruptible modality swapped to its corrupted features, so gates can
 learn to distrust it); validation for early stopping / best checkpoint uses validation classes, or
@@ -37,7 +38,9 @@ from ..multimodal import MMFeatures
 from .runner import Reporter, environment
 
 FIXED = ("avg-proto", "concat")
-TRAINED = ("gmu", "attention", "am3", "temperature")
+TRAINED = ("gmu", "attention", "am3", "temperature", "temperature-ps")
+#: Trained heads given a label of their own: label -> (registry name, hyper-parameters).
+HEAD_SPECS = {"temperature-ps": ("temperature", {"per_sample": True})}
 TASK_DEFAULTS = {
     "digits-av": {"corruption": "noise:0", "corrupt_modality": "audio", "folds": ["A", "B"], "queries": 15},
     "esc50-text": {"corruption": "noise:0", "corrupt_modality": "audio", "folds": ["default"], "queries": 3},
@@ -111,14 +114,19 @@ def run(args) -> Path:
         item_mods = list(task.features.modalities)
         # --- train -------------------------------------------------------------------------
         trained = {}
-        to_train = [(h, tuple(item_mods)) for h in TRAINED]
-        if len(item_mods) > 1:  # controls: the learned projection on one modality alone
+        heads = args.heads.split(",") if args.heads else list(TRAINED)
+        unknown = [h for h in heads if h not in TRAINED]
+        if unknown:
+            raise FewmmError(f"--heads: unknown trained head(s) {unknown}; choose from {list(TRAINED)}")
+        to_train = [(h, tuple(item_mods)) for h in heads]
+        if len(item_mods) > 1 and not args.no_controls:  # controls: the learned projection on one modality alone
             to_train += [("gmu", (m,)) for m in item_mods]
         for hname, mods in to_train:
             label = hname if len(mods) == len(item_mods) else f"proj[{mods[0]}]"
             f_h = feats if len(mods) == len(item_mods) else feats.select_modalities(mods)
             c_h = feats_c if len(mods) == len(item_mods) else feats_c.select_modalities(mods)
-            head = H.create(hname, f_h, seed=args.seed)
+            reg_name, hp = HEAD_SPECS.get(hname, (hname, {}))
+            head = H.create(reg_name, f_h, seed=args.seed, **hp)
             cfg = TrainConfig(n_way=args.ways, n_shot=(1, 5), n_query=min(queries, 15), steps=args.steps,
                               eval_every=max(1, args.steps // 10), val_episodes=200, val_shot=1,
                               val_query=min(queries, 7 if args.task == "esc50-text" else 15), patience=4,
@@ -195,6 +203,8 @@ def main(argv=None) -> int:
     p.add_argument("--name")
     p.add_argument("--checkpoints", default=os.path.join(os.path.expanduser("~"), ".cache", "fewmm", "heads"),
                    help="folder for resumable head checkpoints ('' to disable)")
+    p.add_argument("--heads", help=f"comma-separated trained heads (default all: {','.join(TRAINED)})")
+    p.add_argument("--no-controls", action="store_true", help="skip the single-modality projection controls proj[<m>]")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     a.argv = argv

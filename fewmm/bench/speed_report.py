@@ -29,9 +29,16 @@ def throughput_md(d: dict, name: str) -> str:
     ]
     if "l2l" in d and d["l2l"]:
         lines.append(f"| learn2learn TaskDataset + per-task loop{' (extrapolated from ' + str(d['l2l']['episodes']) + ')' if d['l2l'].get('extrapolated') else ''} | {d['l2l']['episodes_per_s']:.0f} | {100 * d['l2l']['acc_mean']:.2f} (own episodes) |")
+    fc = d.get("fewmm-compiled")
+    if fc and "episodes_per_s" in fc:
+        lines.append(f"| fewmm batched evaluation, `compile=True` (torch.compile-fused gather + score; first call "
+                     f"{fc['first_call_s']:.1f} s, not counted) | {fc['episodes_per_s']:.0f} | {100 * fc['acc_mean']:.2f} "
+                     f"(predictions equal to the default path for {100 * fc['prediction_agreement']:.3f}% of queries) |")
     lines.append(f"| bare gather of the same bytes (memory-bound limit) | {d['gather']['episodes_per_s']:.0f} | |")
+    comp = (f"; with `compile=True` {r['fewmm_compiled_time_over_gather_time']:.2f}"
+            if "fewmm_compiled_time_over_gather_time" in r else "")
     lines += ["", f"Ratios: fewmm / loop {r['fewmm_over_loop']:.1f}x; fewmm / learn2learn {r.get('fewmm_over_l2l', float('nan')):.1f}x "
-              f"(target >= 20x); fewmm time / gather time {r['fewmm_time_over_gather_time']:.2f} (target <= 2)."]
+              f"(target >= 20x); fewmm time / gather time {r['fewmm_time_over_gather_time']:.2f}{comp} (target <= 2)."]
     return "\n".join(lines) + "\n"
 
 
@@ -62,14 +69,30 @@ def maml_md(d: dict, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def latency_md(d: dict, name: str) -> str:
+    env = d["environment"]
+    c = d["config"]
+    lines = [f"**Adapter latency** (`{name}`): `Adapter.predict` one item at a time (batch size 1), {c['shots']} training items "
+             f"per class, median (90th percentile) of {d['rows'][0]['queries_timed']} queries after {c['warmup']} untimed; "
+             f"device {env['device']}, {env['torch_threads']} torch threads, load average {env['loadavg_1_5_15'][0]:.1f}.", "",
+             "| data / encoders / head | encoder ms (read + preprocess + encode) | head ms | fit s |", "|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['config']} | {r['encoder_ms_median']:.2f} ({r['encoder_ms_p90']:.2f}) | "
+                     f"{r['head_ms_median']:.3f} ({r['head_ms_p90']:.3f}) | {r['fit_s']:.1f} |")
+    lines += ["", f"Largest median head time {d['head_ms_median_max']:.3f} ms (target: under 1 ms per query at batch size 1: "
+                  f"{'met' if d['target_head_under_1ms'] else 'MISSED'})."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fewmm.bench.speed_report", description=__doc__.splitlines()[0])
     p.add_argument("--throughput", nargs="+", default=["results/episode_throughput.json", "results/episode_throughput_1thread.json"])
     p.add_argument("--maml", default="results/maml_speed.json")
+    p.add_argument("--latency", default="results/adapter_latency.json")
     p.add_argument("--readme")
     a = p.parse_args(argv)
     parts = []
-    for path, fn in [(t, throughput_md) for t in a.throughput] + [(a.maml, maml_md)]:
+    for path, fn in [(t, throughput_md) for t in a.throughput] + [(a.maml, maml_md), (a.latency, latency_md)]:
         if Path(path).exists():
             parts.append(fn(json.loads(Path(path).read_text()), path))
     md = "\n".join(parts)
