@@ -136,6 +136,20 @@ def _checked_features(features) -> torch.Tensor:
     return check_features(features, "features")
 
 
+def _check_indices(episodes: Episodes, n_items: int) -> None:
+    """EpisodeError when an episode points outside the feature table (e.g. episodes sampled from
+    another table's labels)."""
+    from .errors import EpisodeError
+
+    for part in ("support", "query"):
+        idx = getattr(episodes, part)
+        if idx.size and (idx.min() < 0 or idx.max() >= n_items):
+            raise EpisodeError(
+                f"episode {part} indices span {int(idx.min())}..{int(idx.max())}, but the feature table has {n_items} rows: "
+                "sample the episodes from the labels of this very table"
+            )
+
+
 def evaluate_episodes(
     method: FewShotMethod,
     features,
@@ -175,6 +189,8 @@ def evaluate_episodes(
     ------
     FeatureError
         NaN/inf features or a non-2-d table.
+    EpisodeError
+        Episode indices outside the table.
     """
     feats = _checked_features(features)
     if device is not None:
@@ -184,6 +200,7 @@ def evaluate_episodes(
     e, n, k = episodes.support.shape
     q = episodes.query.shape[2]
     d = feats.shape[1]
+    _check_indices(episodes, feats.shape[0])
     sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), device=dev)
     qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), device=dev)
     target = torch.arange(n, device=dev).repeat_interleave(q)

@@ -61,7 +61,16 @@ class MMFeatures:
         self.mask = torch.as_tensor(self.mask, dtype=torch.bool)
         if self.mask.shape != (n, len(self.modalities)):
             raise FeatureError(f"mask has shape {tuple(self.mask.shape)}, expected ({n}, {len(self.modalities)})")
-        for m, f in self.features.items():
+        self.features = dict(self.features)
+        for m, f in list(self.features.items()):
+            if not isinstance(f, torch.Tensor):
+                try:
+                    f = torch.as_tensor(np.asarray(f), dtype=torch.float32)
+                except (TypeError, ValueError) as e:
+                    raise FeatureError(f"features[{m!r}] must be a float tensor or array of shape (n, dim): {e}") from None
+                self.features[m] = f
+            if not f.is_floating_point():
+                f = self.features[m] = f.float()
             if f.ndim != 2 or f.shape[0] != n:
                 raise FeatureError(f"features[{m!r}] has shape {tuple(f.shape)}, expected ({n}, dim)")
             if not torch.isfinite(f).all():

@@ -435,20 +435,32 @@ def load_head(path, features: MMFeatures | None = None, head: FusionHead | None 
     Raises
     ------
     CheckpointError
-        Another head, other feature dims, other encoder weights ids.
+        Another head, other feature dims, other encoder weights ids; a truncated or damaged file.
     FileNotFoundError
     """
     st, js = _meta_path(path)
     if not js.exists() or not st.exists():
         raise FileNotFoundError(f"no head checkpoint at {st} / {js}")
-    meta = json.loads(js.read_text())
-    head_meta = meta.get("head", meta)
+    try:
+        meta = json.loads(js.read_text())
+        head_meta = meta.get("head", meta)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise CheckpointError(f"{js}: not a readable head checkpoint description (truncated or edited?): {e}") from None
     check_head_checkpoint(head_meta, head, features, where=f"checkpoint {js}")
     if head is None:
-        head = create_head(head_meta["name"], head_meta["dims"], head_meta["modalities"], **head_meta.get("hparams", {}))
-    state = load_file(str(st))
+        try:
+            head = create_head(head_meta["name"], head_meta["dims"], head_meta["modalities"], **head_meta.get("hparams", {}))
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"{js}: incomplete head description ({type(e).__name__}: {e})") from None
+    try:
+        state = load_file(str(st))
+    except Exception as e:  # safetensors raises SafetensorError on truncated / garbled files
+        raise CheckpointError(f"{st}: not a readable safetensors file (truncated or damaged?): {e}") from None
     state = {k[5:]: v for k, v in state.items() if k.startswith("head.")} or state
-    head.load_state_dict(state)
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{st}: the tensors do not fit head {head.name!r}: {str(e).splitlines()[0]}") from None
     if device is not None:
         head.to(device)
     return head

@@ -111,3 +111,20 @@ def test_bad_config_values(tmp_path, capsys, toml, message):
     assert run(tmp_path, "--config", str(cfg)) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_fusion_cli_rejects_bad_numbers_and_report_bad_json(tmp_path, capsys):
+    from fewmm.bench import fusion, report
+
+    for args, msg in ((["--shots", "abc"], "--shots: expected comma-separated integers"), (["--threads", "0"], "--threads must be >= 1"),
+                      (["--episodes", "0"], "--episodes must be >= 1"), (["--shots", "1,0"], "--shots must be >= 1")):
+        with pytest.raises(SystemExit):
+            fusion.main(["--task", "digits-av", *args])
+        assert msg in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"rows": [')
+    assert report.main([str(bad)]) == 2
+    assert "not a readable results JSON" in capsys.readouterr().err
+    bad.write_text('{"rows": 3}')
+    assert report.main([str(bad)]) == 2
+    assert "not a fewmm results file" in capsys.readouterr().err

@@ -154,3 +154,14 @@ def test_duplicate_rows_and_missing_txt_paths_are_reported(tmp_path):
     msg = str(e.value)
     assert "line 3 (data row 2): duplicate of data row 1" in msg
     assert "notes/missing.txt: looks like a .txt path but no such file" in msg
+
+
+def test_jsonl_numeric_labels_are_one_class_and_bools_rejected(files):
+    m = files / "m.jsonl"
+    m.write_text('{"label": 1, "text": "one apple"}\n{"label": 1.0, "text": "one pear"}\n{"label": 2, "text": "two figs"}\n')
+    t = D.load_manifest(m)
+    assert t.class_names == ["1", "2"] and t.labels.tolist() == [0, 0, 1]
+    m.write_text('{"label": true, "text": "yes"}\n{"label": 1.5, "text": "one and a half"}\n')
+    with pytest.raises(DataError) as e:
+        D.load_manifest(m)
+    assert "line 1, column 'label': true is not a label" in str(e.value) and "line 2, column 'label': 1.5" in str(e.value)

@@ -157,3 +157,12 @@ def test_compiled_protonet_matches_default_path(shots):
     # compile=True is ignored (default path, identical results) for other methods
     cos = evaluate_episodes(M.create("protonet-cosine"), x, ep, compile=True)
     assert np.array_equal(cos, evaluate_episodes(M.create("protonet-cosine"), x, ep))
+
+
+def test_episode_indices_outside_the_table_are_named():
+    from fewmm.errors import EpisodeError
+
+    x, y = blobs()  # 160 items
+    ep = sample_episodes(np.repeat(np.arange(10), 30), 5, 1, 5, 10, seed=0)  # 300 items
+    with pytest.raises(EpisodeError, match="indices span .* the feature table has 160 rows"):
+        evaluate_episodes(M.create("protonet"), x, ep)

@@ -273,3 +273,24 @@ def test_bad_training_input(small):
         train_head(head, small, BASE, VAL, cfg, corrupted=short, corrupt_fraction=0.5)
     with pytest.raises(ValueError, match="modality_dropout"):
         TrainConfig(modality_dropout=1.5)
+
+
+def test_truncated_or_garbled_checkpoint_is_a_checkpoint_error(small, tmp_path):
+    h = H.create("gmu", small, seed=0, hidden=8)
+    p = save_head(h, tmp_path / "g", small)
+    st = next(tmp_path.glob("g*.safetensors"))
+    raw = st.read_bytes()
+    st.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_head(p, features=small)
+    js = next(tmp_path.glob("g*.json"))
+    js.write_text('{"head": {"name": "gmu"')
+    with pytest.raises(CheckpointError, match="not a readable head checkpoint"):
+        load_head(p)
+
+
+def test_mmfeatures_accepts_numpy_arrays():
+    f = MMFeatures({"image": np.ones((3, 4), np.float64)}, np.ones((3, 1), bool), ("image",), np.zeros(3), ["a"])
+    assert isinstance(f.features["image"], torch.Tensor) and f.features["image"].dtype == torch.float32
+    with pytest.raises(FeatureError, match="NaN or inf"):
+        MMFeatures({"image": np.full((3, 4), np.nan)}, np.ones((3, 1), bool), ("image",), np.zeros(3), ["a"])

@@ -209,6 +209,14 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     a.argv = argv
     try:
+        shots = [int(x) for x in a.shots.split(",")]
+    except ValueError:
+        p.error(f"--shots: expected comma-separated integers, got {a.shots!r}")
+    for name, v, lo in (("--ways", a.ways, 2), ("--episodes", a.episodes, 1), ("--steps", a.steps, 1), ("--threads", a.threads, 1),
+                        ("--queries", a.queries if a.queries is not None else 1, 1), ("--shots", min(shots), 1)):
+        if v < lo:
+            p.error(f"{name} must be >= {lo}, got {v}")
+    try:
         run(a)
     except FewmmError as e:
         print(f"error: {e}", file=sys.stderr)

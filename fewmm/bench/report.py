@@ -99,8 +99,22 @@ def main(argv=None) -> int:
     p.add_argument("--readme", help="Markdown file whose <!-- results:TAG --> block to rewrite")
     p.add_argument("--tag", help="block tag (default: the JSON file's stem)")
     a = p.parse_args(argv)
-    doc = json.loads(Path(a.results).read_text())
-    table = fusion_table(doc) if doc.get("experiment") else markdown_table(doc)
+    try:
+        doc = json.loads(Path(a.results).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        print(f"error: {a.results}: no such results file", file=sys.stderr)
+        return 2
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        print(f"error: {a.results}: not a readable results JSON ({type(e).__name__}: {e})", file=sys.stderr)
+        return 2
+    if not isinstance(doc, dict) or not isinstance(doc.get("results", doc.get("rows")), list):
+        print(f"error: {a.results}: not a fewmm results file (no list of result rows)", file=sys.stderr)
+        return 2
+    try:
+        table = fusion_table(doc) if doc.get("experiment") else markdown_table(doc)
+    except (KeyError, TypeError, ValueError) as e:
+        print(f"error: {a.results}: malformed result rows ({type(e).__name__}: {e})", file=sys.stderr)
+        return 2
     if a.readme:
         path = Path(a.readme)
         path.write_text(update_block(path.read_text(), a.tag or Path(a.results).stem, table))

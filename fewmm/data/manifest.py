@@ -72,6 +72,14 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]],
             for k in obj:
                 if k not in columns:
                     columns.append(str(k))
+            lab = obj.get("label")
+            if isinstance(lab, bool) or isinstance(lab, (dict, list)):
+                problems.append(f"line {lineno}, column 'label': {json.dumps(lab)} is not a label; use a string or an integer")
+            elif isinstance(lab, float):
+                if lab != lab or lab in (float("inf"), float("-inf")) or lab != int(lab):
+                    problems.append(f"line {lineno}, column 'label': {lab!r} is not a label; use a string or an integer")
+                else:
+                    obj = {**obj, "label": int(lab)}  # 1.0 and 1 are the same class
             rows.append((lineno, {str(k): _cell(v) for k, v in obj.items()}))
         return columns, rows, problems
     if path.suffix.lower() not in (".csv", ".tsv"):
