@@ -116,7 +116,8 @@ def _one_item(x: Any, i: int) -> dict[str, Any]:
             raise DataError(f"item {i}: unknown modality key(s) {bad}; expected any of {list(MODALITIES)}")
         out = {m: _payload(m, v, i) for m, v in x.items() if v is not None and not (isinstance(v, str) and not v.strip())}
         if not out:
-            raise DataError(f"item {i}: the dict has no modality (all of {list(x)} are empty)")
+            raise DataError(f"item {i}: the dict has no modality" + (f" (all of {list(x)} are empty)" if x else "")
+                            + f"; give at least one of {list(MODALITIES)}")
         return out
     if isinstance(x, FileRef):
         m = _path_modality(x.suffix)
@@ -717,7 +718,7 @@ class Adapter(_HubMixin):
         except Exception as e:
             raise AdapterError(f"{st}: not a readable safetensors file: {e}") from None
 
-        ad = cls(encoders={m: {"name": c["name"], **c.get("options", {})} for m, c in enc_cfg.items()},
+        ad = cls(encoders={m: {"name": c["name"], **c["options"]} if c.get("options") else c["name"] for m, c in enc_cfg.items()},
                  head=head_cfg["name"] if head_cfg.get("kind") == "method" else None,
                  head_params=head_cfg.get("hparams") or None, device=device)
         ad.encoders_ = ad._make_encoders(set(mods))
@@ -757,13 +758,24 @@ class Adapter(_HubMixin):
                 head.load_state_dict(state)
             except RuntimeError as e:
                 raise AdapterError(f"{st}: the head's parameters do not fit head {head_cfg['name']!r}: {str(e).splitlines()[0]}") from None
-            ad.head = head
+            # a fixed head is named again (as given to the constructor); a trained one stays an object
+            ad.head = head if head.trainable else (f"single:{head.hparams['modality']}" if head.name == "single" else head.name)
+            if not head.trainable:
+                ad.head_params = {k: v for k, v in head.hparams.items() if k != "modality"} or None
         ad.classes_ = np.asarray(classes, dtype=np.int64 if cfg.get("classes_type") == "int" else str)
         ad.n_support_ = int(n)
         ad._fit_features(support, y)
         return ad
 
     # -- huggingface_hub conventions (ModelHubMixin) ------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, device: str = "cpu", **kwargs) -> "Adapter":
+        """Load from a local adapter folder (as :meth:`load`) or a hub repo id (downloaded with
+        ``huggingface_hub``; needs the network). Keyword arguments as ModelHubMixin's."""
+        if os.path.isdir(pretrained_model_name_or_path):
+            return cls.load(pretrained_model_name_or_path, device=device)
+        return super().from_pretrained(pretrained_model_name_or_path, device=device, **kwargs)
+
     def _save_pretrained(self, save_directory) -> None:
         self.save(save_directory)
 

