@@ -106,6 +106,16 @@ def _path_modality(suffix: str) -> str | None:
     return None
 
 
+def _looks_like_path(s: str) -> bool:
+    """A string meant as a file path rather than text: one line starting with / ./ ../ ~/, or one
+    word with a path separator ending in a file extension. ("3.14", "Dr.Who", "and/or" are text.)"""
+    if "\n" in s or len(s) > 4096:
+        return False
+    if s.startswith(("/", "./", "../", "~/")) or (os.sep != "/" and s.startswith(os.sep)):
+        return True
+    return not any(ch.isspace() for ch in s) and ("/" in s or os.sep in s) and re.search(r"\.[A-Za-z][A-Za-z0-9]{0,4}$", s) is not None
+
+
 def _one_item(x: Any, i: int) -> dict[str, Any]:
     """One item -> {modality: payload}; raises DataError (naming item ``i``) on what is not an item."""
     from PIL import Image
@@ -127,19 +137,30 @@ def _one_item(x: Any, i: int) -> dict[str, Any]:
         return {m: x}
     if isinstance(x, (str, os.PathLike)):
         s = os.fspath(x)
+        if isinstance(s, str):
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise DataError(f"item {i}: text is not valid Unicode ({e.reason} at position {e.start})") from None
         suffix = Path(s).suffix
         m = _path_modality(suffix) if suffix and len(suffix) <= 6 and "\n" not in s else None
         if m is not None:
             p = Path(s).expanduser()
+            if p.is_dir():
+                raise DataError(f"item {i}: {s}: is a directory, not a file")
             if not p.is_file():
                 raise DataError(f"item {i}: {s}: file not found")
+            if m == "text" and p.stat().st_size == 0:
+                raise DataError(f"item {i}: {s}: empty text file")
             return {m: FileRef(p)}
+        if "\n" not in s and len(s) < 4096 and Path(s).expanduser().is_dir():
+            raise DataError(f"item {i}: {s}: is a directory, not a file")
         if isinstance(x, os.PathLike) or (len(s) < 4096 and "\n" not in s and Path(s).expanduser().is_file()):
             raise DataError(f"item {i}: {s}: unknown file extension {suffix!r} (expected an image {' '.join(IMAGE_EXTENSIONS)}, "
                             f"audio {' '.join(AUDIO_EXTENSIONS)} or .txt file); pass {{'text': ...}} for text")
         if not s.strip():
             raise DataError(f"item {i}: empty text")
-        if not any(ch.isspace() for ch in s) and ("/" in s or os.sep in s or re.search(r"\.[A-Za-z0-9]{1,5}$", s)):
+        if _looks_like_path(s):
             raise DataError(f"item {i}: {s}: looks like a file path, but no such file"
                             + (f" (unknown extension {suffix!r})" if suffix else "") + "; pass {'text': ...} to use it as text")
         return {"text": s}
@@ -165,8 +186,16 @@ def _payload(m: str, v: Any, i: int) -> Any:
     """The payload of modality ``m`` of item ``i`` given in a dict."""
     if m == "text" and isinstance(v, str):
         p = Path(v).expanduser()
-        if v.lower().endswith(".txt") and "\n" not in v and p.is_file():
+        if v.lower().endswith(".txt") and "\n" not in v and " " not in v.strip():
+            if not p.is_file():
+                raise DataError(f"item {i}, text: {v}: looks like a .txt path but no such file; write inline text with spaces, or fix the path")
+            if p.stat().st_size == 0:
+                raise DataError(f"item {i}, text: {v}: empty text file")
             return FileRef(p)
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise DataError(f"item {i}, text: not valid Unicode ({e.reason} at position {e.start})") from None
         return v
     if isinstance(v, (str, os.PathLike, FileRef)):
         ref = v if isinstance(v, FileRef) else FileRef(Path(os.fspath(v)).expanduser())
@@ -215,6 +244,8 @@ def as_items(items, labels=None, require_labels: bool = False) -> tuple[list[dic
             lab = np.asarray(table.class_names, dtype=str)[table.labels]
             labels = None if (lab == "").any() else lab  # unlabelled rows (require_labels=False)
         return out, names, _check_labels(labels, len(out))
+    if isinstance(items, np.ndarray) and items.ndim == 2:
+        raise DataError(f"items is one array of shape {items.shape}; wrap a single image in a list ([image])")
     if isinstance(items, (str, os.PathLike, dict)) or not hasattr(items, "__len__"):
         raise DataError(
             f"items must be a sequence of items or a manifest (.csv/.tsv/.jsonl path or ItemTable), got "
@@ -241,7 +272,20 @@ def _check_labels(labels, n: int) -> np.ndarray | None:
         return None
     if isinstance(labels, str):
         raise DataError("labels must be a sequence (one label per item), not a single str")
+    if not hasattr(labels, "__len__"):
+        raise DataError(f"labels must be a sequence (list, tuple or array), got {type(labels).__name__}")
+    if not isinstance(labels, np.ndarray):
+        kinds = set()
+        for v in labels:
+            if isinstance(v, (bool, np.bool_)):
+                raise DataError(f"labels must be str or int, got a bool ({v!r}); use class names")
+            kinds.add("str" if isinstance(v, (str, np.str_)) else "int" if isinstance(v, (int, np.integer)) else
+                      "float" if isinstance(v, (float, np.floating)) else type(v).__name__)
+        if len(kinds) > 1:
+            raise DataError(f"labels mix types {sorted(kinds)}; use one type (e.g. all str)")
     y = np.asarray(labels)
+    if y.dtype == bool:
+        raise DataError("labels must be str or int, got bools; use class names")
     if y.ndim != 1 or y.shape[0] != n:
         raise DataError(f"labels has shape {y.shape}, expected ({n},): one label per item")
     if y.dtype.kind == "f":
@@ -273,6 +317,29 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _with_params(build, name: str, params: dict, factory):
+    """``build()``, with bad hyper-parameters reported by name (and the known ones listed)."""
+    import inspect
+
+    from .errors import UnknownNameError
+
+    try:
+        return build()
+    except UnknownNameError:
+        raise
+    except (TypeError, ValueError) as e:
+        try:
+            sig = inspect.signature(factory).parameters.values()
+            known = [] if any(p.kind == p.VAR_KEYWORD for p in sig) else \
+                [p.name for p in sig if p.name not in ("self", "dims", "modalities", "text_dim")]
+        except (TypeError, ValueError):
+            known = []
+        bad = [k for k in params if known and k not in known]
+        if bad:
+            raise ValueError(f"unknown parameter(s) {bad} for {name!r} (known: {', '.join(known)})") from None
+        raise ValueError(f"bad parameters {params} for {name!r}: {e}") from None
 
 
 def _encoder_spec(spec) -> tuple[str, dict]:
@@ -337,7 +404,10 @@ class Adapter(_HubMixin):
             if m not in specs:
                 continue
             name, kw = _encoder_spec(specs[m])
-            enc = E.create(name, device=self.device, **kw)
+            try:
+                enc = E.create(name, device=self.device, **kw)
+            except TypeError as e:
+                raise ValueError(f"encoder {name!r} for {m}: bad options {kw}: {e}") from None
             if enc.modality != m:
                 raise ValueError(f"encoders[{m!r}] = {name!r} is an encoder of {enc.modality!r}, not {m!r}")
             out[m] = enc
@@ -406,8 +476,9 @@ class Adapter(_HubMixin):
             if len(modalities) != 1:
                 raise ValueError(f"method {self.head!r} works on one modality; this adapter has {list(modalities)}: "
                                  "use a fusion head (avg-proto, concat) or one encoder")
-            return "method", M.create(self.head, **params)
-        head = H.create(self.head, dims, modalities, seed=0, **params)
+            return "method", _with_params(lambda: M.create(self.head, **params), self.head, params, M.METHODS.get(self.head))
+        head = _with_params(lambda: H.create(self.head, dims, modalities, seed=0, **params), self.head, params,
+                            H.HEADS.get(self.head.split(":")[0]))
         if head.trainable:
             raise ValueError(
                 f"head {self.head!r} has parameters to meta-train on base classes; train it with "
@@ -457,6 +528,7 @@ class Adapter(_HubMixin):
         UnknownNameError
             Unknown encoder or head name.
         """
+        self._check_params()
         its, names, y = as_items(items, labels, require_labels=True)
         if y is None:
             raise DataError("fit needs labels: pass labels=[...] (one per item) or a manifest with a 'label' column")
@@ -465,12 +537,30 @@ class Adapter(_HubMixin):
             raise DataError(f"fit needs at least 2 classes, got {classes.tolist()}")
         present = {m for it in its for m in it}
         self.encoders_ = self._make_encoders(present)
+        unused = [m for m in self.encoders_ if m not in present]
+        if unused:
+            raise DataError(f"encoders name {unused}, but no training item has {' or '.join(unused)}: the adapter could not "
+                            "score items that have only that; drop those encoders or add such training items")
         self.modalities_ = tuple(self.encoders_)
         support = self._embed(its, names)
         self.classes_ = classes
         self.n_support_ = len(its)
         self._fit_features(support, y_enc.reshape(-1).astype(np.int64))
         return self
+
+    def _check_params(self) -> None:
+        """Validate the constructor arguments (at fit / load, as scikit-learn does)."""
+        if self.encoders is not None and not isinstance(self.encoders, dict):
+            raise ValueError(f"encoders must be a dict modality -> encoder name, e.g. {{'image': 'efficientnet-lite2'}}, got {self.encoders!r}")
+        if self.head_params is not None and not isinstance(self.head_params, dict):
+            raise ValueError(f"head_params must be a dict of hyper-parameters, got {self.head_params!r}")
+        bs = self.batch_size
+        if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
+            raise ValueError(f"batch_size must be a positive int, got {bs!r}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"device {self.device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1'): {e}") from None
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "classes_"):
@@ -581,9 +671,13 @@ class Adapter(_HubMixin):
 
     def score(self, items, labels=None) -> float:
         """Accuracy (fraction) on labelled items."""
+        self._check_fitted()
         its, names, y = as_items(items, labels, require_labels=True)
         if y is None:
             raise DataError("score needs labels")
+        unknown = sorted(set(np.asarray(y).tolist()) - set(self.classes_.tolist()))
+        if unknown:
+            raise DataError(f"score: labels {unknown[:10]} are not classes of the adapter ({self.classes_.tolist()[:20]})")
         return float((self.predict(self._embed(its, names)) == y).mean())
 
     def get_params(self, deep: bool = False) -> dict:
@@ -609,7 +703,12 @@ class Adapter(_HubMixin):
 
         self._check_fitted()
         out = Path(path)
-        out.mkdir(parents=True, exist_ok=True)
+        if out.exists() and not out.is_dir():
+            raise AdapterError(f"{out}: exists and is not a folder; an adapter is saved as a folder")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise AdapterError(f"{out}: cannot create the adapter folder: {e}") from None
         s = self._support
         tensors = {f"support.{m}": s.features[m].contiguous() for m in s.modalities}
         tensors["support.mask"] = s.mask.to(torch.uint8).contiguous()
@@ -675,6 +774,10 @@ class Adapter(_HubMixin):
         import fewmm.heads as H
         from .multimodal import MMFeatures
 
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"device {device!r} is not a torch device (e.g. 'cpu', 'cuda'): {e}") from None
         folder = Path(path)
         if folder.name == CONFIG_NAME:
             folder = folder.parent
@@ -700,10 +803,12 @@ class Adapter(_HubMixin):
         try:
             enc_cfg, mods, head_cfg = cfg["encoders"], tuple(cfg["modalities"]), cfg["head"]
             classes, tinfo = cfg["classes"], cfg["tensors"]
-            st = folder / tinfo["file"]
+            fname = tinfo["file"]
             want_sha, want_bytes = tinfo["sha256"], int(tinfo["bytes"])
         except (KeyError, TypeError, ValueError) as e:
             raise AdapterError(f"{cfg_path}: incomplete adapter config (missing {e})") from None
+        _check_config(cfg, cfg_path)
+        st = folder / fname
         if not st.is_file():
             raise AdapterError(f"{st}: missing (the adapter's tensors); copy the whole adapter folder")
         size = st.stat().st_size
@@ -718,6 +823,19 @@ class Adapter(_HubMixin):
         except Exception as e:
             raise AdapterError(f"{st}: not a readable safetensors file: {e}") from None
 
+        try:
+            return cls._build_loaded(folder, cfg_path, st, cfg, tensors, device, check_weights)
+        except (FewmmError, FileNotFoundError):
+            raise
+        except Exception as e:  # a config / tensors combination the checks above did not foresee
+            raise AdapterError(f"{folder}: cannot rebuild the adapter from its files ({type(e).__name__}: {e})") from None
+
+    @classmethod
+    def _build_loaded(cls, folder, cfg_path, st, cfg, tensors, device, check_weights) -> "Adapter":
+        import fewmm.heads as H
+        from .multimodal import MMFeatures
+
+        enc_cfg, mods, head_cfg, classes = cfg["encoders"], tuple(cfg["modalities"]), cfg["head"], cfg["classes"]
         ad = cls(encoders={m: {"name": c["name"], **c["options"]} if c.get("options") else c["name"] for m, c in enc_cfg.items()},
                  head=head_cfg["name"] if head_cfg.get("kind") == "method" else None,
                  head_params=head_cfg.get("hparams") or None, device=device)
@@ -737,11 +855,25 @@ class Adapter(_HubMixin):
                         )
         try:
             feats = {m: tensors[f"support.{m}"] for m in mods}
-            mask = tensors["support.mask"].bool()
-            y = tensors["support.labels"].numpy().astype(np.int64)
+            mask = tensors["support.mask"]
+            lab = tensors["support.labels"]
         except KeyError as e:
             raise AdapterError(f"{st}: tensor {e} missing") from None
+        if lab.ndim != 1 or lab.dtype != torch.int64:
+            raise AdapterError(f"{st}: support.labels must be a 1-d int64 tensor, got {lab.dtype} {tuple(lab.shape)}")
+        y = lab.numpy()
         n = y.shape[0]
+        if mask.dtype != torch.uint8 or tuple(mask.shape) != (n, len(mods)):
+            raise AdapterError(f"{st}: support.mask must be uint8 of shape ({n}, {len(mods)}), got {mask.dtype} {tuple(mask.shape)}")
+        mask = mask.bool()
+        for m in mods:
+            if feats[m].dtype != torch.float32:
+                raise AdapterError(f"{st}: support.{m} must be float32, got {feats[m].dtype}")
+        if n == 0 or sorted(set(y.tolist())) != list(range(len(classes))):
+            raise AdapterError(f"{st}: support.labels must give every one of the {len(classes)} classes at least one item")
+        extra = sorted(k for k in tensors if not k.startswith("head.") and k not in {f"support.{m}" for m in mods} | {"support.mask", "support.labels"})
+        if extra:
+            raise AdapterError(f"{st}: unexpected tensors {extra[:5]}")
         for m in mods:
             if tuple(feats[m].shape) != (n, ad.encoders_[m].dim):
                 raise AdapterError(f"{st}: support.{m} has shape {tuple(feats[m].shape)}, expected ({n}, {ad.encoders_[m].dim})")
@@ -772,8 +904,11 @@ class Adapter(_HubMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, *, device: str = "cpu", **kwargs) -> "Adapter":
         """Load from a local adapter folder (as :meth:`load`) or a hub repo id (downloaded with
         ``huggingface_hub``; needs the network). Keyword arguments as ModelHubMixin's."""
-        if os.path.isdir(pretrained_model_name_or_path):
-            return cls.load(pretrained_model_name_or_path, device=device)
+        name = os.fspath(pretrained_model_name_or_path)
+        if os.path.isdir(name):
+            return cls.load(name, device=device)
+        if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") > 1:
+            raise AdapterError(f"{name}: no adapter folder here (and not a hub repo id 'owner/name')")
         return super().from_pretrained(pretrained_model_name_or_path, device=device, **kwargs)
 
     def _save_pretrained(self, save_directory) -> None:
@@ -791,6 +926,45 @@ class Adapter(_HubMixin):
         folder = snapshot_download(repo_id=model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
                                    local_files_only=local_files_only, token=token)
         return cls.load(folder, device=device)
+
+
+def _check_config(cfg: dict, where) -> None:
+    """AdapterError naming the key when ``adapter.json`` has the wrong types or values."""
+
+    def bad(key, want, got):
+        raise AdapterError(f"{where}: {key!r} must be {want}, got {json.dumps(got)[:120]}")
+
+    v = cfg.get("format_version")
+    if isinstance(v, bool):
+        bad("format_version", "an integer", v)
+    enc = cfg["encoders"]
+    if not isinstance(enc, dict) or not enc:
+        bad("encoders", "an object modality -> {name, options, weights_id, ...}", enc)
+    for m, c in enc.items():
+        if m not in MODALITIES:
+            bad("encoders", f"keyed by modalities {list(MODALITIES)}", list(enc))
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str) or not isinstance(c.get("options", {}), dict):
+            bad(f"encoders.{m}", "an object with a str 'name' and an object 'options'", c)
+    mods = cfg["modalities"]
+    if not isinstance(mods, list) or sorted(mods) != sorted(enc) or len(set(mods)) != len(mods):
+        bad("modalities", f"the list of the encoders' modalities {sorted(enc)}", mods)
+    head = cfg["head"]
+    if not isinstance(head, dict) or head.get("kind") not in ("head", "method") or not isinstance(head.get("name"), str):
+        bad("head", "an object with 'kind' ('head' or 'method') and a str 'name'", head)
+    if not isinstance(head.get("hparams", {}), dict):
+        bad("head.hparams", "an object", head.get("hparams"))
+    if head["kind"] == "head" and (not isinstance(head.get("dims"), dict) or not isinstance(head.get("modalities"), list)):
+        bad("head", "an object with 'dims' and 'modalities' for kind 'head'", head)
+    classes, ctype = cfg["classes"], cfg.get("classes_type")
+    if ctype not in ("int", "str"):
+        bad("classes_type", "'int' or 'str'", ctype)
+    kind = int if ctype == "int" else str
+    if (not isinstance(classes, list) or len(classes) < 2 or any(isinstance(c, bool) or not isinstance(c, kind) for c in classes)
+            or classes != sorted(classes) or len(set(classes)) != len(classes)):
+        bad("classes", f"a sorted list of at least 2 distinct {ctype} values", classes)
+    fname = cfg["tensors"]["file"]
+    if not isinstance(fname, str) or Path(fname).name != fname or fname in ("", ".", ".."):
+        bad("tensors.file", "a file name inside the adapter folder", fname)
 
 
 __all__ = ["Adapter", "AdapterError", "as_items", "DEFAULT_ENCODERS", "FORMAT_VERSION"]

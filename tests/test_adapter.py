@@ -60,7 +60,8 @@ def files(tmp_path_factory):
     # test rows: half image only, half audio only
     test.write_text("label,image,audio\n" + "".join(
         f"{n},{i.name if int(i.stem[-1]) % 2 else ''},{'' if int(i.stem[-1]) % 2 else w.name}\n" for n, i, w in rows if int(i.stem[-1]) >= 3))
-    return {"dir": d, "rows": rows, "train": train, "test": test}
+    (d / "a folder").mkdir()
+    return {"dir": d / "a folder", "rows": rows, "train": train, "test": test}
 
 
 def train_items(files):
@@ -304,3 +305,73 @@ def test_single_query_fast_path_equals_batch(files, head):
     assert singles[0][0].shape == (1, 3) and singles[0][1].shape == (1, 2)
     np.testing.assert_allclose(np.concatenate([p for p, _ in singles]), p_batch, rtol=0, atol=1e-6)
     np.testing.assert_allclose(np.concatenate([w for _, w in singles]), w_batch, rtol=0, atol=1e-6)
+
+
+def test_bad_arguments_and_labels_are_refused(files, tmp_path):
+    items, labels = train_items(files)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        Adapter(encoders=ENC, batch_size=-1).fit(items, labels)
+    with pytest.raises(ValueError, match="not a torch device"):
+        Adapter(encoders=ENC, device="bogus").fit(items, labels)
+    with pytest.raises(ValueError, match="encoders must be a dict"):
+        Adapter(encoders="pixels").fit(items, labels)
+    with pytest.raises(DataError, match=r"encoders name \['audio'\], but no training item has audio"):
+        Adapter(encoders=ENC).fit([it["image"] for it in items], labels)
+    with pytest.raises(DataError, match="labels mix types"):
+        Adapter(encoders=ENC).fit(items, ["a", 1, "b"] * 3)
+    with pytest.raises(DataError, match="bool"):
+        Adapter(encoders=ENC).fit(items, [True, False, True] * 3)
+    with pytest.raises(ValueError, match="temperature must be a finite number"):
+        Adapter(encoders=ENC, head_params={"temperature": float("inf")}).fit(items, labels)
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['bogus'\] for 'avg-proto' \(known: temperature\)"):
+        Adapter(encoders=ENC, head_params={"bogus": 1}).fit(items, labels)
+    ad = Adapter(encoders=ENC).fit(items, labels)
+    with pytest.raises(DataError, match="is a directory"):
+        ad.predict([str(files["dir"])])
+    with pytest.raises(DataError, match=r"labels \['zebra'\] are not classes"):
+        ad.score(items[:1], ["zebra"])
+    with pytest.raises(DataError, match="wrap a single image in a list"):
+        ad.predict(np.zeros((28, 28), np.uint8))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(AdapterError, match="exists and is not a folder"):
+        ad.save(tmp_path / "afile")
+
+
+def test_load_refuses_edited_config(files, tmp_path):
+    import shutil
+
+    items, labels = train_items(files)
+    src = Adapter(encoders=ENC).fit(items, labels).save(tmp_path / "good")
+    for key, value, msg in (("classes", ["bee", "ant", "cat"], "'classes' must be a sorted list"),
+                            ("classes", ["ant", "bee", "cat", "dog"], "every one of the 4 classes"),
+                            ("classes", "abc", "'classes' must be"),
+                            ("encoders", ["pixels"], "'encoders' must be"),
+                            ("head", "avg-proto", "'head' must be"),
+                            ("format_version", True, "'format_version' must be an integer")):
+        d = tmp_path / f"edit-{key}-{len(str(value))}"
+        shutil.copytree(src, d)
+        cfg = json.loads((d / "adapter.json").read_text())
+        cfg[key] = value
+        (d / "adapter.json").write_text(json.dumps(cfg))
+        with pytest.raises(AdapterError, match=msg):
+            Adapter.load(d)
+    d = tmp_path / "escape"
+    shutil.copytree(src, d)
+    cfg = json.loads((d / "adapter.json").read_text())
+    cfg["tensors"]["file"] = "../good/adapter.safetensors"
+    (d / "adapter.json").write_text(json.dumps(cfg))
+    with pytest.raises(AdapterError, match="a file name inside the adapter folder"):
+        Adapter.load(d)
+
+
+def test_cli_refuses_bad_outputs_before_working(files, tmp_path):
+    out = tmp_path / "ad"
+    assert run_cli("fit", "--manifest", files["train"], "--out", out, "--encoder", "image=pixels", "--encoder", "audio=logmel-stats").returncode == 0
+    wav = files["rows"][0][2]
+    before = wav.read_bytes()
+    r = run_cli("predict", out, wav, "--output", wav)
+    assert r.returncode == 2 and "refusing" in r.stderr and wav.read_bytes() == before
+    r = run_cli("eval", out, "--manifest", files["test"], "--json", tmp_path / "missing" / "e.json")
+    assert r.returncode == 2 and "does not exist" in r.stderr and "accuracy" not in r.stdout
+    r = run_cli("fit", "--manifest", files["rows"][0][1], "--out", tmp_path / "x")
+    assert r.returncode == 2 and "expected a manifest file" in r.stderr

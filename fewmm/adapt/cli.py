@@ -84,12 +84,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_output(path, flag: str, suffixes=None, inputs=()) -> None:
+    """Refuse, before any work, an output path that cannot be written or would destroy an input."""
+    from ..data.io import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+    from ..errors import DataError
+
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise DataError(f"{flag} {path}: is a directory; give a file name")
+    if not p.parent.is_dir():
+        raise DataError(f"{flag} {path}: the folder {p.parent} does not exist")
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise DataError(f"{flag} {path}: expected a {' or '.join(suffixes)} file name")
+    if not suffixes and p.suffix.lower() in IMAGE_EXTENSIONS + AUDIO_EXTENSIONS:
+        raise DataError(f"{flag} {path}: refusing to write predictions over an image/audio file")
+    rp = p.resolve()
+    if any(Path(x).resolve() == rp for x in inputs):
+        raise DataError(f"{flag} {path}: is one of the inputs; refusing to overwrite it")
+
+
+def _check_manifest(path, flag: str = "--manifest") -> None:
+    from ..adapter import MANIFEST_EXTENSIONS
+    from ..errors import DataError
+
+    if Path(path).suffix.lower() not in MANIFEST_EXTENSIONS:
+        raise DataError(f"{flag} {path}: expected a manifest file ({', '.join(MANIFEST_EXTENSIONS)})")
+
+
 def _fit(a) -> int:
     from ..adapter import Adapter
+    from ..errors import DataError
 
     encoders = dict(a.encoder) or None
-    if a.batch_size < 1:
-        raise SystemExit("error: --batch-size must be >= 1")
+    _check_manifest(a.manifest)
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {a.out}: exists and is not a folder; an adapter is saved as a folder")
     params = {k: _value(v) for k, v in a.head_param} or None
     t0 = time.perf_counter()
     ad = Adapter(encoders=encoders, head=a.head, head_params=params, device=a.device, batch_size=a.batch_size).fit(a.manifest)
@@ -120,6 +152,9 @@ def _predict(a) -> int:
 
     if not a.files and not a.manifest:
         raise DataError("predict needs FILE arguments or --manifest")
+    if a.manifest:
+        _check_manifest(a.manifest)
+    _check_output(a.output, "--output", inputs=list(a.files) + ([a.manifest] if a.manifest else []))
     ad = Adapter.load(a.adapter, device=a.device)
     items, names = [], []
     if a.files:
@@ -163,6 +198,9 @@ def _eval(a) -> int:
     from ..errors import DataError
     from ..metrics import wilson_interval
 
+    _check_manifest(a.manifest)
+    _check_output(a.json, "--json", (".json",), inputs=[a.manifest])
+    _check_output(a.confusion_png, "--confusion-png", (".png",), inputs=[a.manifest])
     ad = Adapter.load(a.adapter, device=a.device)
     items, names, y = as_items(a.manifest, require_labels=True)
     y = np.asarray(y)
@@ -219,6 +257,8 @@ def main(argv=None) -> int:
     # `predict ADAPTER --format csv A.wav B.wav`: argparse stops the FILE list at the first option;
     # files given after an option come back as extras and are appended here.
     a, extra = parser.parse_known_args(argv)
+    if getattr(a, "batch_size", 1) < 1:
+        parser.error(f"--batch-size must be >= 1, got {a.batch_size}")
     if extra:
         if a.command == "predict" and not any(x.startswith("-") for x in extra):
             a.files = list(a.files) + extra
@@ -232,6 +272,6 @@ def main(argv=None) -> int:
     except (ValueError, TypeError) as e:  # bad head parameters and the like
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    except FileNotFoundError as e:
+    except OSError as e:  # unwritable output, missing file
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -37,6 +37,10 @@ def export_fewshot(table, shots: int, test: int, seed: int, out) -> tuple[Path, 
 
     if shots < 1 or test < 0:
         raise DataError(f"--shots must be >= 1 and --test >= 0, got {shots} and {test}")
+    if seed < 0:
+        raise DataError(f"--seed must be >= 0, got {seed}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise DataError(f"--out {out}: exists and is not a folder")
     mods = [m for m, p in table.modalities.items() if any(v is not None for v in p)]
     for m in mods:
         for v in table.modalities[m]:
@@ -56,7 +60,10 @@ def export_fewshot(table, shots: int, test: int, seed: int, out) -> tuple[Path, 
         train_rows += [(name, int(i)) for i in idx[:shots]]
         test_rows += [(name, int(i)) for i in idx[shots : shots + test]]
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"--out {out}: cannot create the folder: {e}") from None
 
     def cell(m, i):
         v = table.modalities[m][i]

@@ -12,6 +12,7 @@ Audio is decoded with ``soundfile`` (libsndfile: WAV, FLAC, OGG/Vorbis, MP3) and
 from __future__ import annotations
 
 import io
+import re
 import os
 import threading
 import zipfile
@@ -116,6 +117,8 @@ def read_image(payload: Any) -> np.ndarray:
     if isinstance(payload, np.ndarray):
         return _array_to_uint8_image(payload, "array")
     if isinstance(payload, Image.Image):
+        if 0 in payload.size:
+            raise DataError(f"PIL image of size {payload.size}: an image needs at least 1x1 pixels")
         return _pil_to_array(payload)
     if isinstance(payload, (FileRef, str, os.PathLike)):
         data = read_bytes(payload)
@@ -126,7 +129,8 @@ def read_image(payload: Any) -> np.ndarray:
         except DataError:
             raise
         except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
-            raise DataError(f"{payload}: {_IMAGE_EXPECTED}: {e}") from None
+            msg = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", " (the file's bytes)", str(e))
+            raise DataError(f"{payload}: {_IMAGE_EXPECTED}: {msg}") from None
     raise DataError(
         f"cannot read an image from a {type(payload).__name__}; expected a FileRef, a path, "
         "a numpy array (H, W) / (H, W, 3) or a PIL image"
@@ -239,13 +243,23 @@ def read_audio(payload: Any) -> AudioClip:
     )
 
 
+#: Accepted sample rates (Hz): telephone 1 kHz .. studio 768 kHz; anything else is a mistake
+#: (e.g. an (sample_rate, waveform) tuple the wrong way round) that would resample to nonsense.
+SAMPLE_RATE_RANGE = (1000, 768000)
+
+
 def _check_sr(sr: Any, what: str) -> int:
+    if isinstance(sr, (bool, np.bool_)):
+        raise DataError(f"{what}: sample rate {sr!r} is a bool, not a number of Hz")
     try:
         val = int(sr)
     except (TypeError, ValueError):
         raise DataError(f"{what}: sample rate {sr!r} is not an integer number of Hz") from None
     if val <= 0 or val != sr:
         raise DataError(f"{what}: sample rate {sr!r} must be a positive integer (Hz)")
+    lo, hi = SAMPLE_RATE_RANGE
+    if not lo <= val <= hi:
+        raise DataError(f"{what}: sample rate {val} Hz is outside {lo}..{hi} Hz (a (waveform, sample_rate) tuple the wrong way round?)")
     return val
 
 

@@ -127,7 +127,10 @@ class Encoder(ABC):
         """
         from tqdm.auto import tqdm
 
-        bs = int(batch_size or self.batch_size)
+        bs = batch_size if batch_size is not None else self.batch_size
+        if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
+            raise ValueError(f"{self.name}: batch_size must be a positive int, got {bs!r}")
+        bs = int(bs)
         n = len(payloads)
         out = torch.empty((n, self.dim), dtype=torch.float32)
         n_batches = (n + bs - 1) // bs

@@ -48,8 +48,8 @@ class AvgProtoHead(FusionHead):
     name = "avg-proto"
 
     def __init__(self, dims, modalities, temperature: float = 0.1):
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         super().__init__(dims, modalities, temperature=float(temperature))
         self.temperature = float(temperature)
 

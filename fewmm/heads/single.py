@@ -39,8 +39,8 @@ class SingleModalityHead(FusionHead):
     def __init__(self, dims, modalities, modality: str, temperature: float = 0.1):
         if modality not in tuple(modalities):
             raise FeatureError(f"single-modality head: modality {modality!r} is not one of {list(modalities)}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         super().__init__(dims, modalities, modality=modality, temperature=float(temperature))
         self.modality = modality
         self.temperature = float(temperature)

@@ -52,7 +52,7 @@ class TemperatureHead(FusionHead):
     name = "temperature"
 
     def __init__(self, dims, modalities, per_sample: bool = False, hidden: int = 64, init_scale: float = 10.0):
-        if not init_scale > 0:
+        if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or not 0 < init_scale < float("inf"):
             raise ValueError(f"init_scale must be > 0, got {init_scale!r}")
         super().__init__(dims, modalities, per_sample=bool(per_sample), hidden=int(hidden), init_scale=float(init_scale))
         self.per_sample = bool(per_sample)
