@@ -23,6 +23,7 @@ corrupted query items.
 from __future__ import annotations
 
 import argparse
+import shlex
 import json
 import os
 import sys
@@ -99,7 +100,7 @@ def run(args) -> Path:
     queries = args.queries or spec["queries"]
     stem = args.name or f"fusion-{args.task}"
     header = {
-        "experiment": "adaptive modality weighting", "task": args.task, "command": "python -m fewmm.bench.fusion " + " ".join(args.argv),
+        "experiment": "adaptive modality weighting", "task": args.task, "command": "python -m fewmm.bench.fusion " + shlex.join(args.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": args.seed, "episodes": args.episodes,
         "corruption": spec["corruption"], "corrupt_modality": cmod, "environment": environment(), "folds": {},
         "training": {}, "protocol": __doc__,

@@ -1,0 +1,216 @@
+"""Backbones trained from scratch on Omniglot with prototypical episodes, against frozen encoders:
+``python -m fewmm.bench.backbone``.
+
+    python -m fewmm.bench.backbone --config benchmarks/omniglot_protonet.toml
+    python -m fewmm.bench.backbone --episodes 300 --way 20 --out /tmp/smoke     # a short run
+
+Protocol: :mod:`fewmm.backbones.omniglot28` (28x28, 1,028 / 172 / 423 characters, rotations as
+classes at training and test time) and :mod:`fewmm.backbones.episodic` (ProtoNet loss, Adam,
+step decay, best checkpoint on the validation classes). Test: 1,000 episodes for each of 5-way
+1-shot, 5-way 5-shot, 20-way 1-shot and 20-way 5-shot (15 queries per class), the same episodes for
+every method (sampled from the test labels and the seed): the trained Conv-4, the Conv-4 at its
+random initialisation, and frozen pretrained encoders on the same 28x28 test images. Published
+numbers are printed beside them.
+
+Writes ``<out>/<name>.json`` (+ ``.csv``, written after every row) and ``<out>/<name>-val.png``
+(validation accuracy against training episodes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import FewmmError
+from ..metrics import mean_ci, paired_difference
+from .runner import Reporter, environment
+
+#: Snell et al. 2017 (ProtoNet, Table 1) and Finn et al. 2017 (MAML, Table 1), Omniglot, percent.
+PUBLISHED = {
+    "protonet": {(5, 1): 98.8, (5, 5): 99.7, (20, 1): 96.0, (20, 5): 98.9},
+    "maml": {(5, 1): 98.7, (5, 5): 99.9, (20, 1): 95.8, (20, 5): 98.9},
+}
+SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
+FIELDS = ["method", "ways", "shots", "queries", "episodes", "accuracy", "ci95", "published", "paired_ref", "paired_delta",
+          "paired_ci95", "seed"]
+
+
+def _baseline_features(encoder: str, images: torch.Tensor, cache) -> torch.Tensor:
+    """Frozen encoder features of the (C, K, 28, 28) uint8 test images (255 = stroke), embedded as
+    black strokes on white paper like the original scans (cached by content)."""
+    import fewmm.encoders as E
+    from ..cache import embed_table
+    from ..data.table import ItemTable
+
+    flat = (255 - images.reshape(-1, *images.shape[-2:])).numpy()
+    c, k = images.shape[:2]
+    digest = __import__("hashlib").sha256(flat.tobytes()).hexdigest()[:12]
+    table = ItemTable(name=f"omniglot28-test-{digest}", ids=[f"{i}" for i in range(len(flat))],
+                      labels=np.repeat(np.arange(c), k), class_names=[str(i) for i in range(c)],
+                      modalities={"image": list(flat)})
+    return embed_table(table, E.create(encoder), cache=cache, progress=True).features
+
+
+def run(a) -> Path:
+    from ..backbones import create
+    from ..backbones.episodic import EpisodicConfig, evaluate_backbone, train_protonet
+    from ..backbones.omniglot28 import N_TEST, N_TRAIN, N_VAL, SPLIT_SEED, character_split, load_omniglot28, rotated_classes
+
+    torch.set_num_threads(a.threads)
+    images, names = load_omniglot28(a.data_root, a.cache, progress=not a.quiet)
+    split = character_split(names)
+    train, val, test = (rotated_classes(images, split[s]) for s in ("train", "val", "test"))
+    cfg = EpisodicConfig(n_way=a.way, n_shot=a.shot, n_query=a.query, episodes=a.episodes, lr=a.lr, decay_every=a.decay_every,
+                         eval_every=a.eval_every, val_episodes=a.val_episodes, seed=a.seed, device=a.device, amp=a.amp,
+                         progress=not a.quiet)
+    header = {
+        "experiment": "omniglot backbone from scratch", "command": "python -m fewmm.bench.backbone " + shlex.join(a.argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": a.seed, "environment": environment(),
+        "protocol": {
+            "images": "28x28, PIL box filter from 105x105, strokes = 1, background = 0",
+            "split": f"characters sorted by name, shuffled with numpy default_rng({SPLIT_SEED}): {N_TRAIN} train / {N_VAL} val / "
+                     f"{N_TEST} test (Vinyals sizes, not Vinyals' exact lists)",
+            "rotations": "0/90/180/270 degrees as new classes in train, val and test (as Snell et al.)",
+            "classes": {"train": int(train.shape[0]), "val": int(val.shape[0]), "test": int(test.shape[0])},
+            "test": f"{a.test_episodes} episodes per setting, {a.test_query} queries per class, seed {a.seed}, same episodes for every method",
+            "published": "ProtoNet: Snell et al. 2017 Table 1; MAML: Finn et al. 2017 Table 1",
+        },
+        "backbone": {"name": a.backbone}, "training": {"config": cfg.to_dict()},
+    }
+    rep = Reporter(Path(a.out), a.name, header, fields=FIELDS)
+    torch.manual_seed(a.seed)  # the initialisation
+    net = create(a.backbone)
+    header["backbone"]["config"] = getattr(net, "config", None)
+    header["backbone"]["parameters"] = int(sum(p.numel() for p in net.parameters()))
+    init_state = {k: v.clone() for k, v in net.state_dict().items()}
+    t0 = time.time()
+    res = train_protonet(net, train, val, cfg, checkpoint_dir=a.checkpoints or None, resume=bool(a.checkpoints) and a.resume,
+                         log=None if not a.quiet else (lambda s: None))
+    header["training"].update({"history": res.history, "best_val_acc": res.best_val_acc, "best_episode": res.best_episode,
+                               "episodes": res.episodes, "seconds": round(time.time() - t0, 1)})
+    rep.say(f"[train] best validation 5-way 1-shot accuracy {res.best_val_acc:.4f} at episode {res.best_episode}; "
+            f"{res.episodes} episodes in {time.time() - t0:.0f} s")
+    rep.flush()
+
+    feats = {"protonet-conv4": None}
+    init = create(a.backbone)
+    init.load_state_dict(init_state)
+    from ..backbones.episodic import embed_images
+
+    feats["protonet-conv4"] = embed_images(net, test, a.device, amp=a.amp)
+    feats["conv4-random-init"] = embed_images(init, test, a.device)
+    for enc in a.baselines:
+        feats[f"frozen {enc}"] = _baseline_features(enc, test, a.cache)
+    for ways, shots in SETTINGS:
+        accs = {m: evaluate_backbone(None, test, ways, shots, a.test_query, a.test_episodes, seed=a.seed, features=f) for m, f in feats.items()}
+        for m, acc in accs.items():
+            est = mean_ci(acc)
+            row = {"method": m, "ways": ways, "shots": shots, "queries": a.test_query, "episodes": len(acc), "accuracy": round(est.mean, 4),
+                   "ci95": round(est.ci95, 4), "published": PUBLISHED["protonet"][(ways, shots)] if m == "protonet-conv4" else None,
+                   "seed": a.seed}
+            if m != "protonet-conv4":
+                d = paired_difference(acc, accs["protonet-conv4"])
+                row.update(paired_ref="protonet-conv4", paired_delta=round(d.mean, 4), paired_ci95=round(d.ci95, 4))
+            rep.rows.append(row)
+            rep.say(f"{ways}-way {shots}-shot {m:<28s} {est.mean:6.2f} ± {est.ci95:.2f}"
+                    + (f"   (published ProtoNet {row['published']})" if row["published"] else ""))
+        rep.flush()
+    header["wall_seconds"] = round(time.time() - t0, 1)
+    rep.flush(finished=True)
+    if res.history:
+        plot_validation(res.history, Path(a.out) / f"{a.name}-val.png", a)
+    rep.say(f"wrote {rep.json_path}")
+    return rep.json_path
+
+
+def plot_validation(history: list[dict], path: Path, a) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["episode"] for h in history]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(ep, [100 * h["val_acc"] for h in history], marker="o", label="validation 5-way 1-shot")
+    ax.plot(ep, [100 * h["train_acc"] for h in history], marker=".", alpha=0.6, label=f"training {a.way}-way {a.shot}-shot queries")
+    ax.set_xlabel("training episodes")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Conv-4 ProtoNet on Omniglot ({a.way}-way {a.shot}-shot episodes)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog="python -m fewmm.bench.backbone", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="TOML file with any of the options below (flags override it)")
+    p.add_argument("--backbone", default="conv4")
+    p.add_argument("--way", type=int, default=60, help="training way (Snell et al.: 60)")
+    p.add_argument("--shot", type=int, default=5)
+    p.add_argument("--query", type=int, default=5)
+    p.add_argument("--episodes", type=int, default=2000, help="training episodes")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--decay-every", type=int, default=2000, help="halve the learning rate every N episodes")
+    p.add_argument("--eval-every", type=int, default=200)
+    p.add_argument("--val-episodes", type=int, default=300)
+    p.add_argument("--test-episodes", type=int, default=1000)
+    p.add_argument("--test-query", type=int, default=15)
+    p.add_argument("--baselines", default="efficientnet-lite2,pixels", help="frozen encoders on the same test episodes ('' for none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", choices=("bf16",), default=None, help="bfloat16 autocast (GPU)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--checkpoints", default="", help="folder for last/best checkpoints (resumable with --resume)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--data-root")
+    p.add_argument("--cache", help="feature cache folder (default $FEWMM_CACHE or ~/.cache/fewmm/features)")
+    p.add_argument("--out", default="results")
+    p.add_argument("--name", default="omniglot-protonet")
+    p.add_argument("--quiet", action="store_true")
+    pre, _ = p.parse_known_args(argv)
+    if pre.config:
+        import tomllib
+
+        try:
+            conf = tomllib.loads(Path(pre.config).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            p.error(f"--config {pre.config}: {e}")
+        known = {a.dest for a in p._actions}
+        bad = [k for k in conf if k.replace("-", "_") not in known]
+        if bad:
+            p.error(f"--config {pre.config}: unknown keys {bad}")
+        p.set_defaults(**{k.replace("-", "_"): (",".join(v) if isinstance(v, list) else v) for k, v in conf.items()})
+    a = p.parse_args(argv)
+    a.argv = argv
+    a.baselines = [b for b in a.baselines.split(",") if b]
+    for name in ("way", "shot", "query", "episodes", "decay_every", "eval_every", "val_episodes", "test_episodes", "test_query", "threads"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
+    if a.way < 2:
+        p.error("--way must be >= 2")
+    try:
+        torch.device(a.device)
+    except RuntimeError as e:
+        p.error(f"--device {a.device}: {e}")
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available here")
+    try:
+        run(a)
+    except (FewmmError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
