@@ -50,6 +50,43 @@ def markdown_table(doc: dict) -> str:
     return "\n".join(lines) + "\n" + foot + "\n"
 
 
+def backbone_table(doc: dict) -> str:
+    """Rows: methods (the trained backbone, its random initialisation, frozen encoders, and the
+    published numbers); columns: the four Omniglot settings."""
+    rows = doc["results"]
+    cols = list(dict.fromkeys((r["ways"], r["shots"]) for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by = {(r["method"], r["ways"], r["shots"]): r for r in rows}
+    lines = ["| method | " + " | ".join(f"{w}-way {k}-shot" for w, k in cols) + " |", "|---|" + "---|" * len(cols)]
+    for m in methods:
+        cells = []
+        for w, k in cols:
+            r = by.get((m, w, k))
+            if r is None:
+                cells.append("")
+                continue
+            c = f"{r['accuracy']:.2f} ± {r['ci95']:.2f}"
+            if r.get("paired_delta") is not None:
+                c += f" ({r['paired_delta']:+.2f} ± {r['paired_ci95']:.2f})"
+            cells.append(c)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    from .backbone import PUBLISHED
+
+    for name, label in (("protonet", "ProtoNet, published (Snell et al. 2017)"), ("maml", "MAML, published (Finn et al. 2017)")):
+        lines.append(f"| *{label}* | " + " | ".join(f"*{PUBLISHED[name].get((w, k), '')}*" for w, k in cols) + " |")
+    t = doc.get("training", {})
+    c = t.get("config", {})
+    env = doc.get("environment", {})
+    foot = (f"Test accuracy (%) ± 95% CI over {rows[0]['episodes']} episodes per setting ({rows[0]['queries']} queries per class, seed "
+            f"{doc.get('seed')}), the same episodes for every row; in brackets the paired difference to the trained Conv-4. "
+            f"Training: {t.get('episodes')} episodes of {c.get('n_way')}-way {c.get('n_shot')}-shot {c.get('n_query')}-query, "
+            f"best validation 5-way 1-shot {100 * t.get('best_val_acc', float('nan')):.2f}% at episode {t.get('best_episode')}, "
+            f"{t.get('seconds', 0) / 60:.1f} min with {env.get('torch_threads')} torch threads on {c.get('device')}"
+            f"{' (' + str(env['cpu_count']) + ' cores)' if env.get('cpu_count') else ''}. "
+            f"Command: `{doc.get('command')}`; wall time {doc.get('wall_seconds', 0) / 60:.1f} min.")
+    return "\n".join(lines) + "\n\n" + foot + "\n"
+
+
 def fusion_table(doc: dict) -> str:
     """Rows: condition x head; columns: fold x shots, each 'acc ± ci (Δ vs best fixed ± ci)'."""
     rows = doc["results"]
@@ -111,7 +148,8 @@ def main(argv=None) -> int:
         print(f"error: {a.results}: not a fewmm results file (no list of result rows)", file=sys.stderr)
         return 2
     try:
-        table = fusion_table(doc) if doc.get("experiment") else markdown_table(doc)
+        exp = doc.get("experiment")
+        table = backbone_table(doc) if exp == "omniglot backbone from scratch" else fusion_table(doc) if exp else markdown_table(doc)
     except (KeyError, TypeError, ValueError) as e:
         print(f"error: {a.results}: malformed result rows ({type(e).__name__}: {e})", file=sys.stderr)
         return 2

@@ -193,6 +193,7 @@ def environment() -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "packages": pk,
     }
 
