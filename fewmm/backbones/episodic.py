@@ -97,8 +97,10 @@ class EpisodicResult:
 
 
 def to_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., H, W) images (255 = stroke) -> float32 (n, 1, H, W) in [0, 1]."""
-    return images.reshape(-1, 1, *images.shape[-2:]).float().div_(255.0)
+    """(..., H, W) inputs -> float32 (n, 1, H, W): uint8 images (255 = stroke) scaled to [0, 1];
+    float inputs (e.g. standardised log-mel spectrograms) as they are."""
+    x = images.reshape(-1, 1, *images.shape[-2:])
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
 def sample_training_episode(n_classes: int, per_class: int, cfg: EpisodicConfig, episode: int) -> tuple[np.ndarray, np.ndarray]:
@@ -263,8 +265,8 @@ def train_protonet(backbone: nn.Module, train_images: torch.Tensor, val_images: 
 
     cfg = config or EpisodicConfig()
     for name, imgs in (("train_images", train_images), ("val_images", val_images)):
-        if not isinstance(imgs, torch.Tensor) or imgs.ndim != 4 or imgs.dtype != torch.uint8:
-            raise ValueError(f"{name} must be a uint8 tensor (classes, items, H, W), got "
+        if not isinstance(imgs, torch.Tensor) or imgs.ndim != 4 or not (imgs.dtype == torch.uint8 or imgs.is_floating_point()):
+            raise ValueError(f"{name} must be a uint8 or float tensor (classes, items, H, W), got "
                              f"{getattr(imgs, 'dtype', type(imgs).__name__)} {tuple(getattr(imgs, 'shape', ()))}")
     dev = torch.device(cfg.device)
     n_classes, per_class = train_images.shape[:2]

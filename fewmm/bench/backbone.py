@@ -38,6 +38,8 @@ PUBLISHED = {
     "maml": {(5, 1): 98.7, (5, 5): 99.9, (20, 1): 95.8, (20, 5): 98.9},
 }
 SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
+#: (way, shot, queries per class) of the audio tasks' test episodes (ESC-50 has 8 clips per class).
+AUDIO_SETTINGS = {"fsdd-digits": ((5, 1, 15), (5, 5, 15)), "esc50": ((5, 1, 7), (5, 5, 3))}
 FIELDS = ["method", "ways", "shots", "queries", "episodes", "accuracy", "ci95", "published", "paired_ref", "paired_delta",
           "paired_ci95", "seed"]
 
@@ -58,12 +60,91 @@ def _baseline_features(encoder: str, images: torch.Tensor, cache) -> torch.Tenso
     return embed_table(table, E.create(encoder), cache=cache, progress=True).features
 
 
+def _audio_baseline_features(encoder: str, payloads: list, name: str, cache) -> torch.Tensor:
+    """Frozen audio encoder features of the test clips (class-major), through the feature cache."""
+    import fewmm.encoders as E
+    from ..cache import embed_table
+    from ..data.table import ItemTable
+
+    n = len(payloads)
+    ids = [str(p) for p in payloads]
+    table = ItemTable(name=name, ids=ids, labels=np.zeros(n, dtype=np.int64), class_names=["all"], modalities={"audio": list(payloads)})
+    return embed_table(table, E.create(encoder), cache=cache, progress=True).features
+
+
 def run(a) -> Path:
+    from ..backbones import create
+    from ..backbones.episodic import EpisodicConfig, evaluate_backbone, train_protonet
+
+    torch.set_num_threads(a.threads)
+    if a.task == "omniglot":
+        return _run_omniglot(a)
+    return _run_audio(a)
+
+
+def _run_audio(a) -> Path:
+    from ..backbones import create
+    from ..backbones.audio import audio_task
+    from ..backbones.episodic import EpisodicConfig, embed_images, evaluate_backbone, train_protonet
+
+    task = audio_task(a.task, a.data_root, seed=a.seed, progress=not a.quiet)
+    train, val, test = task["train"], task["val"], task["test"]
+    settings = AUDIO_SETTINGS[a.task]
+    cfg = EpisodicConfig(n_way=a.way, n_shot=a.shot, n_query=a.query, episodes=a.episodes, lr=a.lr, decay_every=a.decay_every,
+                         eval_every=a.eval_every, val_way=min(5, val.shape[0]), val_shot=1, val_query=min(a.test_query, val.shape[1] - 1),
+                         val_episodes=a.val_episodes, seed=a.seed, device=a.device, amp=a.amp, progress=not a.quiet)
+    header = {"experiment": "audio backbone from scratch", "task": a.task,
+              "command": "python -m fewmm.bench.backbone " + shlex.join(a.argv), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "seed": a.seed, "environment": environment(), "protocol": task["info"],
+              "backbone": {"name": a.backbone}, "training": {"config": cfg.to_dict()}}
+    rep = Reporter(Path(a.out), a.name, header, fields=FIELDS)
+    torch.manual_seed(a.seed)
+    net = create(a.backbone)
+    init_state = {k: v.clone() for k, v in net.state_dict().items()}
+    t0 = time.time()
+    res = train_protonet(net, train, val, cfg, checkpoint_dir=a.checkpoints or None, resume=bool(a.checkpoints) and a.resume,
+                         log=None if not a.quiet else (lambda s: None))
+    header["training"].update({"history": res.history, "best_val_acc": res.best_val_acc, "best_episode": res.best_episode,
+                               "episodes": res.episodes, "seconds": round(time.time() - t0, 1)})
+    rep.say(f"[train] best validation accuracy {res.best_val_acc:.4f} at episode {res.best_episode}")
+    init = create(a.backbone)
+    init.load_state_dict(init_state)
+    feats = {f"protonet-{a.backbone}": embed_images(net, test, a.device, batch_size=128, amp=a.amp),
+             f"{a.backbone}-random-init": embed_images(init, test, a.device, batch_size=128)}
+    for enc in a.baselines:
+        feats[f"frozen {enc}"] = _audio_baseline_features(enc, task["test_payloads"], f"{task['test_table_name']}-{a.task}-test-seed{a.seed}", a.cache)
+    _score(rep, feats, test, settings, a, ref=f"protonet-{a.backbone}", published=None)
+    header["wall_seconds"] = round(time.time() - t0, 1)
+    rep.flush(finished=True)
+    if res.history:
+        plot_validation(res.history, Path(a.out) / f"{a.name}-val.png", a)
+    rep.say(f"wrote {rep.json_path}")
+    return rep.json_path
+
+
+def _score(rep, feats: dict, test, settings, a, ref: str, published) -> None:
+    from ..backbones.episodic import evaluate_backbone
+
+    for ways, shots, queries in settings:
+        accs = {m: evaluate_backbone(None, test, ways, shots, queries, a.test_episodes, seed=a.seed, features=f) for m, f in feats.items()}
+        for m, acc in accs.items():
+            est = mean_ci(acc)
+            row = {"method": m, "ways": ways, "shots": shots, "queries": queries, "episodes": len(acc), "accuracy": round(est.mean, 4),
+                   "ci95": round(est.ci95, 4), "published": published[(ways, shots)] if published and m == ref else None, "seed": a.seed}
+            if m != ref:
+                d = paired_difference(acc, accs[ref])
+                row.update(paired_ref=ref, paired_delta=round(d.mean, 4), paired_ci95=round(d.ci95, 4))
+            rep.rows.append(row)
+            rep.say(f"{ways}-way {shots}-shot {m:<28s} {est.mean:6.2f} ± {est.ci95:.2f}"
+                    + (f"   (published ProtoNet {row['published']})" if row["published"] else ""))
+        rep.flush()
+
+
+def _run_omniglot(a) -> Path:
     from ..backbones import create
     from ..backbones.episodic import EpisodicConfig, evaluate_backbone, train_protonet
     from ..backbones.omniglot28 import N_TEST, N_TRAIN, N_VAL, SPLIT_SEED, character_split, load_omniglot28, rotated_classes
 
-    torch.set_num_threads(a.threads)
     images, names = load_omniglot28(a.data_root, a.cache, progress=not a.quiet)
     split = character_split(names)
     train, val, test = (rotated_classes(images, split[s]) for s in ("train", "val", "test"))
@@ -108,20 +189,7 @@ def run(a) -> Path:
     feats["conv4-random-init"] = embed_images(init, test, a.device)
     for enc in a.baselines:
         feats[f"frozen {enc}"] = _baseline_features(enc, test, a.cache)
-    for ways, shots in SETTINGS:
-        accs = {m: evaluate_backbone(None, test, ways, shots, a.test_query, a.test_episodes, seed=a.seed, features=f) for m, f in feats.items()}
-        for m, acc in accs.items():
-            est = mean_ci(acc)
-            row = {"method": m, "ways": ways, "shots": shots, "queries": a.test_query, "episodes": len(acc), "accuracy": round(est.mean, 4),
-                   "ci95": round(est.ci95, 4), "published": PUBLISHED["protonet"][(ways, shots)] if m == "protonet-conv4" else None,
-                   "seed": a.seed}
-            if m != "protonet-conv4":
-                d = paired_difference(acc, accs["protonet-conv4"])
-                row.update(paired_ref="protonet-conv4", paired_delta=round(d.mean, 4), paired_ci95=round(d.ci95, 4))
-            rep.rows.append(row)
-            rep.say(f"{ways}-way {shots}-shot {m:<28s} {est.mean:6.2f} ± {est.ci95:.2f}"
-                    + (f"   (published ProtoNet {row['published']})" if row["published"] else ""))
-        rep.flush()
+    _score(rep, feats, test, [(w, k, a.test_query) for w, k in SETTINGS], a, ref="protonet-conv4", published=PUBLISHED["protonet"])
     header["wall_seconds"] = round(time.time() - t0, 1)
     rep.flush(finished=True)
     if res.history:
@@ -142,7 +210,7 @@ def plot_validation(history: list[dict], path: Path, a) -> None:
     ax.plot(ep, [100 * h["train_acc"] for h in history], marker=".", alpha=0.6, label=f"training {a.way}-way {a.shot}-shot queries")
     ax.set_xlabel("training episodes")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"Conv-4 ProtoNet on Omniglot ({a.way}-way {a.shot}-shot episodes)", fontsize=9)
+    ax.set_title(f"{a.backbone} ProtoNet on {a.task} ({a.way}-way {a.shot}-shot episodes)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -154,7 +222,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m fewmm.bench.backbone", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="TOML file with any of the options below (flags override it)")
-    p.add_argument("--backbone", default="conv4")
+    p.add_argument("--task", choices=("omniglot", "fsdd-digits", "esc50"), default="omniglot")
+    p.add_argument("--backbone", default=None, help="default conv4 (omniglot) / audio-conv4 (audio tasks)")
     p.add_argument("--way", type=int, default=60, help="training way (Snell et al.: 60)")
     p.add_argument("--shot", type=int, default=5)
     p.add_argument("--query", type=int, default=5)
@@ -192,6 +261,7 @@ def main(argv=None) -> int:
         p.set_defaults(**{k.replace("-", "_"): (",".join(v) if isinstance(v, list) else v) for k, v in conf.items()})
     a = p.parse_args(argv)
     a.argv = argv
+    a.backbone = a.backbone or ("conv4" if a.task == "omniglot" else "audio-conv4")
     a.baselines = [b for b in a.baselines.split(",") if b]
     for name in ("way", "shot", "query", "episodes", "decay_every", "eval_every", "val_episodes", "test_episodes", "test_query", "threads"):
         if getattr(a, name) < 1:

@@ -57,7 +57,8 @@ def backbone_table(doc: dict) -> str:
     cols = list(dict.fromkeys((r["ways"], r["shots"]) for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     by = {(r["method"], r["ways"], r["shots"]): r for r in rows}
-    lines = ["| method | " + " | ".join(f"{w}-way {k}-shot" for w, k in cols) + " |", "|---|" + "---|" * len(cols)]
+    qs = {(r["ways"], r["shots"]): r["queries"] for r in rows}
+    lines = ["| method | " + " | ".join(f"{w}-way {k}-shot ({qs[(w, k)]} queries)" for w, k in cols) + " |", "|---|" + "---|" * len(cols)]
     for m in methods:
         cells = []
         for w, k in cols:
@@ -73,14 +74,16 @@ def backbone_table(doc: dict) -> str:
     from .backbone import PUBLISHED
 
     for name, label in (("protonet", "ProtoNet, published (Snell et al. 2017)"), ("maml", "MAML, published (Finn et al. 2017)")):
+        if doc.get("experiment") != "omniglot backbone from scratch":
+            break
         lines.append(f"| *{label}* | " + " | ".join(f"*{PUBLISHED[name].get((w, k), '')}*" for w, k in cols) + " |")
     t = doc.get("training", {})
     c = t.get("config", {})
     env = doc.get("environment", {})
-    foot = (f"Test accuracy (%) ± 95% CI over {rows[0]['episodes']} episodes per setting ({rows[0]['queries']} queries per class, seed "
+    foot = (f"Test accuracy (%) ± 95% CI over {rows[0]['episodes']} episodes per setting (seed "
             f"{doc.get('seed')}), the same episodes for every row; in brackets the paired difference to the trained Conv-4. "
             f"Training: {t.get('episodes')} episodes of {c.get('n_way')}-way {c.get('n_shot')}-shot {c.get('n_query')}-query, "
-            f"best validation 5-way 1-shot {100 * t.get('best_val_acc', float('nan')):.2f}% at episode {t.get('best_episode')}, "
+            f"best validation {c.get('val_way')}-way {c.get('val_shot')}-shot {100 * t.get('best_val_acc', float('nan')):.2f}% at episode {t.get('best_episode')}, "
             f"{t.get('seconds', 0) / 60:.1f} min with {env.get('torch_threads')} torch threads on {c.get('device')}"
             f"{' (' + str(env['cpu_count']) + ' cores)' if env.get('cpu_count') else ''}. "
             f"Command: `{doc.get('command')}`; wall time {doc.get('wall_seconds', 0) / 60:.1f} min.")
@@ -149,7 +152,7 @@ def main(argv=None) -> int:
         return 2
     try:
         exp = doc.get("experiment")
-        table = backbone_table(doc) if exp == "omniglot backbone from scratch" else fusion_table(doc) if exp else markdown_table(doc)
+        table = backbone_table(doc) if exp and "backbone from scratch" in exp else fusion_table(doc) if exp else markdown_table(doc)
     except (KeyError, TypeError, ValueError) as e:
         print(f"error: {a.results}: malformed result rows ({type(e).__name__}: {e})", file=sys.stderr)
         return 2

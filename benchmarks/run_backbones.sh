@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Re-run every backbone-from-scratch experiment and rewrite the README tables:
+#   FEWMM_DATA=../shared/data bash benchmarks/run_backbones.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+for cfg in omniglot_protonet fsdd_protonet esc50_protonet; do
+  "$PY" -m fewmm.bench.backbone --config "benchmarks/$cfg.toml"
+done
+for r in omniglot-protonet fsdd-digits-protonet esc50-protonet; do
+  "$PY" -m fewmm.bench.report "results/$r.json" --readme README.md
+done
