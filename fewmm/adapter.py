@@ -51,7 +51,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -312,11 +312,9 @@ def _check_labels(labels, n: int) -> np.ndarray | None:
 # the adapter
 # ------------------------------------------------------------------------------------------------
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+    """sha256 of the file as it is now (not memoised: this is the integrity check)."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _with_params(build, name: str, params: dict, factory):
@@ -771,9 +769,6 @@ class Adapter(_HubMixin):
         """
         from safetensors.torch import load_file
 
-        import fewmm.heads as H
-        from .multimodal import MMFeatures
-
         try:
             torch.device(device)
         except (RuntimeError, TypeError) as e:
@@ -800,13 +795,15 @@ class Adapter(_HubMixin):
                 f"{cfg_path}: adapter format version {ver} was written by a newer fewmm ({cfg.get('fewmm_version')}); "
                 f"this fewmm reads versions up to {FORMAT_VERSION}: upgrade fewmm (pip install -U fewmm)"
             )
+        missing = [k for k in ("encoders", "modalities", "head", "classes", "tensors") if k not in cfg]
+        if missing:
+            raise AdapterError(f"{cfg_path}: incomplete adapter config (missing {missing})")
         try:
-            enc_cfg, mods, head_cfg = cfg["encoders"], tuple(cfg["modalities"]), cfg["head"]
-            classes, tinfo = cfg["classes"], cfg["tensors"]
+            tinfo = cfg["tensors"]
             fname = tinfo["file"]
             want_sha, want_bytes = tinfo["sha256"], int(tinfo["bytes"])
         except (KeyError, TypeError, ValueError) as e:
-            raise AdapterError(f"{cfg_path}: incomplete adapter config (missing {e})") from None
+            raise AdapterError(f"{cfg_path}: incomplete 'tensors' entry in the adapter config ({type(e).__name__}: {e})") from None
         _check_config(cfg, cfg_path)
         st = folder / fname
         if not st.is_file():

@@ -160,7 +160,7 @@ def test_save_load_round_trip_identical(files, tmp_path, kind):
 def test_int_labels_survive_save_load(files, tmp_path):
     items, labels = train_items(files)
     y = [{"ant": 3, "bee": 7, "cat": 11}[s] for s in labels]
-    ad = Adapter(encoders=ENC).fit(items, y).save(tmp_path / "a")
+    Adapter(encoders=ENC).fit(items, y).save(tmp_path / "a")
     back = Adapter.load(tmp_path / "a")
     assert back.classes_.dtype.kind == "i" and list(back.classes_) == [3, 7, 11]
 

@@ -9,7 +9,6 @@ the items is corrupted with white noise at 0 dB SNR. Heads are meta-trained on t
 then evaluated on novel-class episodes where half of the items have corrupted audio.
 """
 
-import numpy as np
 import pytest
 import torch
 

@@ -127,7 +127,7 @@ def _fit(a) -> int:
     ad = Adapter(encoders=encoders, head=a.head, head_params=params, device=a.device, batch_size=a.batch_size).fit(a.manifest)
     out = ad.save(a.out)
     print(f"fitted {ad!r} on {ad.n_support_} items of {len(ad.classes_)} classes in {time.perf_counter() - t0:.1f} s")
-    print(f"encoders: " + ", ".join(f"{m}={e.name}" for m, e in ad.encoders_.items()))
+    print("encoders: " + ", ".join(f"{m}={e.name}" for m, e in ad.encoders_.items()))
     print(f"saved to {out}/")
     return 0
 

@@ -19,7 +19,6 @@ Writes ``<out>/<name>.json`` (+ ``.csv``, written after every row) and ``<out>/<
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -73,9 +72,6 @@ def _audio_baseline_features(encoder: str, payloads: list, name: str, cache) -> 
 
 
 def run(a) -> Path:
-    from ..backbones import create
-    from ..backbones.episodic import EpisodicConfig, evaluate_backbone, train_protonet
-
     torch.set_num_threads(a.threads)
     if a.task == "omniglot":
         return _run_omniglot(a)
@@ -85,7 +81,7 @@ def run(a) -> Path:
 def _run_audio(a) -> Path:
     from ..backbones import create
     from ..backbones.audio import audio_task
-    from ..backbones.episodic import EpisodicConfig, embed_images, evaluate_backbone, train_protonet
+    from ..backbones.episodic import EpisodicConfig, embed_images, train_protonet
 
     task = audio_task(a.task, a.data_root, seed=a.seed, progress=not a.quiet)
     train, val, test = task["train"], task["val"], task["test"]
@@ -142,7 +138,7 @@ def _score(rep, feats: dict, test, settings, a, ref: str, published) -> None:
 
 def _run_omniglot(a) -> Path:
     from ..backbones import create
-    from ..backbones.episodic import EpisodicConfig, evaluate_backbone, train_protonet
+    from ..backbones.episodic import EpisodicConfig, train_protonet
     from ..backbones.omniglot28 import N_TEST, N_TRAIN, N_VAL, SPLIT_SEED, character_split, load_omniglot28, rotated_classes
 
     images, names = load_omniglot28(a.data_root, a.cache, progress=not a.quiet)

@@ -23,9 +23,8 @@ corrupted query items.
 from __future__ import annotations
 
 import argparse
-import shlex
-import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path

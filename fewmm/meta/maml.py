@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FeatureError
-from ..methods.base import FewShotMethod, check_features, check_labels, l2_normalize
+from ..methods.base import FewShotMethod, l2_normalize
 from .functional import TaskBatchedModule, anil_layer_names, flatten_sequential, split_gram
 
 VARIANTS = ("maml", "anil", "metasgd")
