@@ -71,8 +71,52 @@ def _audio_baseline_features(encoder: str, payloads: list, name: str, cache) -> 
     return embed_table(table, E.create(encoder), cache=cache, progress=True).features
 
 
+def _run_maml(a) -> Path:
+    """MAML (first- or second-order) on Omniglot: one model per training way; tested on the
+    settings of that way (its classifier has ``way`` outputs)."""
+    from ..backbones import create
+    from ..backbones.maml import MAMLConfig, MAMLNet, evaluate_maml, train_maml
+    from ..backbones.omniglot28 import character_split, load_omniglot28, rotated_classes
+
+    images, names = load_omniglot28(a.data_root, a.cache, progress=not a.quiet)
+    split = character_split(names)
+    train, val, test = (rotated_classes(images, split[s]) for s in ("train", "val", "test"))
+    cfg = MAMLConfig(n_way=a.way, n_shot=a.shot, n_query=a.query, inner_lr=a.inner_lr, inner_steps=a.inner_steps,
+                     test_inner_steps=a.test_inner_steps, meta_batch=a.meta_batch, meta_steps=a.episodes, lr=a.lr,
+                     first_order=not a.second_order, seed=a.seed, progress=not a.quiet)
+    header = {"experiment": "omniglot backbone from scratch", "method": "maml", "command": "python -m fewmm.bench.backbone " + shlex.join(a.argv),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": a.seed, "environment": environment(),
+              "protocol": {"split": "as omniglot-protonet (fewmm/backbones/omniglot28.py)", "batch_norm": "batch statistics (transductive), as Finn et al.",
+                           "order": "second" if a.second_order else "first"},
+              "backbone": {"name": a.backbone}, "training": {"config": {**cfg.__dict__, "val_way": a.way, "val_shot": a.shot}}}
+    rep = Reporter(Path(a.out), a.name, header, fields=FIELDS)
+    torch.manual_seed(a.seed)
+    net = MAMLNet(create(a.backbone), 64, a.way)
+    t0 = time.time()
+    res = train_maml(net, train, val, cfg, eval_every=a.eval_every, val_episodes=a.val_episodes,
+                     log=(lambda s: None) if a.quiet else print)
+    header["training"].update({"history": [{**h, "episode": h["meta_step"]} for h in res["history"]], "best_val_acc": res["best_val_acc"],
+                               "best_episode": res["best_step"], "episodes": a.episodes, "seconds": res["seconds"]})
+    ref = f"maml-{'second' if a.second_order else 'first'}-order-{a.backbone}"
+    for ways, shots in [s for s in SETTINGS if s[0] == a.way]:
+        acc = evaluate_maml(net, test, ways, shots, a.test_query, a.test_episodes, cfg.inner_lr, cfg.test_inner_steps, seed=a.seed)
+        est = mean_ci(acc)
+        rep.rows.append({"method": ref, "ways": ways, "shots": shots, "queries": a.test_query, "episodes": len(acc),
+                         "accuracy": round(est.mean, 4), "ci95": round(est.ci95, 4), "published": PUBLISHED["maml"][(ways, shots)], "seed": a.seed})
+        rep.say(f"{ways}-way {shots}-shot {ref} {est.mean:6.2f} ± {est.ci95:.2f}   (published MAML {PUBLISHED['maml'][(ways, shots)]})")
+        rep.flush()
+    header["wall_seconds"] = round(time.time() - t0, 1)
+    rep.flush(finished=True)
+    rep.say(f"wrote {rep.json_path}")
+    return rep.json_path
+
+
 def run(a) -> Path:
     torch.set_num_threads(a.threads)
+    if a.method == "maml":
+        if a.task != "omniglot":
+            raise ValueError("--method maml: only --task omniglot")
+        return _run_maml(a)
     if a.task == "omniglot":
         return _run_omniglot(a)
     return _run_audio(a)
@@ -220,6 +264,13 @@ def main(argv=None) -> int:
     p.add_argument("--config", help="TOML file with any of the options below (flags override it)")
     p.add_argument("--task", choices=("omniglot", "fsdd-digits", "esc50"), default="omniglot")
     p.add_argument("--backbone", default=None, help="default conv4 (omniglot) / audio-conv4 (audio tasks)")
+    p.add_argument("--method", choices=("protonet", "maml"), default="protonet",
+                   help="maml: --episodes counts meta-steps of --meta-batch tasks of --way/--shot/--query")
+    p.add_argument("--inner-lr", type=float, default=0.4, help="MAML inner learning rate (Finn et al.: 0.4)")
+    p.add_argument("--inner-steps", type=int, default=1, help="MAML inner steps at meta-training (1)")
+    p.add_argument("--test-inner-steps", type=int, default=3, help="MAML inner steps at test (3)")
+    p.add_argument("--meta-batch", type=int, default=32, help="MAML tasks per meta-step (32)")
+    p.add_argument("--second-order", action="store_true", help="MAML: second order (default first order)")
     p.add_argument("--way", type=int, default=60, help="training way (Snell et al.: 60)")
     p.add_argument("--shot", type=int, default=5)
     p.add_argument("--query", type=int, default=5)
