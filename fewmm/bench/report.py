@@ -80,11 +80,18 @@ def backbone_table(doc: dict) -> str:
     t = doc.get("training", {})
     c = t.get("config", {})
     env = doc.get("environment", {})
+    if doc.get("method") == "maml":
+        train_txt = (f"Training: {t.get('episodes')} meta-steps of {c.get('meta_batch')} {c.get('n_way')}-way {c.get('n_shot')}-shot "
+                     f"{c.get('n_query')}-query tasks, {'first' if c.get('first_order') else 'second'}-order, inner lr {c.get('inner_lr')}, "
+                     f"{c.get('inner_steps')} inner step(s) ({c.get('test_inner_steps')} at test), ")
+    else:
+        train_txt = f"Training: {t.get('episodes')} episodes of {c.get('n_way')}-way {c.get('n_shot')}-shot {c.get('n_query')}-query, "
+    resumed = " (resumed from a checkpoint: the minutes count this run only)" if "--resume" in (doc.get("command") or "") else ""
     foot = (f"Test accuracy (%) ± 95% CI over {rows[0]['episodes']} episodes per setting (seed "
-            f"{doc.get('seed')}), the same episodes for every row; in brackets the paired difference to the trained Conv-4. "
-            f"Training: {t.get('episodes')} episodes of {c.get('n_way')}-way {c.get('n_shot')}-shot {c.get('n_query')}-query, "
+            f"{doc.get('seed')}), the same episodes for every row; in brackets the paired difference to the first row. "
+            + train_txt +
             f"best validation {c.get('val_way')}-way {c.get('val_shot')}-shot {100 * t.get('best_val_acc', float('nan')):.2f}% at episode {t.get('best_episode')}, "
-            f"{t.get('seconds', 0) / 60:.1f} min with {env.get('torch_threads')} torch threads on {c.get('device')}"
+            f"{t.get('seconds', 0) / 60:.1f} min{resumed} with {env.get('torch_threads')} torch threads on {c.get('device', 'cpu')}"
             f"{' (' + str(env['cpu_count']) + ' cores)' if env.get('cpu_count') else ''}. "
             f"Command: `{doc.get('command')}`; wall time {doc.get('wall_seconds', 0) / 60:.1f} min.")
     return "\n".join(lines) + "\n\n" + foot + "\n"
