@@ -64,7 +64,7 @@ def test_short_protonet_training_on_omniglot(omniglot):
     assert [h["episode"] for h in hist] == [20, 40, 60]
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]  # the loss decreases
     acc = evaluate_backbone(res.backbone, test, 5, 1, 15, 200, seed=0).mean()
-    # measured here: random init 0.59, after 60 episodes 0.87 (5-way 1-shot, 100 test characters x 4 rotations)
+    # measured here: random init 0.622, after 60 episodes 0.875 (5-way 1-shot, 100 test characters x 4 rotations)
     assert acc > 0.75 and acc > init_acc + 0.1, (acc, init_acc)
 
 

@@ -19,6 +19,7 @@ Writes ``<out>/<name>.json`` (+ ``.csv``, written after every row) and ``<out>/<
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shlex
 import sys
 import time
@@ -43,32 +44,24 @@ FIELDS = ["method", "ways", "shots", "queries", "episodes", "accuracy", "ci95", 
           "paired_ci95", "seed"]
 
 
-def _baseline_features(encoder: str, images: torch.Tensor, cache) -> torch.Tensor:
-    """Frozen encoder features of the (C, K, 28, 28) uint8 test images (255 = stroke), embedded as
-    black strokes on white paper like the original scans (cached by content)."""
-    import fewmm.encoders as E
-    from ..cache import embed_table
-    from ..data.table import ItemTable
-
-    flat = (255 - images.reshape(-1, *images.shape[-2:])).numpy()
-    c, k = images.shape[:2]
-    digest = __import__("hashlib").sha256(flat.tobytes()).hexdigest()[:12]
-    table = ItemTable(name=f"omniglot28-test-{digest}", ids=[f"{i}" for i in range(len(flat))],
-                      labels=np.repeat(np.arange(c), k), class_names=[str(i) for i in range(c)],
-                      modalities={"image": list(flat)})
-    return embed_table(table, E.create(encoder), cache=cache, progress=True).features
-
-
-def _audio_baseline_features(encoder: str, payloads: list, name: str, cache) -> torch.Tensor:
-    """Frozen audio encoder features of the test clips (class-major), through the feature cache."""
+def _frozen_features(encoder: str, modality: str, payloads: list, name: str, cache) -> torch.Tensor:
+    """Frozen encoder features of test payloads (class-major, as the episodes index them), through
+    the feature cache (keyed by ``name``, the item ids and the payloads' content)."""
     import fewmm.encoders as E
     from ..cache import embed_table
     from ..data.table import ItemTable
 
     n = len(payloads)
-    ids = [str(p) for p in payloads]
-    table = ItemTable(name=name, ids=ids, labels=np.zeros(n, dtype=np.int64), class_names=["all"], modalities={"audio": list(payloads)})
+    table = ItemTable(name=name, ids=[str(i) for i in range(n)], labels=np.zeros(n, dtype=np.int64), class_names=["all"],
+                      modalities={modality: list(payloads)})
     return embed_table(table, E.create(encoder), cache=cache, progress=True).features
+
+
+def _omniglot_payloads(images: torch.Tensor) -> tuple[list, str]:
+    """(C, K, 28, 28) uint8 test images (255 = stroke) as black strokes on white paper, like the
+    original scans, and a table name naming their content."""
+    flat = (255 - images.reshape(-1, *images.shape[-2:])).numpy()
+    return list(flat), f"omniglot28-test-{hashlib.sha256(flat.tobytes()).hexdigest()[:12]}"
 
 
 def _run_maml(a) -> Path:
@@ -152,7 +145,8 @@ def _run_audio(a) -> Path:
     feats = {f"protonet-{a.backbone}": embed_images(net, test, a.device, batch_size=128, amp=a.amp),
              f"{a.backbone}-random-init": embed_images(init, test, a.device, batch_size=128)}
     for enc in a.baselines:
-        feats[f"frozen {enc}"] = _audio_baseline_features(enc, task["test_payloads"], f"{task['test_table_name']}-{a.task}-test-seed{a.seed}", a.cache)
+        feats[f"frozen {enc}"] = _frozen_features(enc, "audio", task["test_payloads"], f"{task['test_table_name']}-{a.task}-test-seed{a.seed}",
+                                                  a.cache)
     _score(rep, feats, test, settings, a, ref=f"protonet-{a.backbone}", published=None)
     header["wall_seconds"] = round(time.time() - t0, 1)
     rep.flush(finished=True)
@@ -227,8 +221,9 @@ def _run_omniglot(a) -> Path:
 
     feats["protonet-conv4"] = embed_images(net, test, a.device, amp=a.amp)
     feats["conv4-random-init"] = embed_images(init, test, a.device)
+    payloads, name = _omniglot_payloads(test) if a.baselines else (None, None)
     for enc in a.baselines:
-        feats[f"frozen {enc}"] = _baseline_features(enc, test, a.cache)
+        feats[f"frozen {enc}"] = _frozen_features(enc, "image", payloads, name, a.cache)
     _score(rep, feats, test, [(w, k, a.test_query) for w, k in SETTINGS], a, ref="protonet-conv4", published=PUBLISHED["protonet"])
     header["wall_seconds"] = round(time.time() - t0, 1)
     rep.flush(finished=True)
