@@ -329,9 +329,10 @@ def run_suite(
             if not r.optional:
                 raise
             rep.skipped.append({"dataset": r.dataset, "split": r.split, "reason": str(e)})
-            fix = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip().lower().startswith(("fix", "or "))]
-            rep.say(f"[skip] {r.display}: {str(e).splitlines()[0]}" + ("".join(f"\n       {ln}" for ln in fix) or
-                    f"\n       get it with: python -m fewmm.bench --dataset {r.dataset} (downloads it), or set FEWMM_DATA=DIR"))
+            # the whole fix (including the download URLs after "fetch them by hand:"), then the one-line way
+            fix = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()]
+            fix.append(f"or let fewmm download it: python -m fewmm.bench --dataset {r.dataset}")
+            rep.say(f"[skip] {r.display}: {str(e).splitlines()[0]}" + "".join(f"\n       {ln}" for ln in fix))
             rep.flush()
             continue
         base_table = None
