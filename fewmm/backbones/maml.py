@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,12 +47,20 @@ class MAMLNet(nn.Module):
 
 @dataclass
 class MAMLConfig:
-    """Finn et al.'s Omniglot settings where they apply: inner learning rate 0.4, 1 inner step at
-    meta-training and 3 at test, meta-batch 32 tasks, Adam 1e-3."""
+    """Hyper-parameters of :func:`train_maml`; defaults are Finn et al.'s 5-way Omniglot settings:
+    inner learning rate 0.4, 1 inner step at meta-training and 3 at test, meta-batch 32 tasks,
+    Adam 1e-3, and as many query images per class as support images at meta-training
+    (``n_query = n_shot``; their 20-way setting: inner lr 0.1, 5 inner steps, meta-batch 16).
+
+    ``seed`` seeds the task stream (meta-step ``i``'s tasks depend on ``(seed, i)`` only, so a
+    resumed run samples the same tasks) and the validation episodes (``val_episodes`` episodes of
+    ``n_way``-way ``n_shot``-shot ``val_query``-query on the validation classes, every
+    ``eval_every`` meta-steps). ``amp="bf16"``: bfloat16 autocast of the forward passes (GPU).
+    """
 
     n_way: int = 5
     n_shot: int = 1
-    n_query: int = 15
+    n_query: int = 1
     inner_lr: float = 0.4
     inner_steps: int = 1
     test_inner_steps: int = 3
@@ -59,50 +68,90 @@ class MAMLConfig:
     meta_steps: int = 1000
     lr: float = 1e-3
     first_order: bool = True
+    eval_every: int = 100
+    val_query: int = 15
+    val_episodes: int = 100
     seed: int = 0
+    device: str = "cpu"
+    amp: str | None = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("n_way", "n_shot", "n_query", "inner_steps", "test_inner_steps", "meta_batch", "meta_steps", "eval_every",
+                     "val_query", "val_episodes"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"MAMLConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.n_way < 2:
+            raise ValueError(f"MAMLConfig.n_way must be >= 2, got {self.n_way}")
+        if not self.inner_lr > 0 or not self.lr > 0:
+            raise ValueError(f"MAMLConfig: inner_lr and lr must be > 0, got {self.inner_lr}, {self.lr}")
+        if self.amp not in (None, "bf16"):
+            raise ValueError(f"MAMLConfig.amp must be None or 'bf16', got {self.amp!r}")
 
 
 def adapt(net: MAMLNet, params: dict, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int, first_order: bool,
-          create_graph: bool = True) -> dict:
-    """``steps`` gradient steps on ``(x, y)`` from ``params`` -> adapted parameters (a dict)."""
+          create_graph: bool = True, amp: str | None = None) -> dict:
+    """``steps`` gradient steps of size ``lr`` on the cross-entropy of ``(x, y)`` from ``params``
+    (name -> tensor) -> adapted parameters (a new dict; ``params`` is not modified).
+
+    ``first_order=True`` treats the inner gradients as constants (FOMAML); otherwise, with
+    ``create_graph=True``, the outer gradient flows through them (second-order MAML).
+    """
     for _ in range(steps):
-        loss = F.cross_entropy(functional_call(net, params, (x,)), y)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            logits = functional_call(net, params, (x,))
+        loss = F.cross_entropy(logits.float(), y)
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph and not first_order)
         params = {k: p - lr * (g.detach() if first_order else g) for (k, p), g in zip(params.items(), grads)}
     return params
 
 
-def _task(images: torch.Tensor, rng: np.random.Generator, n_way: int, n_shot: int, n_query: int):
+def sample_tasks(images: torch.Tensor, cfg: MAMLConfig, step: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The ``cfg.meta_batch`` tasks of meta-step ``step`` (0-based): each ``(xs, ys, xq, yq)`` with
+    ``xs`` (n_way * n_shot, 1, H, W) float32, ``ys`` (n_way * n_shot,) int64 (class-major), and the
+    same for ``n_query`` queries per class. Depends on ``(cfg.seed, step)`` only."""
+    rng = np.random.default_rng([cfg.seed, step])
     c, k = images.shape[:2]
-    classes = rng.choice(c, n_way, replace=False)
-    items = np.stack([rng.permutation(k)[: n_shot + n_query] for _ in range(n_way)])
-    x = to_input(images[torch.as_tensor(classes)[:, None], torch.as_tensor(items)]).view(n_way, n_shot + n_query, 1, *images.shape[-2:])
-    y = torch.arange(n_way)
-    xs, xq = x[:, :n_shot].reshape(-1, 1, *images.shape[-2:]), x[:, n_shot:].reshape(-1, 1, *images.shape[-2:])
-    return xs, y.repeat_interleave(n_shot), xq, y.repeat_interleave(n_query)
+    if cfg.n_way > c or cfg.n_shot + cfg.n_query > k:
+        raise ValueError(f"{cfg.n_way}-way {cfg.n_shot}-shot {cfg.n_query}-query tasks need {cfg.n_way} classes of "
+                         f"{cfg.n_shot + cfg.n_query} items; the training images have {c} classes of {k}")
+    y = torch.arange(cfg.n_way)
+    out = []
+    for _ in range(cfg.meta_batch):
+        classes = rng.choice(c, cfg.n_way, replace=False)
+        items = np.stack([rng.permutation(k)[: cfg.n_shot + cfg.n_query] for _ in range(cfg.n_way)])
+        x = to_input(images[torch.as_tensor(classes)[:, None], torch.as_tensor(items)]).view(cfg.n_way, cfg.n_shot + cfg.n_query, 1,
+                                                                                              *images.shape[-2:])
+        out.append((x[:, : cfg.n_shot].reshape(-1, 1, *images.shape[-2:]), y.repeat_interleave(cfg.n_shot),
+                    x[:, cfg.n_shot:].reshape(-1, 1, *images.shape[-2:]), y.repeat_interleave(cfg.n_query)))
+    return out
 
 
-def meta_step(net: MAMLNet, opt, images: torch.Tensor, cfg: MAMLConfig, rng: np.random.Generator) -> tuple[float, float]:
-    """One outer step over ``cfg.meta_batch`` tasks -> (mean query loss, mean query accuracy)."""
+def meta_step(net: MAMLNet, opt: torch.optim.Optimizer, tasks: list, cfg: MAMLConfig) -> tuple[float, float]:
+    """One outer step over ``tasks`` (from :func:`sample_tasks`): each task adapts a copy of the
+    parameters on its support set, its query loss after adaptation (divided by the number of tasks)
+    is back-propagated, and ``opt`` steps once -> (mean query loss, mean query accuracy)."""
+    dev = next(net.parameters()).device
     params = dict(net.named_parameters())
     opt.zero_grad(set_to_none=True)
     tot_loss, tot_acc = 0.0, 0.0
-    for _ in range(cfg.meta_batch):
-        xs, ys, xq, yq = _task(images, rng, cfg.n_way, cfg.n_shot, cfg.n_query)
-        fast = adapt(net, params, xs, ys, cfg.inner_lr, cfg.inner_steps, cfg.first_order)
-        logits = functional_call(net, fast, (xq,))
-        loss = F.cross_entropy(logits, yq) / cfg.meta_batch
+    for xs, ys, xq, yq in tasks:
+        xs, ys, xq, yq = xs.to(dev), ys.to(dev), xq.to(dev), yq.to(dev)
+        fast = adapt(net, params, xs, ys, cfg.inner_lr, cfg.inner_steps, cfg.first_order, amp=cfg.amp)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+            logits = functional_call(net, fast, (xq,)).float()
+        loss = F.cross_entropy(logits, yq) / len(tasks)
         loss.backward()
         tot_loss += loss.item()
-        tot_acc += (logits.argmax(1) == yq).float().mean().item() / cfg.meta_batch
+        tot_acc += (logits.argmax(1) == yq).float().mean().item() / len(tasks)
     opt.step()
     return tot_loss, tot_acc
 
 
 def evaluate_maml(net: MAMLNet, images: torch.Tensor, n_way: int, n_shot: int, n_query: int, n_episodes: int, inner_lr: float,
-                  steps: int, seed: int = 0) -> np.ndarray:
-    """Per-episode accuracy after adapting ``net`` on each episode's support set.
+                  steps: int, seed: int = 0, amp: str | None = None) -> np.ndarray:
+    """Per-episode accuracy (float64, shape (n_episodes,)) after ``steps`` inner steps of size
+    ``inner_lr`` on each episode's support set, from the meta-learned weights.
 
     Episodes come from :func:`fewmm.episodes.sample_episodes` on the labels of ``images``
     (C, K, H, W) with ``seed``: the same episodes as :func:`fewmm.backbones.episodic.evaluate_backbone`.
@@ -112,57 +161,113 @@ def evaluate_maml(net: MAMLNet, images: torch.Tensor, n_way: int, n_shot: int, n
 
     if net.classifier.out_features != n_way:
         raise ValueError(f"the MAML classifier has {net.classifier.out_features} outputs, the episodes are {n_way}-way")
+    dev = next(net.parameters()).device
     c, k = images.shape[:2]
     flat = images.reshape(c * k, *images.shape[-2:])
     eps = sample_episodes(np.repeat(np.arange(c), k), n_way, n_shot, n_query, n_episodes, seed=seed)
     params = {n: p.detach() for n, p in net.named_parameters()}
     acc = np.empty(n_episodes)
-    ys = torch.arange(n_way).repeat_interleave(n_shot)
-    yq = torch.arange(n_way).repeat_interleave(n_query)
+    ys = torch.arange(n_way, device=dev).repeat_interleave(n_shot)
+    yq = torch.arange(n_way, device=dev).repeat_interleave(n_query)
     for e in range(n_episodes):
-        xs = to_input(flat[torch.as_tensor(eps.support[e].reshape(-1))])
-        xq = to_input(flat[torch.as_tensor(eps.query[e].reshape(-1))])
+        xs = to_input(flat[torch.as_tensor(eps.support[e].reshape(-1))]).to(dev)
+        xq = to_input(flat[torch.as_tensor(eps.query[e].reshape(-1))]).to(dev)
         fast = {n: p.clone().requires_grad_(True) for n, p in params.items()}
-        fast = adapt(net, fast, xs, ys, inner_lr, steps, first_order=True, create_graph=False)
-        with torch.no_grad():
+        fast = adapt(net, fast, xs, ys, inner_lr, steps, first_order=True, create_graph=False, amp=amp)
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
             acc[e] = (functional_call(net, fast, (xq,)).argmax(1) == yq).float().mean().item()
     return acc
 
 
-def train_maml(net: MAMLNet, train_images: torch.Tensor, val_images: torch.Tensor, cfg: MAMLConfig, eval_every: int = 100,
-               val_episodes: int = 100, log=print) -> dict:
-    """Meta-train ``net`` in place; keep the weights best on ``val_images`` (validation classes).
+def train_maml(net: MAMLNet, train_images: torch.Tensor, val_images: torch.Tensor, cfg: MAMLConfig, checkpoint_dir=None,
+               resume: bool = False, log=None) -> dict:
+    """Meta-train ``net`` in place with MAML; keep the weights best on ``val_images`` (validation
+    classes only).
+
+    Parameters
+    ----------
+    net : MAMLNet
+        Its initialisation is the caller's (seed torch before building it); moved to ``cfg.device``.
+    train_images, val_images : torch.Tensor (C, K, H, W), uint8 (255 = stroke) or float
+    cfg : MAMLConfig
+    checkpoint_dir : path, optional
+        ``last.{safetensors,json}`` (weights, Adam state, history) at every validation and
+        ``best.*`` at each new best.
+    resume : bool
+        Continue from ``checkpoint_dir/last.*``; the configuration must match except
+        ``meta_steps`` / ``progress`` / ``device``. The task stream continues exactly.
+    log : callable(str), optional
+        Where validation lines go (default: the progress bar's ``write``).
 
     Returns
     -------
-    dict: ``history`` (meta-step, loss, train accuracy, validation accuracy, seconds), ``best_val_acc``,
-    ``best_step``, ``seconds``, ``config``.
+    dict: ``history`` (meta_step, train_loss, train_acc, val_acc, seconds), ``best_val_acc``,
+    ``best_step``, ``meta_steps`` (done), ``seconds`` (this call), ``config``.
+
+    Raises
+    ------
+    ValueError
+        Tasks larger than the training split.
+    CheckpointError
+        Resuming from another configuration, or an unreadable checkpoint.
+    FloatingPointError
+        A non-finite meta-loss (diverged).
     """
     from tqdm.auto import tqdm
 
-    rng = np.random.default_rng(cfg.seed)
+    from ..train import CheckpointError, _load_optim
+    from .episodic import _load, _save, load_backbone
+
+    dev = torch.device(cfg.device)
+    net.to(dev).train()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    net.train()
-    history, best, best_step, best_state = [], -1.0, 0, None
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+    fixed = {k: v for k, v in asdict(cfg).items() if k not in ("meta_steps", "progress", "device")}
+    history, best, best_step, start = [], -1.0, 0, 0
+    if resume and ckpt and (ckpt / "last.json").exists():
+        meta, model, optim = _load(ckpt / "last")
+        if meta.get("config_fixed") != fixed:
+            raise CheckpointError(f"{ckpt}/last: trained with another configuration ({meta.get('config_fixed')}); "
+                                  "use another --checkpoints folder or the same settings")
+        net.load_state_dict(model)
+        _load_optim(opt, optim, meta["optim"])
+        history, best, best_step, start = meta["history"], meta["best_val_acc"], meta["best_step"], meta["meta_step"]
     t0 = time.time()
-    losses, accs = [], []
-    for step in tqdm(range(1, cfg.meta_steps + 1), desc="meta-steps", disable=not cfg.progress):
-        loss, acc = meta_step(net, opt, train_images, cfg, rng)
+    bar = tqdm(total=cfg.meta_steps, initial=min(start, cfg.meta_steps), desc="meta-steps", disable=not cfg.progress)
+    say = log or bar.write
+    losses, accs, best_state = [], [], None
+    for step in range(start, cfg.meta_steps):
+        loss, acc = meta_step(net, opt, sample_tasks(train_images, cfg, step), cfg)
         if not np.isfinite(loss):
-            raise FloatingPointError(f"meta-step {step}: the loss is {loss} (diverged); lower inner_lr or lr")
+            raise FloatingPointError(f"meta-step {step + 1}: the loss is {loss} (diverged); lower inner_lr or lr")
         losses.append(loss)
         accs.append(acc)
-        if step % eval_every == 0 or step == cfg.meta_steps:
-            v = float(evaluate_maml(net, val_images, cfg.n_way, cfg.n_shot, cfg.n_query, val_episodes, cfg.inner_lr,
-                                    cfg.test_inner_steps, seed=cfg.seed).mean())
-            history.append({"meta_step": step, "train_loss": float(np.mean(losses)), "train_acc": float(np.mean(accs)), "val_acc": v,
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        done = step + 1
+        if done % cfg.eval_every == 0 or done == cfg.meta_steps:
+            v = float(evaluate_maml(net, val_images, cfg.n_way, cfg.n_shot, cfg.val_query, cfg.val_episodes, cfg.inner_lr,
+                                    cfg.test_inner_steps, seed=cfg.seed, amp=cfg.amp).mean())
+            history.append({"meta_step": done, "train_loss": float(np.mean(losses)), "train_acc": float(np.mean(accs)), "val_acc": v,
                             "seconds": round(time.time() - t0, 1)})
             losses, accs = [], []
-            if v > best:
-                best, best_step = v, step
+            improved = v > best
+            if improved:
+                best, best_step = v, done
+            say(f"[meta-step {done}] loss {history[-1]['train_loss']:.4f} acc {history[-1]['train_acc']:.3f}; "
+                f"val {cfg.n_way}-way {cfg.n_shot}-shot {v:.4f}{' (best)' if improved else ''}")
+            if ckpt:
+                meta = {"meta_step": done, "history": history, "best_val_acc": best, "best_step": best_step, "config": asdict(cfg),
+                        "config_fixed": fixed}
+                _save(ckpt / "last", net, opt, meta)
+                if improved:
+                    _save(ckpt / "best", net, None, meta)
+            elif improved:
                 best_state = {k: t.detach().clone() for k, t in net.state_dict().items()}
-            log(f"[meta-step {step}] loss {history[-1]['train_loss']:.4f} acc {history[-1]['train_acc']:.3f}; "
-                f"val {cfg.n_way}-way {cfg.n_shot}-shot {v:.4f}")
-    if best_state is not None:
+    bar.close()
+    if ckpt and (ckpt / "best.json").exists():
+        load_backbone(ckpt / "best", net)
+    elif best_state is not None:
         net.load_state_dict(best_state)
-    return {"history": history, "best_val_acc": best, "best_step": best_step, "seconds": round(time.time() - t0, 1), "config": asdict(cfg)}
+    return {"history": history, "best_val_acc": best, "best_step": best_step, "meta_steps": max(start, cfg.meta_steps),
+            "seconds": round(time.time() - t0, 1), "config": asdict(cfg)}

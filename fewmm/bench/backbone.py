@@ -23,6 +23,7 @@ import hashlib
 import shlex
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -76,23 +77,30 @@ def _run_maml(a) -> Path:
     train, val, test = (rotated_classes(images, split[s]) for s in ("train", "val", "test"))
     cfg = MAMLConfig(n_way=a.way, n_shot=a.shot, n_query=a.query, inner_lr=a.inner_lr, inner_steps=a.inner_steps,
                      test_inner_steps=a.test_inner_steps, meta_batch=a.meta_batch, meta_steps=a.episodes, lr=a.lr,
-                     first_order=not a.second_order, seed=a.seed, progress=not a.quiet)
+                     first_order=not a.second_order, eval_every=a.eval_every, val_query=a.test_query, val_episodes=a.val_episodes,
+                     seed=a.seed, device=a.device, amp=a.amp, progress=not a.quiet)
     header = {"experiment": "omniglot backbone from scratch", "method": "maml", "command": "python -m fewmm.bench.backbone " + shlex.join(a.argv),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": a.seed, "environment": environment(),
               "protocol": {"split": "as omniglot-protonet (fewmm/backbones/omniglot28.py)", "batch_norm": "batch statistics (transductive), as Finn et al.",
-                           "order": "second" if a.second_order else "first"},
-              "backbone": {"name": a.backbone}, "training": {"config": {**cfg.__dict__, "val_way": a.way, "val_shot": a.shot}}}
+                           "order": "second" if a.second_order else "first",
+                           "test": f"{a.test_episodes} episodes per setting, {a.test_query} queries per class, seed {a.seed}, the same "
+                                   f"episodes as omniglot-protonet; {a.test_inner_steps} inner steps of {a.inner_lr} on each support set"},
+              "backbone": {"name": a.backbone}, "training": {"config": asdict(cfg)}}
     rep = Reporter(Path(a.out), a.name, header, fields=FIELDS)
     torch.manual_seed(a.seed)
     net = MAMLNet(create(a.backbone), 64, a.way)
     t0 = time.time()
-    res = train_maml(net, train, val, cfg, eval_every=a.eval_every, val_episodes=a.val_episodes,
-                     log=(lambda s: None) if a.quiet else print)
+    res = train_maml(net, train, val, cfg, checkpoint_dir=a.checkpoints or None, resume=bool(a.checkpoints) and a.resume,
+                     log=(lambda s: None) if a.quiet else None)
     header["training"].update({"history": [{**h, "episode": h["meta_step"]} for h in res["history"]], "best_val_acc": res["best_val_acc"],
-                               "best_episode": res["best_step"], "episodes": a.episodes, "seconds": res["seconds"]})
+                               "best_episode": res["best_step"], "episodes": res["meta_steps"], "seconds": res["seconds"]})
+    rep.say(f"[train] best validation {a.way}-way {a.shot}-shot accuracy {res['best_val_acc']:.4f} at meta-step {res['best_step']}; "
+            f"{res['meta_steps']} meta-steps, this run {res['seconds']:.0f} s")
+    rep.flush()
     ref = f"maml-{'second' if a.second_order else 'first'}-order-{a.backbone}"
     for ways, shots in [s for s in SETTINGS if s[0] == a.way]:
-        acc = evaluate_maml(net, test, ways, shots, a.test_query, a.test_episodes, cfg.inner_lr, cfg.test_inner_steps, seed=a.seed)
+        acc = evaluate_maml(net, test, ways, shots, a.test_query, a.test_episodes, cfg.inner_lr, cfg.test_inner_steps, seed=a.seed,
+                            amp=a.amp)
         est = mean_ci(acc)
         rep.rows.append({"method": ref, "ways": ways, "shots": shots, "queries": a.test_query, "episodes": len(acc),
                          "accuracy": round(est.mean, 4), "ci95": round(est.ci95, 4), "published": PUBLISHED["maml"][(ways, shots)], "seed": a.seed})
@@ -100,6 +108,8 @@ def _run_maml(a) -> Path:
         rep.flush()
     header["wall_seconds"] = round(time.time() - t0, 1)
     rep.flush(finished=True)
+    if res["history"]:
+        plot_validation(header["training"]["history"], Path(a.out) / f"{a.name}-val.png", a)
     rep.say(f"wrote {rep.json_path}")
     return rep.json_path
 
@@ -240,12 +250,16 @@ def plot_validation(history: list[dict], path: Path, a) -> None:
     import matplotlib.pyplot as plt
 
     ep = [h["episode"] for h in history]
+    maml = a.method == "maml"
+    val = f"{a.way}-way {a.shot}-shot" if maml else "5-way 1-shot"
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(ep, [100 * h["val_acc"] for h in history], marker="o", label="validation 5-way 1-shot")
-    ax.plot(ep, [100 * h["train_acc"] for h in history], marker=".", alpha=0.6, label=f"training {a.way}-way {a.shot}-shot queries")
-    ax.set_xlabel("training episodes")
+    ax.plot(ep, [100 * h["val_acc"] for h in history], marker="o", label=f"validation {val}")
+    ax.plot(ep, [100 * h["train_acc"] for h in history], marker=".", alpha=0.6,
+            label=f"training {a.way}-way {a.shot}-shot queries" + (" (after adaptation)" if maml else ""))
+    ax.set_xlabel(f"meta-steps ({a.meta_batch} tasks each)" if maml else "training episodes")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"{a.backbone} ProtoNet on {a.task} ({a.way}-way {a.shot}-shot episodes)", fontsize=9)
+    what = f"{'second' if a.second_order else 'first'}-order MAML" if maml else "ProtoNet"
+    ax.set_title(f"{a.backbone} {what} on {a.task} ({a.way}-way {a.shot}-shot {'tasks' if maml else 'episodes'})", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
