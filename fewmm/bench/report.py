@@ -97,6 +97,63 @@ def backbone_table(doc: dict) -> str:
     return "\n".join(lines) + "\n\n" + foot + "\n"
 
 
+def training_seconds(history: list[dict]) -> float:
+    """Training wall time summed over the runs of a resumed training: each run's ``seconds``
+    count from its own start, so a drop marks a resume."""
+    total, prev = 0.0, 0.0
+    for h in history:
+        if h["seconds"] < prev:
+            total += prev
+        prev = h["seconds"]
+    return total + prev
+
+
+def omniglot_summary(docs: list[dict]) -> str:
+    """The Omniglot table across runs: each run's trained model (ProtoNet; MAML, whose 5-way and
+    20-way models are separate runs and share a row), the frozen encoders and random
+    initialisation of the ProtoNet run, and the published numbers; columns: the four settings.
+    All runs must share the test episodes (test episodes, queries and seed)."""
+    from .backbone import PUBLISHED, SETTINGS
+
+    cells: dict[str, dict] = {}
+    notes = []
+    keys = set()
+    for doc in docs:
+        if doc.get("experiment") != "omniglot backbone from scratch":
+            raise ValueError(f"not an Omniglot backbone run: {doc.get('experiment')!r}")
+        rows = doc["results"]
+        keys |= {(r["episodes"], r["queries"], r["seed"]) for r in rows}
+        t, c = doc.get("training", {}), doc.get("training", {}).get("config", {})
+        trained = rows[0]["method"]
+        for r in rows:
+            if r["method"] == trained or r["method"].startswith("frozen ") or r["method"].endswith("random-init"):
+                cells.setdefault(r["method"], {})[(r["ways"], r["shots"])] = r
+        cols = ", ".join(f"{r['ways']}-way {r['shots']}-shot" for r in rows if r["method"] == trained)
+        if doc.get("method") == "maml":
+            what = (f"{t.get('episodes')} meta-steps of {c.get('meta_batch')} {c.get('n_way')}-way {c.get('n_shot')}-shot "
+                    f"{c.get('n_query')}-query tasks ({'first' if c.get('first_order') else 'second'} order, inner lr {c.get('inner_lr')}, "
+                    f"{c.get('inner_steps')} inner step(s), {c.get('test_inner_steps')} at test)")
+        else:
+            what = f"{t.get('episodes')} episodes of {c.get('n_way')}-way {c.get('n_shot')}-shot {c.get('n_query')}-query"
+        env = doc.get("environment", {})
+        notes.append(f"{trained} ({cols}): {what}, best on validation at {t.get('best_episode')}; "
+                     f"training {training_seconds(t.get('history', [])) / 60:.1f} min (all runs of a resumed training) with {env.get('torch_threads')} torch threads on "
+                     f"{c.get('device', 'cpu')} ({env.get('cpu_count')} cores); `{doc.get('command')}`")
+    if len(keys) != 1:
+        raise ValueError(f"the runs were tested on different episodes (episodes, queries, seed): {sorted(keys)}")
+    n_ep, q, seed = keys.pop()
+    lines = ["| method | " + " | ".join(f"{w}-way {k}-shot" for w, k in SETTINGS) + " |", "|---|" + "---|" * len(SETTINGS)]
+    order = sorted(cells, key=lambda m: (m.startswith("frozen "), m.endswith("random-init")))
+    for m in order:
+        lines.append(f"| {m} | " + " | ".join(f"{cells[m][s]['accuracy']:.2f} ± {cells[m][s]['ci95']:.2f}" if s in cells[m] else "not run"
+                                            for s in SETTINGS) + " |")
+    for name, label in (("protonet", "ProtoNet, published (Snell et al. 2017)"), ("maml", "MAML, published (Finn et al. 2017)")):
+        lines.append(f"| *{label}* | " + " | ".join(f"*{PUBLISHED[name][s]}*" for s in SETTINGS) + " |")
+    foot = (f"Test accuracy (%) ± 95% CI over {n_ep} episodes per setting, {q} queries per class, seed {seed}: the same episodes "
+            "for every row. Training budgets: " + "; ".join(notes) + ".")
+    return "\n".join(lines) + "\n\n" + foot + "\n"
+
+
 def fusion_table(doc: dict) -> str:
     """Rows: condition x head; columns: fold x shots, each 'acc ± ci (Δ vs best fixed ± ci)'."""
     rows = doc["results"]
@@ -142,30 +199,41 @@ def update_block(text: str, tag: str, content: str) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m fewmm.bench.report", description=__doc__.splitlines()[0])
-    p.add_argument("results", help="results JSON written by python -m fewmm.bench")
+    p.add_argument("results", nargs="+", help="results JSON written by python -m fewmm.bench (several Omniglot backbone runs: "
+                   "one combined table, --tag required with --readme)")
     p.add_argument("--readme", help="Markdown file whose <!-- results:TAG --> block to rewrite")
     p.add_argument("--tag", help="block tag (default: the JSON file's stem)")
     a = p.parse_args(argv)
+    docs = []
+    for path in a.results:
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            print(f"error: {path}: no such results file", file=sys.stderr)
+            return 2
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            print(f"error: {path}: not a readable results JSON ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
+        if not isinstance(doc, dict) or not isinstance(doc.get("results", doc.get("rows")), list):
+            print(f"error: {path}: not a fewmm results file (no list of result rows)", file=sys.stderr)
+            return 2
+        docs.append(doc)
+    if len(docs) > 1 and a.readme and not a.tag:
+        p.error("several results files: give the README block with --tag")
     try:
-        doc = json.loads(Path(a.results).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        print(f"error: {a.results}: no such results file", file=sys.stderr)
-        return 2
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        print(f"error: {a.results}: not a readable results JSON ({type(e).__name__}: {e})", file=sys.stderr)
-        return 2
-    if not isinstance(doc, dict) or not isinstance(doc.get("results", doc.get("rows")), list):
-        print(f"error: {a.results}: not a fewmm results file (no list of result rows)", file=sys.stderr)
-        return 2
-    try:
-        exp = doc.get("experiment")
-        table = backbone_table(doc) if exp and "backbone from scratch" in exp else fusion_table(doc) if exp else markdown_table(doc)
+        if len(docs) > 1:
+            table = omniglot_summary(docs)
+        else:
+            doc = docs[0]
+            exp = doc.get("experiment")
+            table = backbone_table(doc) if exp and "backbone from scratch" in exp else fusion_table(doc) if exp else markdown_table(doc)
     except (KeyError, TypeError, ValueError) as e:
-        print(f"error: {a.results}: malformed result rows ({type(e).__name__}: {e})", file=sys.stderr)
+        print(f"error: {', '.join(a.results)}: {'cannot combine' if len(docs) > 1 else 'malformed result rows'} ({type(e).__name__}: {e})",
+              file=sys.stderr)
         return 2
     if a.readme:
         path = Path(a.readme)
-        path.write_text(update_block(path.read_text(), a.tag or Path(a.results).stem, table))
+        path.write_text(update_block(path.read_text(), a.tag or Path(a.results[0]).stem, table))
         print(f"updated {path}", file=sys.stderr)
     else:
         print(table)
