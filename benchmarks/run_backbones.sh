@@ -10,3 +10,5 @@ done
 for r in omniglot-protonet omniglot-maml omniglot-maml20 fsdd-digits-protonet esc50-protonet; do
   "$PY" -m fewmm.bench.report "results/$r.json" --readme README.md
 done
+"$PY" -m fewmm.bench.report results/omniglot-protonet.json results/omniglot-maml.json results/omniglot-maml20.json \
+  --readme README.md --tag omniglot
