@@ -209,6 +209,22 @@ def _load(path: Path) -> tuple[dict, dict, dict]:
     return meta, model, optim
 
 
+def resume_checkpoint(ckpt: Path | None, fixed: dict, model: nn.Module, opt: torch.optim.Optimizer) -> dict | None:
+    """Load ``ckpt/last.*`` into ``model`` and ``opt`` -> its metadata, or None when there is no
+    checkpoint. Raises CheckpointError when it was written with another fixed configuration."""
+    from ..train import CheckpointError, _load_optim
+
+    if not ckpt or not (ckpt / "last.json").exists():
+        return None
+    meta, weights, optim = _load(ckpt / "last")
+    if meta.get("config_fixed") != fixed:
+        raise CheckpointError(f"{ckpt}/last: trained with another configuration ({meta.get('config_fixed')}); "
+                              "use another --checkpoints folder or the same settings")
+    model.load_state_dict(weights)
+    _load_optim(opt, optim, meta["optim"])
+    return meta
+
+
 def load_backbone(path, backbone: nn.Module) -> nn.Module:
     """Load the weights of a checkpoint written by :func:`train_protonet` (``best`` or ``last``;
     path without suffix) into ``backbone``.
@@ -261,8 +277,6 @@ def train_protonet(backbone: nn.Module, train_images: torch.Tensor, val_images: 
     """
     from tqdm.auto import tqdm
 
-    from ..train import CheckpointError, _load_optim
-
     cfg = config or EpisodicConfig()
     for name, imgs in (("train_images", train_images), ("val_images", val_images)):
         if not isinstance(imgs, torch.Tensor) or imgs.ndim != 4 or not (imgs.dtype == torch.uint8 or imgs.is_floating_point()):
@@ -278,13 +292,8 @@ def train_protonet(backbone: nn.Module, train_images: torch.Tensor, val_images: 
     best, best_ep, start = -1.0, 0, 0
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     fixed = {k: v for k, v in cfg.to_dict().items() if k not in ("episodes", "progress", "device", "eval_every")}
-    if resume and ckpt and (ckpt / "last.json").exists():
-        meta, model, optim = _load(ckpt / "last")
-        if meta.get("config_fixed") != fixed:
-            raise CheckpointError(f"{ckpt}/last: trained with another configuration ({meta.get('config_fixed')}); "
-                                  "use another --checkpoints folder or the same settings")
-        backbone.load_state_dict(model)
-        _load_optim(opt, optim, meta["optim"])
+    meta = resume_checkpoint(ckpt, fixed, backbone, opt) if resume else None
+    if meta:
         sched.last_epoch = meta["episode"]
         for g in opt.param_groups:
             g["lr"] = cfg.lr * cfg.lr_decay ** (meta["episode"] // cfg.decay_every)

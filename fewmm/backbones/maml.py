@@ -215,8 +215,7 @@ def train_maml(net: MAMLNet, train_images: torch.Tensor, val_images: torch.Tenso
     """
     from tqdm.auto import tqdm
 
-    from ..train import CheckpointError, _load_optim
-    from .episodic import _load, _save, load_backbone
+    from .episodic import _save, load_backbone, resume_checkpoint
 
     dev = torch.device(cfg.device)
     net.to(dev).train()
@@ -224,13 +223,8 @@ def train_maml(net: MAMLNet, train_images: torch.Tensor, val_images: torch.Tenso
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     fixed = {k: v for k, v in asdict(cfg).items() if k not in ("meta_steps", "progress", "device")}
     history, best, best_step, start = [], -1.0, 0, 0
-    if resume and ckpt and (ckpt / "last.json").exists():
-        meta, model, optim = _load(ckpt / "last")
-        if meta.get("config_fixed") != fixed:
-            raise CheckpointError(f"{ckpt}/last: trained with another configuration ({meta.get('config_fixed')}); "
-                                  "use another --checkpoints folder or the same settings")
-        net.load_state_dict(model)
-        _load_optim(opt, optim, meta["optim"])
+    meta = resume_checkpoint(ckpt, fixed, net, opt) if resume else None
+    if meta:
         history, best, best_step, start = meta["history"], meta["best_val_acc"], meta["best_step"], meta["meta_step"]
     t0 = time.time()
     bar = tqdm(total=cfg.meta_steps, initial=min(start, cfg.meta_steps), desc="meta-steps", disable=not cfg.progress)

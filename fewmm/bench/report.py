@@ -80,21 +80,27 @@ def backbone_table(doc: dict) -> str:
     t = doc.get("training", {})
     c = t.get("config", {})
     env = doc.get("environment", {})
-    if doc.get("method") == "maml":
-        train_txt = (f"Training: {t.get('episodes')} meta-steps of {c.get('meta_batch')} {c.get('n_way')}-way {c.get('n_shot')}-shot "
-                     f"{c.get('n_query')}-query tasks, {'first' if c.get('first_order') else 'second'}-order, inner lr {c.get('inner_lr')}, "
-                     f"{c.get('inner_steps')} inner step(s) ({c.get('test_inner_steps')} at test), ")
-    else:
-        train_txt = f"Training: {t.get('episodes')} episodes of {c.get('n_way')}-way {c.get('n_shot')}-shot {c.get('n_query')}-query, "
-    resumed = " (resumed from a checkpoint: the minutes count this run only)" if "--resume" in (doc.get("command") or "") else ""
+    unit = "meta-step" if doc.get("method") == "maml" else "episode"
+    resumed = " (summed over the runs of a resumed training)" if "--resume" in (doc.get("command") or "") else ""
     foot = (f"Test accuracy (%) ± 95% CI over {rows[0]['episodes']} episodes per setting (seed "
             f"{doc.get('seed')}), the same episodes for every row; in brackets the paired difference to the first row. "
-            + train_txt +
-            f"best validation {c.get('val_way')}-way {c.get('val_shot')}-shot {100 * t.get('best_val_acc', float('nan')):.2f}% at episode {t.get('best_episode')}, "
-            f"{t.get('seconds', 0) / 60:.1f} min{resumed} with {env.get('torch_threads')} torch threads on {c.get('device', 'cpu')}"
+            f"Training: {training_text(doc)}, best validation {c.get('val_way', c.get('n_way'))}-way {c.get('val_shot', c.get('n_shot'))}-shot "
+            f"{100 * t.get('best_val_acc', float('nan')):.2f}% at {unit} {t.get('best_episode')}, "
+            f"{training_seconds(t.get('history', [])) / 60:.1f} min{resumed} with {env.get('torch_threads')} torch threads on {c.get('device', 'cpu')}"
             f"{' (' + str(env['cpu_count']) + ' cores)' if env.get('cpu_count') else ''}. "
-            f"Command: `{doc.get('command')}`; wall time {doc.get('wall_seconds', 0) / 60:.1f} min.")
+            f"Command: `{doc.get('command')}`; wall time of this command {doc.get('wall_seconds', 0) / 60:.1f} min.")
     return "\n".join(lines) + "\n\n" + foot + "\n"
+
+
+def training_text(doc: dict) -> str:
+    """'<N> episodes of <way>-way ...' (ProtoNet) or '<N> meta-steps of <B> <way>-way ... tasks (...)' (MAML)."""
+    t = doc.get("training", {})
+    c = t.get("config", {})
+    if doc.get("method") == "maml":
+        return (f"{t.get('episodes')} meta-steps of {c.get('meta_batch')} {c.get('n_way')}-way {c.get('n_shot')}-shot "
+                f"{c.get('n_query')}-query tasks ({'first' if c.get('first_order') else 'second'} order, inner lr {c.get('inner_lr')}, "
+                f"{c.get('inner_steps')} inner step(s), {c.get('test_inner_steps')} at test)")
+    return f"{t.get('episodes')} episodes of {c.get('n_way')}-way {c.get('n_shot')}-shot {c.get('n_query')}-query"
 
 
 def training_seconds(history: list[dict]) -> float:
@@ -129,12 +135,7 @@ def omniglot_summary(docs: list[dict]) -> str:
             if r["method"] == trained or r["method"].startswith("frozen ") or r["method"].endswith("random-init"):
                 cells.setdefault(r["method"], {})[(r["ways"], r["shots"])] = r
         cols = ", ".join(f"{r['ways']}-way {r['shots']}-shot" for r in rows if r["method"] == trained)
-        if doc.get("method") == "maml":
-            what = (f"{t.get('episodes')} meta-steps of {c.get('meta_batch')} {c.get('n_way')}-way {c.get('n_shot')}-shot "
-                    f"{c.get('n_query')}-query tasks ({'first' if c.get('first_order') else 'second'} order, inner lr {c.get('inner_lr')}, "
-                    f"{c.get('inner_steps')} inner step(s), {c.get('test_inner_steps')} at test)")
-        else:
-            what = f"{t.get('episodes')} episodes of {c.get('n_way')}-way {c.get('n_shot')}-shot {c.get('n_query')}-query"
+        what = training_text(doc)
         env = doc.get("environment", {})
         notes.append(f"{trained} ({cols}): {what}, best on validation at {t.get('best_episode')}; "
                      f"training {training_seconds(t.get('history', [])) / 60:.1f} min (all runs of a resumed training) with {env.get('torch_threads')} torch threads on "
