@@ -76,6 +76,8 @@ def backbone_table(doc: dict) -> str:
     for name, label in (("protonet", "ProtoNet, published (Snell et al. 2017)"), ("maml", "MAML, published (Finn et al. 2017)")):
         if doc.get("experiment") != "omniglot backbone from scratch":
             break
+        if not any(s in PUBLISHED[name] for s in cols):
+            continue
         lines.append(f"| *{label}* | " + " | ".join(f"*{PUBLISHED[name].get((w, k), '')}*" for w, k in cols) + " |")
     t = doc.get("training", {})
     c = t.get("config", {})
