@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 for cfg in omniglot_protonet omniglot_maml omniglot_maml20 fsdd_protonet esc50_protonet; do
-  "$PY" -m fewmm.bench.backbone --config "benchmarks/$cfg.toml"
+  "$PY" -m fewmm.bench.backbone --config "benchmarks/$cfg.toml" --overwrite   # train afresh
 done
 for r in omniglot-protonet omniglot-maml omniglot-maml20 fsdd-digits-protonet esc50-protonet; do
   "$PY" -m fewmm.bench.report "results/$r.json" --readme README.md

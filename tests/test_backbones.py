@@ -43,8 +43,13 @@ def test_rotated_classes_order():
 
 
 @pytest.fixture(scope="module")
-def omniglot(data_root, tmp_path_factory):
-    images, names = load_omniglot28(root=data_root, cache=tmp_path_factory.mktemp("omni28"), progress=False)
+def omniglot_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("omni28")
+
+
+@pytest.fixture(scope="module")
+def omniglot(data_root, omniglot_cache):
+    images, names = load_omniglot28(root=data_root, cache=omniglot_cache, progress=False)
     assert images.shape == (1623, 20, 28, 28) and images.dtype == torch.uint8
     return images, character_split(names)
 
@@ -155,8 +160,11 @@ def test_maml_tasks_and_config_errors():
     assert torch.equal(again, xs) and not torch.equal(sample_tasks(imgs, cfg, 8)[0][0], xs)  # a function of (seed, step)
     with pytest.raises(ValueError, match="need 5 classes of 5 items"):
         sample_tasks(imgs, MAMLConfig(n_way=5, n_shot=2, n_query=3), 0)
-    with pytest.raises(ValueError, match="meta_batch must be >= 1"):
-        MAMLConfig(meta_batch=0)
+    for bad in ({"meta_batch": 0}, {"n_way": 2.5}, {"meta_batch": True}, {"n_shot": 1.0}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be an integer >= 1"):
+            MAMLConfig(**bad)
+    with pytest.raises(ValueError, match="finite and > 0"):
+        MAMLConfig(inner_lr=float("inf"))
     with pytest.raises(ValueError, match="amp must be None or 'bf16'"):
         MAMLConfig(amp="fp16")
 
@@ -199,7 +207,7 @@ def test_short_maml_training_on_omniglot_and_exact_resume(omniglot, tmp_path):
 
 def _run_doc(method, rows, history, cfg, seed=0):
     return {"experiment": "omniglot backbone from scratch", "method": method, "command": f"python -m fewmm.bench.backbone --method {method}",
-            "seed": seed, "environment": {"torch_threads": 2, "cpu_count": 2}, "wall_seconds": 60.0,
+            "seed": seed, "environment": {"torch_threads": 2, "cpu_count": 2}, "wall_seconds": 60.0, "finished": True,
             "training": {"config": cfg, "history": history, "best_episode": history[-1]["episode"], "episodes": history[-1]["episode"]},
             "results": [{"method": m, "ways": w, "shots": k, "queries": 15, "episodes": 1000, "accuracy": a, "ci95": 0.5, "seed": seed}
                         for m, w, k, a in rows]}
@@ -226,6 +234,12 @@ def test_omniglot_summary_table_combines_runs(tmp_path, capsys):
     assert "50 meta-steps of 32 5-way 1-shot 1-query tasks (first order" in table and "training 2.0 min" in table
     with pytest.raises(ValueError, match="different episodes"):
         omniglot_summary([proto, _run_doc("maml", [("maml-first-order-conv4", 5, 1, 90.0)], [{"episode": 5, "seconds": 1.0}], mcfg, seed=1)])
+    with pytest.raises(ValueError, match="two runs give maml-first-order-conv4 at 5-way 1-shot"):
+        omniglot_summary([proto, maml5, maml5])  # e.g. a 1-shot-trained and a 5-shot-trained model under one name
+    with pytest.raises(ValueError, match="unfinished run"):
+        omniglot_summary([proto, {**maml5, "finished": False}])
+    maml10 = _run_doc("maml", [("maml-first-order-conv4", 10, 1, 80.0)], [{"episode": 5, "seconds": 1.0}], mcfg)
+    assert "Not in this table (other settings): maml-first-order-conv4 10-way 1-shot." in omniglot_summary([proto, maml10])
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(proto))
     b.write_text(json.dumps(maml5))
@@ -236,6 +250,9 @@ def test_omniglot_summary_table_combines_runs(tmp_path, capsys):
     assert "--tag" in capsys.readouterr().err
     assert main([str(a), str(b), "--readme", str(readme), "--tag", "omniglot"]) == 0
     assert "| maml-first-order-conv4 | 90.50" in readme.read_text() and "old" not in readme.read_text()
+    b.write_text(json.dumps({**maml5, "results": [], "finished": False}))  # a run still training
+    assert main([str(b)]) == 2
+    assert "no result rows yet" in capsys.readouterr().err
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -265,3 +282,60 @@ def test_bf16_autocast_training_runs_and_tracks_fp32(device):
         assert next(r.backbone.parameters()).device.type == device
     assert losses["bf16"] != losses[None]  # autocast was on
     np.testing.assert_allclose(losses["bf16"], losses[None], rtol=0.05)
+
+
+@pytest.mark.needs_data
+def test_maml_cli_small_run_names_files_and_refuses_bad_input(omniglot, omniglot_cache, data_root, tmp_path, capsys):
+    import json
+
+    from fewmm.bench.backbone import main
+
+    small = ["--method", "maml", "--episodes", "2", "--meta-batch", "2", "--eval-every", "1", "--val-episodes", "2", "--test-episodes", "3",
+             "--baselines", "", "--threads", "1", "--quiet", "--data-root", str(data_root), "--cache", str(omniglot_cache)]
+    out = tmp_path / "out"
+    assert main(small + ["--out", str(out), "--checkpoints", str(tmp_path / "ck")]) == 0
+    doc = json.loads((out / "omniglot-maml.json").read_text())  # 5-way 1-shot first order: the default name
+    assert doc["finished"] and [(r["ways"], r["shots"], r["episodes"]) for r in doc["results"]] == [(5, 1, 3), (5, 5, 3)]
+    c = doc["training"]["config"]
+    assert (c["n_way"], c["n_shot"], c["n_query"], c["meta_batch"]) == (5, 1, 1, 2)  # MAML's own defaults, not ProtoNet's 60-way
+    assert (out / "omniglot-maml-val.png").stat().st_size > 0
+    assert main(small + ["--out", str(out), "--way", "20", "--episodes", "1"]) == 0
+    assert (out / "omniglot-maml-20way-1shot-first-order.json").exists()  # another model, another file
+    for extra, msg in ((["--test-query", "16"], "Omniglot has 20"), (["--resume"], "--resume needs --checkpoints"),
+                       (["--checkpoints", str(tmp_path / "ck")], "already holds a run")):
+        with pytest.raises(SystemExit) as e:
+            main(small + ["--out", str(tmp_path / "bad")] + extra)
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+    assert main(small + ["--out", str(tmp_path / "bad"), "--inner-lr", "1e30"]) == 2  # diverges: a clear error, no traceback
+    assert "diverged" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "omniglot-maml.json").exists() or not json.loads((tmp_path / "bad" / "omniglot-maml.json").read_text())["finished"]
+
+
+def test_resume_from_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    import json
+
+    from fewmm.train import CheckpointError
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (12, 6, 28, 28), dtype=torch.uint8, generator=g)
+    val = torch.randint(0, 256, (6, 6, 28, 28), dtype=torch.uint8, generator=g)
+    cfg = dict(n_way=5, n_shot=1, n_query=2, eval_every=1, val_episodes=2, val_query=2, seed=0, progress=False)
+    train_protonet(B.create("conv4"), train, val, EpisodicConfig(episodes=1, **cfg), checkpoint_dir=tmp_path, log=lambda s: None)
+    good = json.loads((tmp_path / "last.json").read_text())
+
+    def resume():
+        train_protonet(B.create("conv4"), train, val, EpisodicConfig(episodes=2, **cfg), checkpoint_dir=tmp_path, resume=True, log=lambda s: None)
+
+    for doc, msg in (([1, 2], "not a checkpoint"), ({k: v for k, v in good.items() if k != "optim"}, r"missing \['optim'\]"),
+                     ({k: v for k, v in good.items() if k != "torch_rng"}, r"missing \['torch_rng'\]")):
+        (tmp_path / "last.json").write_text(json.dumps(doc))
+        with pytest.raises(CheckpointError, match=msg):
+            resume()
+    (tmp_path / "last.json").write_text(json.dumps(good))
+    from safetensors.torch import load_file, save_file
+
+    t = load_file(str(tmp_path / "last.safetensors"))
+    t["model.encoder.0.0.weight"] = t["model.encoder.0.0.weight"][:32]  # weights that do not fit
+    save_file(t, str(tmp_path / "last.safetensors"))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        resume()

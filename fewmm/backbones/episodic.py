@@ -209,19 +209,29 @@ def _load(path: Path) -> tuple[dict, dict, dict]:
     return meta, model, optim
 
 
-def resume_checkpoint(ckpt: Path | None, fixed: dict, model: nn.Module, opt: torch.optim.Optimizer) -> dict | None:
+def resume_checkpoint(ckpt: Path | None, fixed: dict, model: nn.Module, opt: torch.optim.Optimizer, required: tuple = ()) -> dict | None:
     """Load ``ckpt/last.*`` into ``model`` and ``opt`` -> its metadata, or None when there is no
-    checkpoint. Raises CheckpointError when it was written with another fixed configuration."""
+    checkpoint. Raises CheckpointError when it was written with another fixed configuration, lacks
+    one of ``required`` (or the common) metadata keys, or its tensors do not fit."""
     from ..train import CheckpointError, _load_optim
 
     if not ckpt or not (ckpt / "last.json").exists():
         return None
     meta, weights, optim = _load(ckpt / "last")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{ckpt}/last.json: not a checkpoint (a JSON {type(meta).__name__}, expected an object)")
     if meta.get("config_fixed") != fixed:
         raise CheckpointError(f"{ckpt}/last: trained with another configuration ({meta.get('config_fixed')}); "
                               "use another --checkpoints folder or the same settings")
-    model.load_state_dict(weights)
-    _load_optim(opt, optim, meta["optim"])
+    missing = [k for k in ("optim", "history", "best_val_acc", *required) if k not in meta]
+    if missing:
+        raise CheckpointError(f"{ckpt}/last.json: incomplete checkpoint, missing {missing}")
+    try:
+        model.load_state_dict(weights)
+        _load_optim(opt, optim, meta["optim"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{ckpt}/last: the weights or optimiser state do not fit ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
     return meta
 
 
@@ -292,14 +302,15 @@ def train_protonet(backbone: nn.Module, train_images: torch.Tensor, val_images: 
     best, best_ep, start = -1.0, 0, 0
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     fixed = {k: v for k, v in cfg.to_dict().items() if k not in ("episodes", "progress", "device", "eval_every")}
-    meta = resume_checkpoint(ckpt, fixed, backbone, opt) if resume else None
+    meta = resume_checkpoint(ckpt, fixed, backbone, opt, required=("episode", "best_episode", "torch_rng")) if resume else None
     if meta:
         sched.last_epoch = meta["episode"]
         for g in opt.param_groups:
             g["lr"] = cfg.lr * cfg.lr_decay ** (meta["episode"] // cfg.decay_every)
         history, best, best_ep, start = meta["history"], meta["best_val_acc"], meta["best_episode"], meta["episode"]
         torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
-    t0 = time.time()
+    t_start = time.time()
+    t0 = t_start - (history[-1]["seconds"] if history else 0.0)  # history seconds count from the first run's start
     bar = tqdm(total=cfg.episodes, initial=min(start, cfg.episodes), desc="episodes", unit="ep", disable=not cfg.progress)
     say = log or bar.write
     losses, accs = [], []
@@ -348,4 +359,4 @@ def train_protonet(backbone: nn.Module, train_images: torch.Tensor, val_images: 
         load_backbone(ckpt / "best", backbone)
     elif best_state is not None:
         backbone.load_state_dict(best_state)
-    return EpisodicResult(backbone, history, best, best_ep, history[-1]["episode"] if history else start, time.time() - t0)
+    return EpisodicResult(backbone, history, best, best_ep, history[-1]["episode"] if history else start, time.time() - t_start)

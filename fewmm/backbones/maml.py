@@ -13,6 +13,7 @@ gradient steps on the support set, meta-trained on the query loss after adaptati
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,10 +48,12 @@ class MAMLNet(nn.Module):
 
 @dataclass
 class MAMLConfig:
-    """Hyper-parameters of :func:`train_maml`; defaults are Finn et al.'s 5-way Omniglot settings:
-    inner learning rate 0.4, 1 inner step at meta-training and 3 at test, meta-batch 32 tasks,
-    Adam 1e-3, and as many query images per class as support images at meta-training
-    (``n_query = n_shot``; their 20-way setting: inner lr 0.1, 5 inner steps, meta-batch 16).
+    """Hyper-parameters of :func:`train_maml`. The task shape and step sizes default to Finn et
+    al.'s 5-way Omniglot settings: 5-way 1-shot tasks with as many query images per class as
+    support images at meta-training, inner learning rate 0.4, 1 inner step at meta-training and 3
+    at test, meta-batch 32 tasks, Adam 1e-3 (their 20-way setting: inner lr 0.1, 5 inner steps,
+    meta-batch 16). Not theirs: ``first_order=True`` (FOMAML, cheaper on a CPU; they trained
+    second-order) and ``meta_steps=1000`` (they trained 60,000).
 
     ``seed`` seeds the task stream (meta-step ``i``'s tasks depend on ``(seed, i)`` only, so a
     resumed run samples the same tasks) and the validation episodes (``val_episodes`` episodes of
@@ -78,13 +81,14 @@ class MAMLConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_way", "n_shot", "n_query", "inner_steps", "test_inner_steps", "meta_batch", "meta_steps", "eval_every",
-                     "val_query", "val_episodes"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"MAMLConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+                     "val_query", "val_episodes", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if name == "seed" else 1):
+                raise ValueError(f"MAMLConfig.{name} must be an integer >= {0 if name == 'seed' else 1}, got {v!r}")
         if self.n_way < 2:
             raise ValueError(f"MAMLConfig.n_way must be >= 2, got {self.n_way}")
-        if not self.inner_lr > 0 or not self.lr > 0:
-            raise ValueError(f"MAMLConfig: inner_lr and lr must be > 0, got {self.inner_lr}, {self.lr}")
+        if not (math.isfinite(self.inner_lr) and self.inner_lr > 0 and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"MAMLConfig: inner_lr and lr must be finite and > 0, got {self.inner_lr}, {self.lr}")
         if self.amp not in (None, "bf16"):
             raise ValueError(f"MAMLConfig.amp must be None or 'bf16', got {self.amp!r}")
 
@@ -201,8 +205,10 @@ def train_maml(net: MAMLNet, train_images: torch.Tensor, val_images: torch.Tenso
 
     Returns
     -------
-    dict: ``history`` (meta_step, train_loss, train_acc, val_acc, seconds), ``best_val_acc``,
-    ``best_step``, ``meta_steps`` (done), ``seconds`` (this call), ``config``.
+    dict: ``history`` (meta_step, train_loss, train_acc, val_acc, seconds since the start of the
+    training, resumed runs included), ``best_val_acc``, ``best_step``, ``meta_steps`` (done),
+    ``seconds`` (this call), ``config``. A run resumed from a checkpoint written off the
+    ``eval_every`` grid (the end of a shorter run) keeps that extra validation point in its history.
 
     Raises
     ------
@@ -223,10 +229,11 @@ def train_maml(net: MAMLNet, train_images: torch.Tensor, val_images: torch.Tenso
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     fixed = {k: v for k, v in asdict(cfg).items() if k not in ("meta_steps", "progress", "device")}
     history, best, best_step, start = [], -1.0, 0, 0
-    meta = resume_checkpoint(ckpt, fixed, net, opt) if resume else None
+    meta = resume_checkpoint(ckpt, fixed, net, opt, required=("meta_step", "best_step")) if resume else None
     if meta:
         history, best, best_step, start = meta["history"], meta["best_val_acc"], meta["best_step"], meta["meta_step"]
-    t0 = time.time()
+    t_start = time.time()
+    t0 = t_start - (history[-1]["seconds"] if history else 0.0)  # history seconds count from the first run's start
     bar = tqdm(total=cfg.meta_steps, initial=min(start, cfg.meta_steps), desc="meta-steps", disable=not cfg.progress)
     say = log or bar.write
     losses, accs, best_state = [], [], None
@@ -264,4 +271,4 @@ def train_maml(net: MAMLNet, train_images: torch.Tensor, val_images: torch.Tenso
     elif best_state is not None:
         net.load_state_dict(best_state)
     return {"history": history, "best_val_acc": best, "best_step": best_step, "meta_steps": max(start, cfg.meta_steps),
-            "seconds": round(time.time() - t0, 1), "config": asdict(cfg)}
+            "seconds": round(time.time() - t_start, 1), "config": asdict(cfg)}

@@ -301,10 +301,13 @@ def main(argv=None) -> int:
     p.add_argument("--data-root")
     p.add_argument("--cache", help="feature cache folder (default $FEWMM_CACHE or ~/.cache/fewmm/features)")
     p.add_argument("--out", default="results")
-    p.add_argument("--name", default=None, help="results file stem (default <task>-<method>, with the way for MAML other than 5-way: "
-                   "omniglot-protonet, omniglot-maml, omniglot-maml20, fsdd-digits-protonet, ...)")
+    p.add_argument("--name", default=None, help="results file stem (default <task>-<method>, e.g. omniglot-protonet; MAML other than "
+                   "5-way 1-shot first order adds them: omniglot-maml-20way-1shot-first-order)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="train afresh into a --checkpoints folder that already holds a run")
     pre, _ = p.parse_known_args(argv)
+    if pre.method == "maml":  # Finn et al.'s 5-way Omniglot task shape instead of ProtoNet's 60-way episodes
+        p.set_defaults(way=5, shot=1, query=1, eval_every=250, val_episodes=100)
     if pre.config:
         import tomllib
 
@@ -321,12 +324,29 @@ def main(argv=None) -> int:
     a.argv = argv
     a.backbone = a.backbone or ("conv4" if a.task == "omniglot" else "audio-conv4")
     a.baselines = [b for b in a.baselines.split(",") if b]
-    a.name = a.name or f"{a.task}-{a.method}" + (str(a.way) if a.method == "maml" and a.way != 5 else "")
+    if a.name is None:
+        a.name = f"{a.task}-{a.method}"
+        if a.method == "maml":  # one results file per MAML model: way, shot and order in the name
+            a.name += "" if (a.way, a.shot, a.second_order) == (5, 1, False) else f"-{a.way}way-{a.shot}shot-{'second' if a.second_order else 'first'}-order"
     for name in ("way", "shot", "query", "episodes", "decay_every", "eval_every", "val_episodes", "test_episodes", "test_query", "threads"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     if a.way < 2:
         p.error("--way must be >= 2")
+    if a.task == "omniglot":  # 20 drawings per character: check before any data is loaded or any training is done
+        if a.shot + a.query > 20:
+            p.error(f"--shot {a.shot} + --query {a.query} training images per class: Omniglot has 20 per character")
+        if 5 + a.test_query > 20:
+            p.error(f"--test-query {a.test_query}: the 5-shot test episodes need 5 + {a.test_query} images per class; Omniglot has 20")
+    if a.resume and not a.checkpoints:
+        p.error("--resume needs --checkpoints (the folder of the run to continue)")
+    if a.checkpoints and not a.resume and not a.overwrite and (Path(a.checkpoints) / "last.json").exists():
+        p.error(f"--checkpoints {a.checkpoints} already holds a run (last.json): continue it with --resume, "
+                "or train afresh over it with --overwrite")
+    if a.checkpoints and a.overwrite and not a.resume:
+        for stale in ("last", "best"):
+            for suffix in (".json", ".safetensors"):
+                (Path(a.checkpoints) / f"{stale}{suffix}").unlink(missing_ok=True)
     try:
         torch.device(a.device)
     except RuntimeError as e:
@@ -335,7 +355,7 @@ def main(argv=None) -> int:
         p.error("--device cuda: no CUDA device is available here")
     try:
         run(a)
-    except (FewmmError, ValueError) as e:
+    except (FewmmError, ValueError, ArithmeticError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

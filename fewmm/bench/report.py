@@ -106,8 +106,9 @@ def training_text(doc: dict) -> str:
 
 
 def training_seconds(history: list[dict]) -> float:
-    """Training wall time summed over the runs of a resumed training: each run's ``seconds``
-    count from its own start, so a drop marks a resume."""
+    """Training wall time of a history, resumed runs included. Current trainers write ``seconds``
+    since the first run's start (the last entry is the total); results written before that counted
+    each run from its own start, where a drop marks a resume and the runs are summed."""
     total, prev = 0.0, 0.0
     for h in history:
         if h["seconds"] < prev:
@@ -124,23 +125,32 @@ def omniglot_summary(docs: list[dict]) -> str:
     from .backbone import PUBLISHED, SETTINGS
 
     cells: dict[str, dict] = {}
-    notes = []
+    notes, extra = [], []
     keys = set()
     for doc in docs:
         if doc.get("experiment") != "omniglot backbone from scratch":
             raise ValueError(f"not an Omniglot backbone run: {doc.get('experiment')!r}")
         rows = doc["results"]
+        if not doc.get("finished") or not rows:
+            raise ValueError(f"{doc.get('command')!r}: an unfinished run (no test rows or not finished); finish or rerun it")
         keys |= {(r["episodes"], r["queries"], r["seed"]) for r in rows}
         t, c = doc.get("training", {}), doc.get("training", {}).get("config", {})
         trained = rows[0]["method"]
         for r in rows:
             if r["method"] == trained or r["method"].startswith("frozen ") or r["method"].endswith("random-init"):
+                if (r["ways"], r["shots"]) not in SETTINGS:
+                    extra.append(f"{r['method']} {r['ways']}-way {r['shots']}-shot")
+                    continue
+                if (r["ways"], r["shots"]) in cells.get(r["method"], {}):
+                    raise ValueError(f"two runs give {r['method']} at {r['ways']}-way {r['shots']}-shot; combine runs of different "
+                                     "settings only (or rename one run's method)")
                 cells.setdefault(r["method"], {})[(r["ways"], r["shots"])] = r
         cols = ", ".join(f"{r['ways']}-way {r['shots']}-shot" for r in rows if r["method"] == trained)
         what = training_text(doc)
         env = doc.get("environment", {})
         notes.append(f"{trained} ({cols}): {what}, best on validation at {t.get('best_episode')}; "
-                     f"training {training_seconds(t.get('history', [])) / 60:.1f} min (all runs of a resumed training) with {env.get('torch_threads')} torch threads on "
+                     f"training {training_seconds(t.get('history', [])) / 60:.1f} min"
+                     f"{' (summed over the runs of a resumed training)' if '--resume' in (doc.get('command') or '') else ''} with {env.get('torch_threads')} torch threads on "
                      f"{c.get('device', 'cpu')} ({env.get('cpu_count')} cores); `{doc.get('command')}`")
     if len(keys) != 1:
         raise ValueError(f"the runs were tested on different episodes (episodes, queries, seed): {sorted(keys)}")
@@ -153,7 +163,8 @@ def omniglot_summary(docs: list[dict]) -> str:
     for name, label in (("protonet", "ProtoNet, published (Snell et al. 2017)"), ("maml", "MAML, published (Finn et al. 2017)")):
         lines.append(f"| *{label}* | " + " | ".join(f"*{PUBLISHED[name][s]}*" for s in SETTINGS) + " |")
     foot = (f"Test accuracy (%) ± 95% CI over {n_ep} episodes per setting, {q} queries per class, seed {seed}: the same episodes "
-            "for every row. Training budgets: " + "; ".join(notes) + ".")
+            "for every row. Training budgets: " + "; ".join(notes) + "."
+            + (f" Not in this table (other settings): {', '.join(extra)}." if extra else ""))
     return "\n".join(lines) + "\n\n" + foot + "\n"
 
 
@@ -223,6 +234,10 @@ def main(argv=None) -> int:
         docs.append(doc)
     if len(docs) > 1 and a.readme and not a.tag:
         p.error("several results files: give the README block with --tag")
+    for path, doc in zip(a.results, docs):
+        if not doc.get("results", doc.get("rows")):
+            print(f"error: {path}: no result rows yet (an unfinished run? 'finished': {doc.get('finished')})", file=sys.stderr)
+            return 2
     try:
         if len(docs) > 1:
             table = omniglot_summary(docs)
