@@ -110,8 +110,14 @@ def sample_training_episode(n_classes: int, per_class: int, cfg: EpisodicConfig,
     if cfg.n_way > n_classes or cfg.n_shot + cfg.n_query > per_class:
         raise ValueError(f"{cfg.n_way}-way {cfg.n_shot}+{cfg.n_query} episodes need {cfg.n_way} classes of "
                          f"{cfg.n_shot + cfg.n_query} items; the training split has {n_classes} classes of {per_class}")
-    classes = rng.choice(n_classes, cfg.n_way, replace=False)
-    items = np.stack([rng.permutation(per_class)[: cfg.n_shot + cfg.n_query] for _ in range(cfg.n_way)])
+    return draw_episode(rng, n_classes, per_class, cfg.n_way, cfg.n_shot + cfg.n_query)
+
+
+def draw_episode(rng: np.random.Generator, n_classes: int, per_class: int, n_way: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n_way`` distinct classes (n_way,) and ``n_items`` distinct items of each (n_way, n_items),
+    drawn from ``rng`` (the training episodes of ProtoNet and the tasks of MAML)."""
+    classes = rng.choice(n_classes, n_way, replace=False)
+    items = np.stack([rng.permutation(per_class)[:n_items] for _ in range(n_way)])
     return classes, items
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from .episodic import to_input
+from .episodic import draw_episode, to_input
 
 
 class MAMLNet(nn.Module):
@@ -122,8 +122,7 @@ def sample_tasks(images: torch.Tensor, cfg: MAMLConfig, step: int) -> list[tuple
     y = torch.arange(cfg.n_way)
     out = []
     for _ in range(cfg.meta_batch):
-        classes = rng.choice(c, cfg.n_way, replace=False)
-        items = np.stack([rng.permutation(k)[: cfg.n_shot + cfg.n_query] for _ in range(cfg.n_way)])
+        classes, items = draw_episode(rng, c, k, cfg.n_way, cfg.n_shot + cfg.n_query)
         x = to_input(images[torch.as_tensor(classes)[:, None], torch.as_tensor(items)]).view(cfg.n_way, cfg.n_shot + cfg.n_query, 1,
                                                                                               *images.shape[-2:])
         out.append((x[:, : cfg.n_shot].reshape(-1, 1, *images.shape[-2:]), y.repeat_interleave(cfg.n_shot),

@@ -65,16 +65,23 @@ def _omniglot_payloads(images: torch.Tensor) -> tuple[list, str]:
     return list(flat), f"omniglot28-test-{hashlib.sha256(flat.tobytes()).hexdigest()[:12]}"
 
 
+def _omniglot_splits(a) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training, validation and test images (classes x 20 x 28 x 28, uint8) of the written-down split,
+    rotations as classes."""
+    from ..backbones.omniglot28 import character_split, load_omniglot28, rotated_classes
+
+    images, names = load_omniglot28(a.data_root, a.cache, progress=not a.quiet)
+    split = character_split(names)
+    return tuple(rotated_classes(images, split[s]) for s in ("train", "val", "test"))
+
+
 def _run_maml(a) -> Path:
     """MAML (first- or second-order) on Omniglot: one model per training way; tested on the
     settings of that way (its classifier has ``way`` outputs)."""
     from ..backbones import create
     from ..backbones.maml import MAMLConfig, MAMLNet, evaluate_maml, train_maml
-    from ..backbones.omniglot28 import character_split, load_omniglot28, rotated_classes
 
-    images, names = load_omniglot28(a.data_root, a.cache, progress=not a.quiet)
-    split = character_split(names)
-    train, val, test = (rotated_classes(images, split[s]) for s in ("train", "val", "test"))
+    train, val, test = _omniglot_splits(a)
     cfg = MAMLConfig(n_way=a.way, n_shot=a.shot, n_query=a.query, inner_lr=a.inner_lr, inner_steps=a.inner_steps,
                      test_inner_steps=a.test_inner_steps, meta_batch=a.meta_batch, meta_steps=a.episodes, lr=a.lr,
                      first_order=not a.second_order, eval_every=a.eval_every, val_query=a.test_query, val_episodes=a.val_episodes,
@@ -188,11 +195,9 @@ def _score(rep, feats: dict, test, settings, a, ref: str, published) -> None:
 def _run_omniglot(a) -> Path:
     from ..backbones import create
     from ..backbones.episodic import EpisodicConfig, train_protonet
-    from ..backbones.omniglot28 import N_TEST, N_TRAIN, N_VAL, SPLIT_SEED, character_split, load_omniglot28, rotated_classes
+    from ..backbones.omniglot28 import N_TEST, N_TRAIN, N_VAL, SPLIT_SEED
 
-    images, names = load_omniglot28(a.data_root, a.cache, progress=not a.quiet)
-    split = character_split(names)
-    train, val, test = (rotated_classes(images, split[s]) for s in ("train", "val", "test"))
+    train, val, test = _omniglot_splits(a)
     cfg = EpisodicConfig(n_way=a.way, n_shot=a.shot, n_query=a.query, episodes=a.episodes, lr=a.lr, decay_every=a.decay_every,
                          eval_every=a.eval_every, val_episodes=a.val_episodes, seed=a.seed, device=a.device, amp=a.amp,
                          progress=not a.quiet)
