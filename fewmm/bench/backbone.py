@@ -1,4 +1,4 @@
-"""Backbones trained from scratch on Omniglot with prototypical episodes, against frozen encoders:
+"""Backbones trained from scratch (Omniglot, FSDD, ESC-50) with prototypical episodes or MAML, against frozen encoders:
 ``python -m fewmm.bench.backbone``.
 
     python -m fewmm.bench.backbone --config benchmarks/omniglot_protonet.toml

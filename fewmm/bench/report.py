@@ -252,8 +252,10 @@ def main(argv=None) -> int:
         return 2
     if a.readme:
         path = Path(a.readme)
-        path.write_text(update_block(path.read_text(), a.tag or Path(a.results[0]).stem, table))
-        print(f"updated {path}", file=sys.stderr)
+        before = path.read_text()
+        after = update_block(before, a.tag or Path(a.results[0]).stem, table)
+        path.write_text(after)
+        print(f"{'updated' if after != before else 'unchanged:'} {path}", file=sys.stderr)
     else:
         print(table)
     return 0
