@@ -296,12 +296,19 @@ def update_block(text: str, tag: str, content: str) -> str:
     return pat.sub(lambda _: f"{start}\n{content}{end}", text)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fewmm.bench.report", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    from ..clihelp import HelpFormatter
+
+    p = argparse.ArgumentParser(prog="python -m fewmm.bench.report", description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("results", nargs="+", help="results JSON written by python -m fewmm.bench (several Omniglot backbone runs: "
                    "one combined table, --tag required with --readme)")
-    p.add_argument("--readme", help="Markdown file whose <!-- results:TAG --> block to rewrite")
+    p.add_argument("--readme", help="Markdown file whose <!-- results:TAG --> block to rewrite (default: print the table)")
     p.add_argument("--tag", help="block tag (default: the JSON file's stem)")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     docs = []
     for path in a.results:

@@ -249,10 +249,11 @@ class Reporter:
         except OSError as e:
             raise FewmmError(f"cannot write results to {self.out_dir} (--out): {e.strerror or e}") from None
 
-    def flush(self, finished: bool = False) -> None:
-        """Rewrite the JSON and CSV. Nothing is written while no row has been measured: a run that
+    def flush(self, finished: bool = False, force: bool = False) -> None:
+        """Rewrite the JSON and CSV. Nothing is written while no row has been measured (unless
+        ``force``, e.g. after a backbone's training, whose history is worth keeping): a run that
         fails before measuring anything leaves no (empty) results file."""
-        if not self.rows:
+        if not self.rows and not force:
             return
         try:
             self._write(finished)
