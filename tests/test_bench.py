@@ -121,7 +121,12 @@ def test_a_run_failing_before_any_row_writes_nothing(tmp_path, monkeypatch, caps
     assert run(tmp_path, "--dataset", "digits", "--encoder", "pixels", "--methods", "protonet", "--shots", "1",
                "--episodes", "5", "--name", "empty") == 2
     assert "method crashed (test)" in capsys.readouterr().err
-    assert list((tmp_path / "res").iterdir()) == []  # no empty empty.json / empty.csv, no leftover temp file
+    assert not (tmp_path / "res").exists()  # no empty empty.json / empty.csv, not even the folder
+    (tmp_path / "res").mkdir()
+    _fail_on_call(monkeypatch, 1)
+    assert run(tmp_path, "--dataset", "digits", "--encoder", "pixels", "--methods", "protonet", "--shots", "1",
+               "--episodes", "5", "--name", "empty") == 2
+    assert list((tmp_path / "res").iterdir()) == []  # an existing folder: nothing written, no leftover temp file
 
 
 def test_infeasible_cells_are_skipped_with_a_note_and_the_suite_goes_on(tmp_path, capsys):
@@ -148,7 +153,7 @@ def test_all_cells_infeasible_fails_before_encoding_and_writes_nothing(tmp_path,
     err = capsys.readouterr().err
     assert "nothing to measure: infeasible: 30-way episodes need 30 classes with >= 16 items, only 10 have" in err
     assert "Traceback" not in err
-    assert list((tmp_path / "res").iterdir()) == []
+    assert not (tmp_path / "res").exists()
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.safetensors"))  # nothing encoded
 
 

@@ -212,10 +212,6 @@ class Reporter:
         self.fields = fields or RESULT_FIELDS
         self.rows: list[dict] = []
         self.skipped: list[dict] = []
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise FewmmError(f"cannot create the results folder {out_dir} (--out): {e.strerror or e}") from None
         self._printed_header = False
 
     @property
@@ -241,13 +237,22 @@ class Reporter:
         print(f"{row['dataset']:<22} {row['encoder']:<20} {row['method']:<16} {row['ways']:>3} {row['shots']:>4} {acc:>18} {row['episodes']:>8}", flush=True)
 
     def check_writable(self) -> None:
-        """Fail now (a clear error naming the folder) if results cannot be written there; leaves no file."""
+        """Fail now (a clear error naming the folder) if results cannot be written there. Leaves
+        no file and creates no folder: the results folder is made with the first results."""
+        d = self.out_dir
+        if not d.exists():
+            parent = next((p for p in d.absolute().parents if p.exists()), None)
+            if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+                raise FewmmError(f"cannot create the results folder {d} (--out): {parent} is not a writable folder")
+            return
+        if not d.is_dir():
+            raise FewmmError(f"cannot create the results folder {d} (--out): a file of that name exists")
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.out_dir, prefix=f".{self.stem}.", suffix=".check")
+            fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{self.stem}.", suffix=".check")
             os.close(fd)
             os.unlink(tmp)
         except OSError as e:
-            raise FewmmError(f"cannot write results to {self.out_dir} (--out): {e.strerror or e}") from None
+            raise FewmmError(f"cannot write results to {d} (--out): {e.strerror or e}") from None
 
     def flush(self, finished: bool = False, force: bool = False) -> None:
         """Rewrite the JSON and CSV. Nothing is written while no row has been measured (unless
@@ -261,6 +266,10 @@ class Reporter:
             raise FewmmError(f"cannot write results to {self.json_path} (--out/--name): {e.strerror or e}") from None
 
     def _write(self, finished: bool) -> None:
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FewmmError(f"cannot create the results folder {self.out_dir} (--out): {e.strerror or e}") from None
         doc = {**self.header, "finished": finished, "results": self.rows, "skipped": self.skipped}
         tmp = self.json_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
