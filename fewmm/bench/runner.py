@@ -28,7 +28,7 @@ from ..episodes import sample_episodes
 from ..errors import DataNotFoundError, FewmmError
 from ..evaluate import evaluate_episodes
 from ..metrics import mean_ci, paired_difference
-from ..progress import format_seconds as _fmt_seconds
+from ..progress import format_seconds
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_METHODS = ["protonet", "protonet-cosine", "simpleshot", "linear-probe", "knn"]
@@ -429,10 +429,10 @@ def run_suite(
         t_block = time.time()
         r, table, base_table, enc_name, q = b["run"], b["table"], b["base"], b["encoder"], b["queries"]
         elapsed = time.time() - t_start
-        left = (f", about {_fmt_seconds(sum(block_seconds) / len(block_seconds) * (len(todo) - bi))} left"
+        left = (f", about {format_seconds(sum(block_seconds) / len(block_seconds) * (len(todo) - bi))} left"
                 if block_seconds else "")
         rep.say(f"[block {bi + 1}/{len(todo)}] {r.display} x {enc_name}: {len(b['cells'])} cell(s); "
-                f"{_fmt_seconds(elapsed)} elapsed{left}")
+                f"{format_seconds(elapsed)} elapsed{left}")
         if enc_name not in encoders:
             encoders[enc_name] = E.create(enc_name, device=str(dev))
         enc = encoders[enc_name]
