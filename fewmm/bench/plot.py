@@ -112,7 +112,7 @@ def figure(doc: dict, path: Path):
     n = len(panels)
     ncol = min(n, 4)
     nrow = (n + ncol - 1) // ncol
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 3.6 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(max(4.6 * ncol, 6.0), 3.6 * nrow + 0.6), squeeze=False)
     for ax, ((title, sub), series) in zip(axes.flat, panels.items()):
         shots_all = sorted({p[0] for pts in series.values() for p in pts})
         for m, pts in series.items():
@@ -136,7 +136,7 @@ def figure(doc: dict, path: Path):
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     n_ep = sorted({r["episodes"] for r in rows if "episodes" in r})
-    fig.suptitle(f"{path.name}: mean accuracy with 95% CI band over {'/'.join(map(str, n_ep)) or '?'} episodes, seed {doc.get('seed')}"
+    fig.suptitle(f"{path.name}\nmean accuracy with 95% CI band over {'/'.join(map(str, n_ep)) or '?'} episodes, seed {doc.get('seed')}"
                  + ("" if doc.get("finished", True) else " (UNFINISHED run)"), fontsize=10)
     fig.tight_layout()
     return fig
