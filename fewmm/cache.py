@@ -51,6 +51,9 @@ class FeatureSet:
         True when read from the cache without running the encoder.
     path : pathlib.Path or None
         The cache file.
+    resumed_items : int
+        Items whose features came from the part files of an interrupted extraction (0 when the
+        encoder ran on every item, or on a cache hit).
     """
 
     features: torch.Tensor
@@ -58,6 +61,7 @@ class FeatureSet:
     key: dict
     cache_hit: bool
     path: Path | None = None
+    resumed_items: int = 0
 
 
 def payload_fingerprint(payloads) -> str:
@@ -383,4 +387,4 @@ def embed_table(
     path = store.save(key, feats, mask) if store is not None else None
     if parts is not None:
         parts.clear()
-    return FeatureSet(feats, mask, key, cache_hit=False, path=path)
+    return FeatureSet(feats, mask, key, cache_hit=False, path=path, resumed_items=n_done)

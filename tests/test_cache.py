@@ -189,7 +189,7 @@ def test_interrupted_extraction_keeps_its_chunks_and_resumes_bit_for_bit(tmp_pat
     assert sorted(p.name for p in cache.root.rglob("*.parts/*.safetensors"))[-1] == "000000024-000000028.safetensors"
     enc = FlakyEncoder()
     res = embed_table(t, enc, cache=cache, chunk_items=8)
-    assert enc.items == 49 - 28 and enc.batches == 6  # only the rest was encoded
+    assert enc.items == 49 - 28 and enc.batches == 6 and res.resumed_items == 28  # only the rest was encoded
     assert torch.equal(res.features, ref.features) and np.array_equal(res.mask, ref.mask)  # bit for bit
     assert not list(cache.root.rglob("*.parts"))  # parts removed once the entry is complete
     assert embed_table(t, FlakyEncoder(fail_after=0), cache=cache).cache_hit  # a verified complete entry

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the rows measured so far are in the output folder and the features encoded so far "
+        print("interrupted; the rows measured so far (if any) are in the output folder and the features encoded so far "
               "in the feature cache (the next run resumes the encoding)", file=sys.stderr)
         return 130
     return 0

@@ -441,7 +441,8 @@ def run_suite(
         t0 = time.time()
         fs = embed_table(table, enc, cache=cache, progress=not quiet)
         rep.say(f"[features] {table.name} x {enc_name}: {tuple(fs.features.shape)} "
-                f"{'cache hit' if fs.cache_hit else f'encoded in {time.time() - t0:.1f}s'}")
+                f"{'cache hit' if fs.cache_hit else f'encoded in {time.time() - t0:.1f}s'}"
+                + (f" (resumed: {fs.resumed_items} items from an interrupted run's cache parts)" if fs.resumed_items else ""))
         keep = np.flatnonzero(fs.mask)
         feats = fs.features[torch.as_tensor(keep)]
         labels = table.labels[keep]
