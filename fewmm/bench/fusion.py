@@ -36,6 +36,7 @@ from ..clihelp import HelpFormatter, add_device_argument
 from ..errors import FewmmError
 from ..metrics import mean_ci, paired_difference
 from ..multimodal import MMFeatures
+from ..progress import format_seconds
 from .runner import Reporter, environment
 
 FIXED = ("avg-proto", "concat")
@@ -110,7 +111,14 @@ def run(args) -> Path:
     rep = Reporter(Path(args.out), stem, header, fields=FUSION_FIELDS)
     rep.check_writable()
     t0 = time.time()
-    for fold in folds:
+    trained_heads = args.heads.split(",") if args.heads else list(TRAINED)
+    rep.say(f"fewmm fusion: task {args.task}, fold(s) {', '.join(folds)}; trained heads {', '.join(trained_heads)} "
+            f"({args.steps} steps each){'' if args.no_controls else ', + single-modality controls if the task has several item modalities'}; "
+            f"{args.ways}-way {'/'.join(map(str, shots))}-shot {queries}-query, {args.episodes} test episodes per setting, "
+            f"seed {args.seed}, device {dev}\n  results: {rep.json_path} and {rep.csv_path} (written after the first fold)")
+    for fi, fold in enumerate(folds):
+        rep.say(f"[fold {fi + 1}/{len(folds)}] {args.task} fold {fold}: {format_seconds(time.time() - t0)} elapsed"
+                + (f", about {format_seconds((time.time() - t0) / fi * (len(folds) - fi))} left" if fi else ""))
         kw = {} if fold == "default" else {"fold": fold}
         task = T.build(args.task, root=args.data_root, corruption=spec["corruption"], device=dev, **kw)
         feats, feats_c, base, val, val_note = _with_val_items_as_classes(task)
