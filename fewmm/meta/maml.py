@@ -553,6 +553,9 @@ class MAMLClassifier(FewShotMethod):
         return torch.cat(out).to(torch.float32)
 
     def _fit(self, x, y, n_classes):
+        in_dim = self.maml._in_dim
+        if in_dim is not None and x.shape[-1] != in_dim:
+            raise FeatureError(f"support_features has feature dim {x.shape[-1]}, but the head's first layer expects {in_dim}")
         n_out = self.maml.n_way(x)
         if n_classes > n_out:
             raise FeatureError(f"support_labels has {n_classes} classes, but the meta-learned head has only {n_out} outputs")
