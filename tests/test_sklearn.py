@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Registered methods (fewmm.methods): none. New methods get every check automatically.
 # ------------------------------------------------------------------------------------------------
 _FIXED_WIDTH = ("the meta-learned head has a fixed input width (10 features here) and the check "
-                "fits on data of another width (2, 3 or 5 features); fit rejects it with a FeatureError")
+                "fits on data of another width (1, 2, 3 or 5 features); fit rejects it with a FeatureError")
 EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
     "MAMLClassifier": {
         **{c: _FIXED_WIDTH for c in (

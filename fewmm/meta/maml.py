@@ -528,6 +528,13 @@ class MAMLClassifier(FewShotMethod):
     def transform_features(self, features: torch.Tensor) -> torch.Tensor:
         return self.maml._norm(features)
 
+    def __repr__(self) -> str:  # one line (the head's module tree is long)
+        m = self.maml
+        if not isinstance(m, MAML):
+            return f"MAMLClassifier(maml={m!r}, task_chunk={self.task_chunk!r})"
+        return (f"MAMLClassifier(maml=MAML(variant={m.variant!r}, inner_lr={m.inner_lr}, inner_steps={m.inner_steps}, "
+                f"first_order={m.first_order}), task_chunk={self.task_chunk!r})")
+
     def _chunk(self) -> int:
         if self.task_chunk is not None:
             return max(1, int(self.task_chunk))
