@@ -37,7 +37,9 @@ Subclass :class:`FewShotMethod` and
    ending with ``_``) and ``_logits(q)`` -> (n_query, n_classes) float32 tensor;
 4. optionally override ``transform_features`` (row-wise), ``episode_logits`` (batched) and
    ``fit_base`` (base-class statistics);
-5. register it in :mod:`fewmm.methods` -- the scikit-learn checks then run on it automatically.
+5. register it in :mod:`fewmm.methods` -- ``tests/test_sklearn.py`` then runs scikit-learn's
+   checks on it automatically. A check that truly cannot pass for a few-shot method goes, with
+   its reason, into ``EXPECTED_FAILED_CHECKS`` there (the one such list; keep it short).
 
 A subclass that still defines ``transform`` (the hook's former name) has it moved to
 ``transform_features`` at class creation, with a ``DeprecationWarning``.
