@@ -3,7 +3,6 @@ MAML-family classifiers, the head classifier (as far as its MMFeatures input all
 fewmm.Adapter in clone / Pipeline / cross_val_score / GridSearchCV; and the README's
 "With scikit-learn" section, run as written."""
 
-import os
 import pickle
 import re
 import warnings
