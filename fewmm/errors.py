@@ -13,6 +13,11 @@ class DataError(FewmmError, ValueError):
     """A data set, manifest or data file is missing, unreadable or malformed."""
 
 
+class DataWarning(UserWarning):
+    """A data file was read, but something in it was changed or looks wrong (e.g. float audio
+    samples beyond [-1, 1] that were clipped); the message names the file."""
+
+
 class DataNotFoundError(DataError, FileNotFoundError):
     """A data set's files are not in the data root and could not be downloaded."""
 

@@ -32,10 +32,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .io import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+from .io import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, check_audio_file, image_size_problem
 from .table import MODALITIES, FileRef, ItemTable
 
 _RESERVED = ("label", "id") + MODALITIES
+_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
 def _cell(v: Any) -> str:
@@ -56,7 +57,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]],
         raise DataError(f"{path}: manifest not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read the manifest as UTF-8 text: {e}") from None
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+    if path.suffix.lower() in _JSONL_SUFFIXES:
         columns: list[str] = []
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -111,22 +112,11 @@ def _check_image(p: Path) -> str | None:
 
     try:
         with Image.open(p) as im:
+            size = im.size
             im.verify()
     except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError, ...
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
-def _check_audio(p: Path) -> str | None:
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(p))
-    except Exception as e:  # soundfile.LibsndfileError, RuntimeError
-        return f"{type(e).__name__}: {e}"
-    if info.frames <= 0:
-        return "no samples"
-    return None
+        return f"not a readable image: {type(e).__name__}: {e}"
+    return image_size_problem(size)
 
 
 def load_manifest(path: str | os.PathLike, name: str | None = None, require_labels: bool = True) -> ItemTable:
@@ -159,7 +149,11 @@ def load_manifest(path: str | os.PathLike, name: str | None = None, require_labe
         and per row an empty label, no modality filled, a missing file, an unknown extension
         (images: .png .jpg .jpeg .bmp .gif .webp .tif .tiff; audio: .wav .flac .ogg .mp3), an
         unreadable / corrupt file (images checked with PIL ``verify()``, audio with
-        ``soundfile.info``), or a duplicate id. ALL problems are listed in one error, each naming
+        :func:`fewmm.data.io.check_audio_file`), an image with an aspect ratio above
+        :data:`fewmm.data.io.MAX_ASPECT_RATIO` (e.g. 1 x 16000 pixels), a truncated WAV (its
+        header declares more frames than the file holds), a float WAV/FLAC holding NaN or inf
+        samples, or a duplicate id. Float audio whose samples go beyond [-1, 1] is accepted with a
+        :class:`~fewmm.errors.DataWarning` naming the file (it is clipped when read). ALL problems are listed in one error, each naming
         its line (line numbers of the file: for CSV the header is line 1, so data row r is line
         r + 1, as in a spreadsheet; for JSONL the line of the object), its column and its path.
     """
@@ -234,10 +228,9 @@ def load_manifest(path: str | os.PathLike, name: str | None = None, require_labe
                 continue
             ck = (m, p)
             if ck not in checked:
-                checked[ck] = _check_image(p) if m == "image" else _check_audio(p)
+                checked[ck] = _check_image(p) if m == "image" else check_audio_file(p)
             if checked[ck] is not None:
-                what = "image" if m == "image" else "audio file (WAV/FLAC/OGG/MP3)"
-                problems.append(f"{where}, column '{m}': {val}: not a readable {what}: {checked[ck]}")
+                problems.append(f"{where}, column '{m}': {val}: {checked[ck]}")
             files.append(p)
         content = (label, tuple(str(payloads[m][-1]) for m in modal_cols))
         if content in seen_content:
@@ -252,9 +245,11 @@ def load_manifest(path: str | os.PathLike, name: str | None = None, require_labe
 
     if problems:
         n = len(problems)
-        head = (f"{path}: {n} problem{'s' if n > 1 else ''} in manifest "
-                "(line numbers count the header as line 1, as in a spreadsheet; "
-                "data row r of a CSV is line r + 1):")
+        if path.suffix.lower() in _JSONL_SUFFIXES:
+            how = "line numbers are lines of the file, one JSON object per line, blank lines counted"
+        else:
+            how = "line numbers count the header as line 1, as in a spreadsheet; data row r of a CSV is line r + 1"
+        head = f"{path}: {n} problem{'s' if n > 1 else ''} in manifest ({how}):"
         raise DataError("\n".join([head] + [f"  - {p}" for p in problems]))
 
     class_names = sorted(set(labels))
