@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--confusion-png", help="also draw the confusion matrix to this PNG (matplotlib)")
     ev.add_argument("--json", help="write accuracy, interval, confusion matrix and predictions to this JSON file")
     ev.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    from ..plugins import add_plugin_argument
+
+    for sp in (f, pr, ev):
+        add_plugin_argument(sp)
     return p
 
 
@@ -265,6 +269,9 @@ def main(argv=None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        from ..plugins import import_plugins
+
+        import_plugins(a.plugin)
         return {"fit": _fit, "predict": _predict, "eval": _eval}[a.command](a)
     except FewmmError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -31,6 +31,7 @@ import torch
 
 from ..errors import FewmmError
 from ..metrics import mean_ci, paired_difference
+from ..plugins import add_plugin_argument, import_plugins
 from .runner import Reporter, environment
 
 #: Snell et al. 2017 (ProtoNet, Table 1) and Finn et al. 2017 (MAML, Table 1), Omniglot, percent.
@@ -310,6 +311,7 @@ def main(argv=None) -> int:
                    "5-way 1-shot first order adds them: omniglot-maml-20way-1shot-first-order)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="train afresh into a --checkpoints folder that already holds a run")
+    add_plugin_argument(p)  # e.g. an encoder of your own for --baselines
     pre, _ = p.parse_known_args(argv)
     if pre.method == "maml":  # Finn et al.'s 5-way Omniglot task shape instead of ProtoNet's 60-way episodes
         p.set_defaults(way=5, shot=1, query=1, eval_every=250, val_episodes=100)
@@ -359,6 +361,7 @@ def main(argv=None) -> int:
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available here")
     try:
+        import_plugins(a.plugin)
         run(a)
     except (FewmmError, ValueError, ArithmeticError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FewmmError
+from ..plugins import add_plugin_argument, import_plugins
 from .runner import DEFAULT_METHODS, SUITES_DIR, RunSpec, Suite, _ints, _strs, load_suite, parse_dataset, run_suite
 
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="feature cache folder (default $FEWMM_CACHE or ~/.cache/fewmm/features)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--list", action="store_true", help="list data sets, encoders and methods, then exit")
+    add_plugin_argument(p)
     return p
 
 
@@ -96,6 +98,11 @@ def suite_from_args(a: argparse.Namespace) -> Suite:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     a = build_parser().parse_args(argv)
+    try:
+        import_plugins(a.plugin)  # before --list and before any name is checked
+    except FewmmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if a.list:
         from .. import data, encoders, methods
 

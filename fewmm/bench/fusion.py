@@ -35,6 +35,7 @@ import torch
 from ..errors import FewmmError
 from ..metrics import mean_ci, paired_difference
 from ..multimodal import MMFeatures
+from ..plugins import add_plugin_argument, import_plugins
 from .runner import Reporter, environment
 
 FIXED = ("avg-proto", "concat")
@@ -115,9 +116,10 @@ def run(args) -> Path:
         # --- train -------------------------------------------------------------------------
         trained = {}
         heads = args.heads.split(",") if args.heads else list(TRAINED)
-        unknown = [h for h in heads if h not in TRAINED]
+        unknown = [h for h in heads if h not in TRAINED and (h in FIXED or h not in H.HEADS)]  # H.HEADS: plugins too
         if unknown:
-            raise FewmmError(f"--heads: unknown trained head(s) {unknown}; choose from {list(TRAINED)}")
+            raise FewmmError(f"--heads: unknown trained head(s) {unknown}; choose from {list(TRAINED)} "
+                             "or a head registered by a --plugin module or a fewmm.heads entry point")
         to_train = [(h, tuple(item_mods)) for h in heads]
         if len(item_mods) > 1 and not args.no_controls:  # controls: the learned projection on one modality alone
             to_train += [("gmu", (m,)) for m in item_mods]
@@ -206,6 +208,7 @@ def main(argv=None) -> int:
     p.add_argument("--heads", help=f"comma-separated trained heads (default all: {','.join(TRAINED)})")
     p.add_argument("--no-controls", action="store_true", help="skip the single-modality projection controls proj[<m>]")
     p.add_argument("--quiet", action="store_true")
+    add_plugin_argument(p)
     a = p.parse_args(argv)
     a.argv = argv
     try:
@@ -217,6 +220,7 @@ def main(argv=None) -> int:
         if v < lo:
             p.error(f"{name} must be >= {lo}, got {v}")
     try:
+        import_plugins(a.plugin)
         run(a)
     except FewmmError as e:
         print(f"error: {e}", file=sys.stderr)

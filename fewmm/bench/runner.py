@@ -27,6 +27,7 @@ from ..episodes import sample_episodes
 from ..errors import DataNotFoundError, FewmmError
 from ..evaluate import evaluate_episodes
 from ..metrics import mean_ci, paired_difference
+from ..plugins import plugins_record
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_METHODS = ["protonet", "protonet-cosine", "simpleshot", "linear-probe", "knn"]
@@ -195,6 +196,7 @@ def environment() -> dict:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "packages": pk,
+        "plugins": plugins_record(),
     }
 
 
