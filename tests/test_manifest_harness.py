@@ -229,6 +229,33 @@ def test_fusion_manifest_errors_name_the_split(tmp_path, trimodal):
     assert "unknown task; expected one of digits-av, esc50-text, or manifest:PATH" in err.getvalue()
 
 
+# ------------------------------------------------------------------- backbone from scratch
+
+
+def test_backbone_bench_trains_on_a_manifest(tmp_path, trimodal):
+    """``--task manifest:PATH``: audio-conv4 on the audio items (the default when there is audio) and
+    conv4 on the images, trained on the base classes and tested on the novel ones, same episodes
+    for the trained, the random-init and the frozen backbones."""
+    from fewmm.bench.backbone import main
+
+    common = ["--task", f"manifest:{trimodal}", "--way", "3", "--shot", "2", "--query", "2", "--episodes", "4",
+              "--eval-every", "2", "--val-episodes", "5", "--test-episodes", "20", "--split-fractions", "0.4,0.2,0.4",
+              "--out", str(tmp_path), "--quiet", "--threads", "1"]
+    assert main(common) == 0
+    doc = json.loads((tmp_path / "manifest-m-protonet.json").read_text())
+    proto = doc["protocol"]
+    assert proto["modality"] == "audio" and proto["splits"]["class_names"]["novel"] == ["eight", "five", "two", "zero"]
+    # 8 audio items in every class (every 5th row lacks audio); the validation classes 'nine' and 'seven'
+    assert proto["items_per_class"] == {"train": 8, "val": 8, "test": 8} and proto["classes"]["val"] == ["nine", "seven"]
+    assert {(r["method"], r["ways"], r["shots"], r["queries"]) for r in doc["results"]} == {
+        (m, 4, k, q) for m in ("protonet-audio-conv4", "audio-conv4-random-init", "frozen logmel-stats")
+        for k, q in ((1, 7), (5, 3))}
+    assert main(common + ["--backbone", "conv4", "--baselines", "pixels", "--name", "img"]) == 0
+    doc = json.loads((tmp_path / "img.json").read_text())
+    assert doc["protocol"]["modality"] == "image" and doc["experiment"] == "image backbone from scratch"
+    assert {r["method"] for r in doc["results"]} == {"protonet-conv4", "conv4-random-init", "frozen pixels"}
+
+
 # ------------------------------------------------------------------------------ export
 
 

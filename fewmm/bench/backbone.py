@@ -134,18 +134,41 @@ def run(a) -> Path:
     return _run_audio(a)
 
 
+def _manifest_task(a) -> tuple[dict, list]:
+    """The tensors of ``--task manifest:PATH`` and its test settings (way, shot, queries): up to
+    5-way (the novel classes there are), 1 and 5 shots where the items per class allow a query."""
+    from ..backbones.manifest import manifest_task
+
+    modality = {"conv4": "image", "audio-conv4": "audio"}.get(a.backbone)
+    fractions = tuple(float(x) for x in a.split_fractions.split(",")) if a.split_fractions else None
+    task = manifest_task(a.task[len("manifest:"):], modality=modality, seed=a.seed, split_seed=a.split_seed,
+                         **({"split_fractions": fractions} if fractions else {}), progress=not a.quiet)
+    a.backbone = a.backbone or ("audio-conv4" if task["modality"] == "audio" else "conv4")
+    if a.baselines == ["efficientnet-lite2", "pixels"] and task["modality"] == "audio":
+        a.baselines = ["logmel-stats"]  # the default frozen baselines are image encoders
+    c, k = task["test"].shape[:2]
+    settings = [(min(5, c), s, min(a.test_query, k - s)) for s in (1, 5) if k - s >= 1]
+    if not settings:
+        raise FewmmError(f"{a.task}: the novel classes have {k} items each; a test episode needs at least 2")
+    return task, settings
+
+
 def _run_audio(a) -> Path:
     from ..backbones import create
     from ..backbones.audio import audio_task
     from ..backbones.episodic import EpisodicConfig, embed_images, train_protonet
 
-    task = audio_task(a.task, a.data_root, seed=a.seed, progress=not a.quiet)
+    if a.task.startswith("manifest:"):
+        task, settings = _manifest_task(a)
+    else:
+        task = audio_task(a.task, a.data_root, seed=a.seed, progress=not a.quiet)
+        settings = AUDIO_SETTINGS[a.task]
     train, val, test = task["train"], task["val"], task["test"]
-    settings = AUDIO_SETTINGS[a.task]
+    modality = task.get("modality", "audio")
     cfg = EpisodicConfig(n_way=a.way, n_shot=a.shot, n_query=a.query, episodes=a.episodes, lr=a.lr, decay_every=a.decay_every,
                          eval_every=a.eval_every, val_way=min(5, val.shape[0]), val_shot=1, val_query=min(a.test_query, val.shape[1] - 1),
                          val_episodes=a.val_episodes, seed=a.seed, device=a.device, amp=a.amp, progress=not a.quiet)
-    header = {"experiment": "audio backbone from scratch", "task": a.task,
+    header = {"experiment": f"{modality} backbone from scratch", "task": a.task,
               "command": "python -m fewmm.bench.backbone " + shlex.join(a.argv), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "seed": a.seed, "environment": environment(), "protocol": task["info"],
               "backbone": {"name": a.backbone}, "training": {"config": cfg.to_dict()}}
@@ -164,8 +187,8 @@ def _run_audio(a) -> Path:
     feats = {f"protonet-{a.backbone}": embed_images(net, test, a.device, batch_size=128, amp=a.amp),
              f"{a.backbone}-random-init": embed_images(init, test, a.device, batch_size=128)}
     for enc in a.baselines:
-        feats[f"frozen {enc}"] = _frozen_features(enc, "audio", task["test_payloads"], f"{task['test_table_name']}-{a.task}-test-seed{a.seed}",
-                                                  a.cache)
+        feats[f"frozen {enc}"] = _frozen_features(enc, modality, task["test_payloads"],
+                                                  f"{task['test_table_name']}-{a.task.split(':')[0]}-test-seed{a.seed}", a.cache)
     _score(rep, feats, test, settings, a, ref=f"protonet-{a.backbone}", published=None)
     header["wall_seconds"] = round(time.time() - t0, 1)
     rep.flush(finished=True)
@@ -278,7 +301,12 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m fewmm.bench.backbone", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="TOML file with any of the options below (flags override it)")
-    p.add_argument("--task", choices=("omniglot", "fsdd-digits", "esc50"), default="omniglot")
+    p.add_argument("--task", default="omniglot", help="omniglot (default), fsdd-digits, esc50, or manifest:PATH (your own "
+                   "manifest's audio with audio-conv4, or its images at 28x28 with conv4; its split column, else a seeded "
+                   "class-disjoint split)")
+    p.add_argument("--split-seed", type=int, default=0, help="manifest tasks without a split column: seed of the class split (default 0)")
+    p.add_argument("--split-fractions", default=None, metavar="BASE,VAL,NOVEL",
+                   help="manifest tasks without a split column: fractions of the classes (default 0.6,0.2,0.2)")
     p.add_argument("--backbone", default=None, help="default conv4 (omniglot) / audio-conv4 (audio tasks)")
     p.add_argument("--method", choices=("protonet", "maml"), default="protonet",
                    help="maml: --episodes counts meta-steps of --meta-batch tasks of --way/--shot/--query")
@@ -329,10 +357,21 @@ def main(argv=None) -> int:
         p.set_defaults(**{k.replace("-", "_"): (",".join(v) if isinstance(v, list) else v) for k, v in conf.items()})
     a = p.parse_args(argv)
     a.argv = argv
-    a.backbone = a.backbone or ("conv4" if a.task == "omniglot" else "audio-conv4")
+    manifest = a.task.startswith("manifest:")
+    if not manifest and a.task not in ("omniglot", "fsdd-digits", "esc50"):
+        p.error(f"--task {a.task!r}: expected omniglot, fsdd-digits, esc50 or manifest:PATH")
+    if manifest and not Path(a.task[len("manifest:"):]).expanduser().is_file():
+        p.error(f"--task {a.task}: manifest {a.task[len('manifest:'):]} not found")
+    if manifest and a.split_fractions:
+        try:
+            [float(x) for x in a.split_fractions.split(",")]
+        except ValueError:
+            p.error(f"--split-fractions: expected three comma-separated numbers (base,val,novel), got {a.split_fractions!r}")
+    if not manifest:
+        a.backbone = a.backbone or ("conv4" if a.task == "omniglot" else "audio-conv4")
     a.baselines = [b for b in a.baselines.split(",") if b]
     if a.name is None:
-        a.name = f"{a.task}-{a.method}"
+        a.name = f"{'manifest-' + Path(a.task[len('manifest:'):]).stem if manifest else a.task}-{a.method}"
         if a.method == "maml":  # one results file per MAML model: way, shot and order in the name
             a.name += "" if (a.way, a.shot, a.second_order) == (5, 1, False) else f"-{a.way}way-{a.shot}shot-{'second' if a.second_order else 'first'}-order"
     for name in ("way", "shot", "query", "episodes", "decay_every", "eval_every", "val_episodes", "test_episodes", "test_query", "threads"):
