@@ -169,9 +169,34 @@ def test_toml_suite_with_a_manifest_relative_to_the_suite(tmp_path, data_root):
     assert {r["n_items"] for r in pix} == {80} and {r["n_classes"] for r in pix} == {10}  # every row with an image
 
 
-def test_unknown_dataset_message_mentions_manifests():
+def test_readme_manifest_suite_loads(tmp_path, trimodal):
+    """The README's TOML suite, as written, next to a my_data/items.csv: it names the manifest."""
+    import re
+
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    sec = text[text.index("### Your own data: manifests"):text.index("## The benchmark harness")]
+    toml = re.search(r"```toml\n(.*?)```", sec, flags=re.S).group(1)
+    (tmp_path / "my_data").mkdir()
+    shutil.copy(trimodal, tmp_path / "my_data" / "items.csv")
+    for sub in ("img", "snd"):
+        shutil.copytree(trimodal.parent / sub, tmp_path / "my_data" / sub)
+    (tmp_path / "my_suite.toml").write_text(toml, encoding="utf-8")
+    suite = load_suite(tmp_path / "my_suite.toml")
+    (r,) = suite.runs
+    assert (r.dataset, r.split, r.label, r.encoders) == ("manifest", "all", "items", ["efficientnet-lite2"])
+    assert r.options == {"path": str(tmp_path / "my_data" / "items.csv"), "split_seed": 0}
+    assert suite.methods == ["protonet", "simpleshot", "linear-probe"] and suite.shots == [1, 5]
+
+
+def test_unknown_dataset_message_mentions_manifests(tmp_path, capsys):
+    from fewmm.bench.cli import main
+
     with pytest.raises(FewmmError, match="manifest"):
         D.load("my_data")
+    assert main(["--dataset", "my_data", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "Your own data: manifest:PATH (a CSV/JSONL manifest" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------ fusion bench

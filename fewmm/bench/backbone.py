@@ -354,6 +354,9 @@ def main(argv=None) -> int:
         bad = [k for k in conf if k.replace("-", "_") not in known]
         if bad:
             p.error(f"--config {pre.config}: unknown keys {bad}")
+        t = conf.get("task")
+        if isinstance(t, str) and t.startswith("manifest:") and not Path(t[len("manifest:"):]).expanduser().is_absolute():
+            conf["task"] = "manifest:" + str(Path(pre.config).parent / t[len("manifest:"):])  # relative to the config file
         p.set_defaults(**{k.replace("-", "_"): (",".join(v) if isinstance(v, list) else v) for k, v in conf.items()})
     a = p.parse_args(argv)
     a.argv = argv

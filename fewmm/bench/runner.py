@@ -24,7 +24,7 @@ import torch
 from .. import __version__
 from ..cache import FeatureCache, embed_table
 from ..episodes import sample_episodes
-from ..errors import DataNotFoundError, FewmmError
+from ..errors import DataNotFoundError, FewmmError, UnknownNameError
 from ..evaluate import evaluate_episodes
 from ..metrics import mean_ci, paired_difference
 from ..plugins import plugins_record
@@ -366,7 +366,11 @@ def run_suite(
         M.METHODS.get(m)  # unknown method names fail before any work
     for r in suite.runs:
         if r.dataset != "manifest":
-            D.DATASETS.get(r.dataset)  # unknown data set names too
+            try:
+                D.DATASETS.get(r.dataset)  # unknown data set names too
+            except UnknownNameError as e:
+                raise UnknownNameError(f"{e} Your own data: manifest:PATH (a CSV/JSONL manifest; see README, "
+                                       "'Your own data: manifests').") from None
     known_enc = set(E.list_encoders())
     for r in suite.runs:
         for e in r.encoders:
