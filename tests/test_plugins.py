@@ -213,3 +213,30 @@ def test_plugin_flag_errors(tmp_path, capsys):
     assert "error: --plugin" in capsys.readouterr().err
     with pytest.raises(UnknownNameError, match="Your own: --plugin <module or file.py>"):
         M.create("no-such-method")
+
+
+def test_plugin_method_in_the_adapter_cli(tmp_path, capsys):
+    """``python -m fewmm.adapt fit/predict --plugin``: a saved adapter whose head is a plugin
+    method is fitted, saved, and loaded again in a process that imports the plugin."""
+    from PIL import Image
+
+    from fewmm.adapt.cli import main
+
+    code = next(b for lang, b in re.findall(r"```(\w*)\n(.*?)```", _readme_section("Add a method"), flags=re.S) if lang == "python")
+    (tmp_path / "adapt_median_plugin.py").write_text(code.replace('"median-proto"', '"adapt-median-test"'), encoding="utf-8")
+    rows = ["label,image"]
+    for c, level in (("dark", 20), ("light", 230)):
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), level + 5 * i, np.uint8)).save(tmp_path / f"{c}{i}.png")
+            rows.append(f"{c},{c}{i}.png")
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    plug = ["--plugin", str(tmp_path / "adapt_median_plugin.py")]
+    try:
+        assert main(["fit", "--manifest", str(tmp_path / "train.csv"), "--out", str(tmp_path / "ad"), "--encoder", "image=pixels",
+                     "--head", "adapt-median-test"] + plug) == 0
+        Image.fromarray(np.full((8, 8), 240, np.uint8)).save(tmp_path / "q.png")
+        capsys.readouterr()
+        assert main(["predict", str(tmp_path / "ad"), str(tmp_path / "q.png"), "--format", "csv"] + plug) == 0
+        assert "light" in capsys.readouterr().out
+    finally:
+        M.METHODS.unregister("adapt-median-test")
