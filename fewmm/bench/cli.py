@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         "features of real data sets. With no flags, runs the default suite on every data set found.",
     )
     p.add_argument("--config", help="TOML suite file (flags given too override its top-level keys)")
-    p.add_argument("--dataset", help="data set[:split], comma-separated (e.g. omniglot:evaluation,banking77:test)")
+    p.add_argument("--dataset", help="data set[:split], comma-separated (e.g. omniglot:evaluation,banking77:test); your own "
+                   "data: manifest:PATH[:all|base|val|novel] (a CSV/JSONL manifest)")
     p.add_argument("--encoder", help="encoder name(s), comma-separated (default: one per modality)")
     p.add_argument("--methods", help="method names, comma-separated (default: all; the first is the reference of the paired differences)")
     p.add_argument("--ways", help="N, comma-separated allowed (default 5)")
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.list:
         from .. import data, encoders, methods
 
-        print("data sets:", ", ".join(data.list_datasets()))
+        print("data sets:", ", ".join(data.list_datasets()), "+ manifest:PATH[:split] (your own CSV/JSONL manifest)")
         print("encoders: ", ", ".join(encoders.list_encoders()))
         print("methods:  ", ", ".join(methods.list_methods()))
         return 0
