@@ -247,9 +247,10 @@ def task_spec(args) -> tuple[str, dict, dict]:
             raise FewmmError(f"--encoder {kv!r}: expected MODALITY=NAME with MODALITY image, audio or text")
         encs[m] = name
     ct = None if args.class_text == "none" else args.class_text
-    digest = hashlib.sha256(p.read_bytes()).hexdigest()[:12]
     kw = {"path": str(p), "encoders": encs, "class_text": ct, "split_seed": args.split_seed, "split_fractions": fractions,
           "default_corruption": args.corruption in (None, "auto")}
+    # checkpoints of another manifest content or other task options are never resumed
+    digest = hashlib.sha256(p.read_bytes() + repr(sorted({**kw, "corruption": args.corruption}.items())).encode()).hexdigest()[:12]
     spec = {"corruption": corr, "corrupt_modality": None if corr is None else corr.modality, "folds": ["default"],
             "queries": None, "label": f"manifest-{p.stem}", "checkpoint_prefix": f"manifest-{p.stem}-{digest}"}
     return "manifest", kw, spec
