@@ -275,8 +275,16 @@ def test_backbone_bench_trains_on_a_manifest(tmp_path, trimodal):
     assert {(r["method"], r["ways"], r["shots"], r["queries"]) for r in doc["results"]} == {
         (m, 4, k, q) for m in ("protonet-audio-conv4", "audio-conv4-random-init", "frozen logmel-stats")
         for k, q in ((1, 7), (5, 3))}
-    assert main(common + ["--backbone", "conv4", "--baselines", "pixels", "--name", "img"]) == 0
+    # the image run from a --config file, whose manifest path is relative to the config file
+    import os
+
+    (tmp_path / "cfg").mkdir()
+    rel = os.path.relpath(trimodal, tmp_path / "cfg")
+    (tmp_path / "cfg" / "img.toml").write_text(f'task = "manifest:{rel}"\nbackbone = "conv4"\nbaselines = ["pixels"]\n',
+                                               encoding="utf-8")
+    assert main(["--config", str(tmp_path / "cfg" / "img.toml")] + common[2:] + ["--name", "img"]) == 0
     doc = json.loads((tmp_path / "img.json").read_text())
+    assert doc["protocol"]["manifest"] == str(trimodal)
     assert doc["protocol"]["modality"] == "image" and doc["experiment"] == "image backbone from scratch"
     assert {r["method"] for r in doc["results"]} == {"protonet-conv4", "conv4-random-init", "frozen pixels"}
 
