@@ -284,7 +284,8 @@ def fusion_table(doc: dict) -> str:
     ways = ", ".join(f"{w}-way" for w in dict.fromkeys(r["ways"] for r in rows)) or "5-way"
     foot = (f"\nNovel-class accuracy (%) ± 95% CI over {doc['episodes']} episodes ({ways}, seed {doc['seed']}); in brackets the paired "
             f"difference to the best fixed fusion of that condition and shot count (*ref*), on the same episodes. "
-            f"Corruption: {doc['corruption']} on {cmod} for a seeded 50% of items. Command: `{doc['command']}`; "
+            + (f"Corruption: {doc['corruption']} on {cmod} for a seeded 50% of items. " if doc.get("corruption") not in (None, "none")
+               else "No corruption condition. ") + f"Command: `{doc['command']}`; "
             f"wall time {doc.get('wall_seconds', '?')} s.")
     return unfinished_note(doc) + "\n".join(lines) + "\n" + foot + "\n"
 
