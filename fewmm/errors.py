@@ -13,6 +13,20 @@ class DataError(FewmmError, ValueError):
     """A data set, manifest or data file is missing, unreadable or malformed."""
 
 
+class DataWarning(UserWarning):
+    """A data file was read, but something in it was changed or looks wrong (e.g. float audio
+    samples beyond [-1, 1] that were clipped); the message names the file."""
+
+
+class PluginError(FewmmError, ImportError):
+    """A plugin named with ``--plugin`` cannot be imported (not found, or its import failed)."""
+
+
+class PluginWarning(UserWarning):
+    """An installed entry-point plugin could not be loaded or clashes with a registered name; it
+    is skipped, and asking for its name gives the reason."""
+
+
 class DataNotFoundError(DataError, FileNotFoundError):
     """A data set's files are not in the data root and could not be downloaded."""
 

@@ -388,5 +388,5 @@ def test_float_wav_with_nan_samples_is_rejected_naming_the_file(tmp_path):
 
     path = tmp_path / "nan.wav"
     sf.write(path, np.array([0.0, np.nan, 0.1], dtype=np.float32), 8000, subtype="FLOAT")
-    with pytest.raises(DataError, match=r"nan\.wav: audio file holds NaN"):
+    with pytest.raises(DataError, match=r"nan\.wav: audio file holds 1 NaN or inf samples \(first at frame 1;"):
         read_audio(str(path))

@@ -81,7 +81,7 @@ def small_av(data_root, feature_cache):
 
 
 def test_registry_and_errors(data_root):
-    assert T.list_tasks() == ["digits-av", "esc50-text"]
+    assert T.list_tasks() == ["digits-av", "esc50-text", "manifest"]
     assert T.task_folds("digits-av") == ("A", "B")
     assert T.task_folds("esc50-text") == ("default",)
     with pytest.raises(UnknownNameError, match="digits-av"):

@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--confusion-png", help="also draw the confusion matrix to this PNG (matplotlib; default: no PNG)")
     ev.add_argument("--json", help="write accuracy, interval, confusion matrix and predictions to this JSON file (default: none)")
     add_device_argument(ev)
+    from ..plugins import add_plugin_argument
+
+    for sp in (f, pr, ev):
+        add_plugin_argument(sp)
     return p
 
 
@@ -269,7 +273,9 @@ def main(argv=None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         from ..encoders.base import resolve_device
+        from ..plugins import import_plugins
 
+        import_plugins(a.plugin)
         a.device = str(resolve_device(a.device))  # auto -> cuda when available, else cpu
         return {"fit": _fit, "predict": _predict, "eval": _eval}[a.command](a)
     except FewmmError as e:

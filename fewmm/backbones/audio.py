@@ -49,6 +49,17 @@ def _logmel_tensor(payloads, seconds: float, progress: bool) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
+def logmel_tensor(payloads, seconds: float, progress: bool = False) -> np.ndarray:
+    """Log-mel spectrograms of audio payloads (the module's settings: 16 kHz, 40 bands, hop 20 ms),
+    each clip centred and cropped / zero-padded to ``seconds``.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n, 40, frames), float32 (not standardised).
+    """
+    return _logmel_tensor(payloads, seconds, progress)
+
+
 def audio_task(name: str, root=None, seed: int = 0, progress: bool = True) -> dict:
     """Build ``fsdd-digits`` or ``esc50`` (see the module notes).
 

@@ -33,6 +33,7 @@ from ..clihelp import HelpFormatter, add_device_argument
 from ..encoders.base import resolve_device
 from ..errors import FewmmError
 from ..metrics import mean_ci, paired_difference
+from ..plugins import add_plugin_argument, import_plugins
 from .runner import Reporter, environment
 
 #: Snell et al. 2017 (ProtoNet, Table 1) and Finn et al. 2017 (MAML, Table 1), Omniglot, percent.
@@ -136,18 +137,41 @@ def run(a) -> Path:
     return _run_audio(a)
 
 
+def _manifest_task(a) -> tuple[dict, list]:
+    """The tensors of ``--task manifest:PATH`` and its test settings (way, shot, queries): up to
+    5-way (the novel classes there are), 1 and 5 shots where the items per class allow a query."""
+    from ..backbones.manifest import manifest_task
+
+    modality = {"conv4": "image", "audio-conv4": "audio"}.get(a.backbone)
+    fractions = tuple(float(x) for x in a.split_fractions.split(",")) if a.split_fractions else None
+    task = manifest_task(a.task[len("manifest:"):], modality=modality, seed=a.seed, split_seed=a.split_seed,
+                         **({"split_fractions": fractions} if fractions else {}), progress=not a.quiet)
+    a.backbone = a.backbone or ("audio-conv4" if task["modality"] == "audio" else "conv4")
+    if a.baselines == ["efficientnet-lite2", "pixels"] and task["modality"] == "audio":
+        a.baselines = ["logmel-stats"]  # the default frozen baselines are image encoders
+    c, k = task["test"].shape[:2]
+    settings = [(min(5, c), s, min(a.test_query, k - s)) for s in (1, 5) if k - s >= 1]
+    if not settings:
+        raise FewmmError(f"{a.task}: the novel classes have {k} items each; a test episode needs at least 2")
+    return task, settings
+
+
 def _run_audio(a) -> Path:
     from ..backbones import create
     from ..backbones.audio import audio_task
     from ..backbones.episodic import EpisodicConfig, embed_images, train_protonet
 
-    task = audio_task(a.task, a.data_root, seed=a.seed, progress=not a.quiet)
+    if a.task.startswith("manifest:"):
+        task, settings = _manifest_task(a)
+    else:
+        task = audio_task(a.task, a.data_root, seed=a.seed, progress=not a.quiet)
+        settings = AUDIO_SETTINGS[a.task]
     train, val, test = task["train"], task["val"], task["test"]
-    settings = AUDIO_SETTINGS[a.task]
+    modality = task.get("modality", "audio")
     cfg = EpisodicConfig(n_way=a.way, n_shot=a.shot, n_query=a.query, episodes=a.episodes, lr=a.lr, decay_every=a.decay_every,
                          eval_every=a.eval_every, val_way=min(5, val.shape[0]), val_shot=1, val_query=min(a.test_query, val.shape[1] - 1),
                          val_episodes=a.val_episodes, seed=a.seed, device=a.device, amp=a.amp, progress=not a.quiet)
-    header = {"experiment": "audio backbone from scratch", "task": a.task,
+    header = {"experiment": f"{modality} backbone from scratch", "task": a.task,
               "command": "python -m fewmm.bench.backbone " + shlex.join(a.argv), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "seed": a.seed, "environment": environment(), "protocol": task["info"],
               "backbone": {"name": a.backbone}, "training": {"config": cfg.to_dict()}}
@@ -168,8 +192,8 @@ def _run_audio(a) -> Path:
     feats = {f"protonet-{a.backbone}": embed_images(net, test, a.device, batch_size=128, amp=a.amp),
              f"{a.backbone}-random-init": embed_images(init, test, a.device, batch_size=128)}
     for enc in a.baselines:
-        feats[f"frozen {enc}"] = _frozen_features(enc, "audio", task["test_payloads"], f"{task['test_table_name']}-{a.task}-test-seed{a.seed}",
-                                                  a.cache)
+        feats[f"frozen {enc}"] = _frozen_features(enc, modality, task["test_payloads"],
+                                                  f"{task['test_table_name']}-{a.task.split(':')[0]}-test-seed{a.seed}", a.cache)
     _score(rep, feats, test, settings, a, ref=f"protonet-{a.backbone}", published=None)
     header["wall_seconds"] = round(time.time() - t0, 1)
     rep.flush(finished=True)
@@ -283,7 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fewmm.bench.backbone", description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
     p.add_argument("--config", help="TOML file with any of the options below (flags override it; default: none)")
-    p.add_argument("--task", choices=("omniglot", "fsdd-digits", "esc50"), default="omniglot", help="few-shot task")
+    p.add_argument("--task", default="omniglot", help="few-shot task: omniglot, fsdd-digits, esc50, or manifest:PATH (your own "
+                   "manifest's audio with audio-conv4, or its images at 28x28 with conv4; its split column, else a seeded "
+                   "class-disjoint split)")
+    p.add_argument("--split-seed", type=int, default=0, help="manifest tasks without a split column: seed of the class split")
+    p.add_argument("--split-fractions", default=None, metavar="BASE,VAL,NOVEL",
+                   help="manifest tasks without a split column: fractions of the classes (default 0.6,0.2,0.2)")
     p.add_argument("--backbone", default=None, help="backbone to train (default conv4 for omniglot, audio-conv4 for the audio tasks)")
     p.add_argument("--method", choices=("protonet", "maml"), default="protonet",
                    help="training method; maml: --episodes counts meta-steps of --meta-batch tasks of --way/--shot/--query")
@@ -316,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "5-way 1-shot first order adds them: omniglot-maml-20way-1shot-first-order)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--overwrite", action="store_true", help="train afresh into a --checkpoints folder that already holds a run")
+    add_plugin_argument(p)  # e.g. an encoder of your own for --baselines
     return p
 
 
@@ -336,13 +366,27 @@ def main(argv=None) -> int:
         bad = [k for k in conf if k.replace("-", "_") not in known]
         if bad:
             p.error(f"--config {pre.config}: unknown keys {bad}")
+        t = conf.get("task")
+        if isinstance(t, str) and t.startswith("manifest:") and not Path(t[len("manifest:"):]).expanduser().is_absolute():
+            conf["task"] = "manifest:" + str(Path(pre.config).parent / t[len("manifest:"):])  # relative to the config file
         p.set_defaults(**{k.replace("-", "_"): (",".join(v) if isinstance(v, list) else v) for k, v in conf.items()})
     a = p.parse_args(argv)
     a.argv = argv
-    a.backbone = a.backbone or ("conv4" if a.task == "omniglot" else "audio-conv4")
+    manifest = a.task.startswith("manifest:")
+    if not manifest and a.task not in ("omniglot", "fsdd-digits", "esc50"):
+        p.error(f"--task {a.task!r}: expected omniglot, fsdd-digits, esc50 or manifest:PATH")
+    if manifest and not Path(a.task[len("manifest:"):]).expanduser().is_file():
+        p.error(f"--task {a.task}: manifest {a.task[len('manifest:'):]} not found")
+    if manifest and a.split_fractions:
+        try:
+            [float(x) for x in a.split_fractions.split(",")]
+        except ValueError:
+            p.error(f"--split-fractions: expected three comma-separated numbers (base,val,novel), got {a.split_fractions!r}")
+    if not manifest:
+        a.backbone = a.backbone or ("conv4" if a.task == "omniglot" else "audio-conv4")
     a.baselines = [b for b in a.baselines.split(",") if b]
     if a.name is None:
-        a.name = f"{a.task}-{a.method}"
+        a.name = f"{'manifest-' + Path(a.task[len('manifest:'):]).stem if manifest else a.task}-{a.method}"
         if a.method == "maml":  # one results file per MAML model: way, shot and order in the name
             a.name += "" if (a.way, a.shot, a.second_order) == (5, 1, False) else f"-{a.way}way-{a.shot}shot-{'second' if a.second_order else 'first'}-order"
     for name in ("way", "shot", "query", "episodes", "decay_every", "eval_every", "val_episodes", "test_episodes", "test_query", "threads"):
@@ -368,6 +412,7 @@ def main(argv=None) -> int:
         p.error(f"--device {a.device}: no CUDA device is available here (use --device auto or cpu)")
     a.device = str(resolve_device(a.device))
     try:
+        import_plugins(a.plugin)
         run(a)
     except (FewmmError, ValueError, ArithmeticError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..clihelp import HelpFormatter, add_device_argument
 from ..errors import FewmmError
+from ..plugins import add_plugin_argument, import_plugins
 from .runner import DEFAULT_ENCODER, DEFAULT_METHODS, SUITES_DIR, RunSpec, Suite, _ints, _strs, load_suite, parse_dataset, run_suite
 
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML suite file (flags given too override its top-level keys); default: "
                    "fewmm/bench/suites/default.toml when no --dataset is given")
     p.add_argument("--dataset", help="data set[:split], comma-separated (e.g. omniglot:evaluation,banking77:test); "
-                   "default: the default suite's data sets")
+                   "your own data: manifest:PATH[:all|base|val|novel] (a CSV/JSONL manifest); default: the default suite's data sets")
     p.add_argument("--encoder", help="encoder name(s), comma-separated (default: one per modality: "
                    + ", ".join(f"{m} {e}" for m, e in DEFAULT_ENCODER.items()) + ")")
     p.add_argument("--methods", help="method names, comma-separated; the first is the reference of the paired "
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="feature cache folder (default $FEWMM_CACHE or ~/.cache/fewmm/features)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--list", action="store_true", help="list data sets, encoders and methods, then exit")
+    add_plugin_argument(p)
     return p
 
 
@@ -102,10 +104,15 @@ def suite_from_args(a: argparse.Namespace) -> Suite:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     a = build_parser().parse_args(argv)
+    try:
+        import_plugins(a.plugin)  # before --list and before any name is checked
+    except FewmmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if a.list:
         from .. import data, encoders, methods
 
-        print("data sets:", ", ".join(data.list_datasets()))
+        print("data sets:", ", ".join(data.list_datasets()), "+ manifest:PATH[:split] (your own CSV/JSONL manifest)")
         print("encoders: ", ", ".join(encoders.list_encoders()))
         print("methods:  ", ", ".join(methods.list_methods()))
         return 0

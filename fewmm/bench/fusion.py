@@ -23,6 +23,7 @@ corrupted query items.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shlex
 import sys
@@ -33,9 +34,11 @@ import numpy as np
 import torch
 
 from ..clihelp import HelpFormatter, add_device_argument
+from ..data.manifest import DEFAULT_SPLIT_FRACTIONS as DEFAULT_FRACTIONS
 from ..errors import FewmmError
 from ..metrics import mean_ci, paired_difference
 from ..multimodal import MMFeatures
+from ..plugins import add_plugin_argument, import_plugins
 from ..progress import format_seconds
 from .runner import Reporter, environment
 
@@ -96,14 +99,15 @@ def run(args) -> Path:
 
     torch.set_num_threads(args.threads)
     dev = str(resolve_device(getattr(args, "device", "auto")))
-    spec = TASK_DEFAULTS[args.task]
+    task_name, task_kw, spec = task_spec(args)
+    task_label = spec["label"]
     folds = args.folds.split(",") if args.folds else spec["folds"]
     shots = [int(s) for s in args.shots.split(",")]
     cmod = spec["corrupt_modality"]
     queries = args.queries or spec["queries"]
-    stem = args.name or f"fusion-{args.task}"
+    stem = args.name or f"fusion-{task_label}"
     header = {
-        "experiment": "adaptive modality weighting", "task": args.task, "command": "python -m fewmm.bench.fusion " + shlex.join(args.argv),
+        "experiment": "adaptive modality weighting", "task": task_label, "command": "python -m fewmm.bench.fusion " + shlex.join(args.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": args.seed, "episodes": args.episodes,
         "corruption": spec["corruption"], "corrupt_modality": cmod, "environment": environment(), "folds": {},
         "training": {}, "device": dev, "protocol": __doc__,
@@ -112,53 +116,69 @@ def run(args) -> Path:
     rep.check_writable()
     t0 = time.time()
     trained_heads = args.heads.split(",") if args.heads else list(TRAINED)
-    rep.say(f"fewmm fusion: task {args.task}, fold(s) {', '.join(folds)}; trained heads {', '.join(trained_heads)} "
+    rep.say(f"fewmm fusion: task {task_label}, fold(s) {', '.join(folds)}; trained heads {', '.join(trained_heads)} "
             f"({args.steps} steps each){'' if args.no_controls else ', + single-modality controls if the task has several item modalities'}; "
-            f"{args.ways}-way {'/'.join(map(str, shots))}-shot {queries}-query, {args.episodes} test episodes per setting, "
+            f"{args.ways}-way {'/'.join(map(str, shots))}-shot {queries or 'auto'}-query, {args.episodes} test episodes per setting, "
             f"seed {args.seed}, device {dev}\n  results: {rep.json_path} and {rep.csv_path} (written after the first fold)")
     for fi, fold in enumerate(folds):
-        rep.say(f"[fold {fi + 1}/{len(folds)}] {args.task} fold {fold}: {format_seconds(time.time() - t0)} elapsed"
+        rep.say(f"[fold {fi + 1}/{len(folds)}] {task_label} fold {fold}: {format_seconds(time.time() - t0)} elapsed"
                 + (f", about {format_seconds((time.time() - t0) / fi * (len(folds) - fi))} left" if fi else ""))
-        kw = {} if fold == "default" else {"fold": fold}
-        task = T.build(args.task, root=args.data_root, corruption=spec["corruption"], device=dev, **kw)
+        kw = dict(task_kw) if fold == "default" else {**task_kw, "fold": fold}
+        task = T.build(task_name, root=args.data_root, corruption=spec["corruption"], device=dev, **kw)
+        if task_name == "manifest":  # what the data allow: checked here, before any training
+            cmod = task.info["corrupt_modality"]
+            c = task.info["corruption"]
+            header.update(corruption="none" if c is None else f"{c['kind']}:{c['level']:g}", corrupt_modality=cmod)
+            queries, train_kw = _manifest_counts(task, args, shots, queries)
+        else:
+            train_kw = {"n_shot": (1, 5), "val_query": min(queries, 7 if args.task == "esc50-text" else 15)}
         feats, feats_c, base, val, val_note = _with_val_items_as_classes(task)
+        if task_name == "manifest":
+            train_kw["val_way"] = min(args.ways, len(val))
         header["folds"][fold] = {**task.splits_record(), **val_note, "info": task.info}
         item_mods = list(task.features.modalities)
         # --- train -------------------------------------------------------------------------
         trained = {}
         heads = args.heads.split(",") if args.heads else list(TRAINED)
-        unknown = [h for h in heads if h not in TRAINED]
+        unknown = [h for h in heads if h not in TRAINED and (h in FIXED or h not in H.HEADS)]  # H.HEADS: plugins too
         if unknown:
-            raise FewmmError(f"--heads: unknown trained head(s) {unknown}; choose from {list(TRAINED)}")
+            raise FewmmError(f"--heads: unknown trained head(s) {unknown}; choose from {list(TRAINED)} "
+                             "or a head registered by a --plugin module or a fewmm.heads entry point")
         to_train = [(h, tuple(item_mods)) for h in heads]
         if len(item_mods) > 1 and not args.no_controls:  # controls: the learned projection on one modality alone
-            to_train += [("gmu", (m,)) for m in item_mods]
+            full = [m for j, m in enumerate(item_mods) if bool(task.features.mask[:, j].all())]
+            to_train += [("gmu", (m,)) for m in full]  # only where every item has m: a control cannot score the others
+            if len(full) < len(item_mods):
+                header.setdefault("notes", []).append(
+                    f"fold {fold}: no proj[<m>] control for {', '.join(m for m in item_mods if m not in full)}: some items lack it")
         for hname, mods in to_train:
             label = hname if len(mods) == len(item_mods) else f"proj[{mods[0]}]"
             f_h = feats if len(mods) == len(item_mods) else feats.select_modalities(mods)
             c_h = feats_c if len(mods) == len(item_mods) else feats_c.select_modalities(mods)
             reg_name, hp = HEAD_SPECS.get(hname, (hname, {}))
             head = H.create(reg_name, f_h, seed=args.seed, **hp)
-            cfg = TrainConfig(n_way=args.ways, n_shot=(1, 5), n_query=min(queries, 15), steps=args.steps,
-                              eval_every=max(1, args.steps // 10), val_episodes=200, val_shot=1,
-                              val_query=min(queries, 7 if args.task == "esc50-text" else 15), patience=4,
+            cfg = TrainConfig(n_way=args.ways, n_query=min(queries, 15), steps=args.steps,
+                              eval_every=max(1, args.steps // 10), val_episodes=200, val_shot=1, patience=4,
                               modality_dropout=0.2 if len(mods) > 1 else 0.0, corrupt_fraction=0.5,
-                              seed=args.seed, progress=not args.quiet, device=dev)
-            ckpt = Path(args.checkpoints) / f"{args.task}-{fold}-{label}" if args.checkpoints else None
+                              seed=args.seed, progress=not args.quiet, device=dev, **train_kw)
+            ckpt = Path(args.checkpoints) / f"{spec['checkpoint_prefix']}-{fold}-{label}" if args.checkpoints else None
             t1 = time.time()
             res = train_head(head, f_h, base, val, cfg, corrupted=c_h, checkpoint_dir=ckpt, resume=bool(ckpt))
             trained[label] = (res.head, mods)
             header["training"][f"{fold}/{label}"] = {"best_val_acc": res.best_val_acc, "best_step": res.best_step,
                                                      "steps": res.steps, "stopped_early": res.stopped_early,
                                                      "seconds": round(time.time() - t1, 1), "config": cfg.to_dict()}
-            rep.say(f"[train] {args.task}/{fold} {label}: best val acc {res.best_val_acc:.3f} at step {res.best_step}")
+            rep.say(f"[train] {task_label}/{fold} {label}: best val acc {res.best_val_acc:.3f} at step {res.best_step}")
         # --- evaluate on novel classes -------------------------------------------------------
         clean = task.features
         conditions = {"clean": (clean, None)}
-        cf, cmask = T.apply_corruption(clean, task.corrupted, cmod, 0.5, seed=args.seed)
-        conditions[f"{cmod}-corrupt50"] = (cf, cmask)
-        for m in item_mods if len(item_mods) > 1 else []:
-            conditions[f"{m}-missing50"] = (T.apply_missing(clean, m, 0.5, seed=args.seed), None)
+        if task.corrupted is not None:
+            cf, cmask = T.apply_corruption(clean, task.corrupted, cmod, 0.5, seed=args.seed)
+            conditions[f"{cmod}-corrupt50"] = (cf, cmask)
+        for j, m in enumerate(item_mods if len(item_mods) > 1 else []):
+            # candidates: items that keep another modality (all items of digits-av: the same choice as with items=None)
+            others = np.delete(clean.mask.numpy(), j, axis=1).any(axis=1)
+            conditions[f"{m}-missing50"] = (T.apply_missing(clean, m, 0.5, seed=args.seed, items=np.flatnonzero(others)), None)
         evaluated = [(f"single:{m}", H.create(f"single:{m}", clean, seed=args.seed), tuple(item_mods)) for m in item_mods]
         evaluated += [(n, H.create(n, clean, seed=args.seed), tuple(item_mods)) for n in FIXED]
         evaluated += [(lbl, h, mods) for lbl, (h, mods) in trained.items()]
@@ -175,7 +195,7 @@ def run(args) -> Path:
                     wc, wx = _weights_by_item_kind(w, ep.query, cmask_items)
                     est = mean_ci(acc)
                     kind = "single" if label.startswith("single:") else "fixed" if label in FIXED else "control" if label.startswith("proj[") else "adaptive"
-                    rows.append({"task": args.task, "fold": fold, "condition": cond, "head": label, "kind": kind,
+                    rows.append({"task": task_label, "fold": fold, "condition": cond, "head": label, "kind": kind,
                                  "ways": args.ways, "shots": k, "queries": queries, "episodes": len(ep),
                                  "accuracy": round(est.mean, 4), "ci95": round(est.ci95, 4),
                                  "weight_names": list(head.weight_names), "mean_weights_clean_items": wc,
@@ -190,22 +210,124 @@ def run(args) -> Path:
                     rep.rows.append(r)
                     if not args.quiet:
                         delta = f"{r['paired_delta']:+6.2f} ± {r['paired_ci95']:.2f} vs {ref}" if "paired_delta" in r else "(reference)"
-                        print(f"{args.task:<10} {fold:<7} {cond:<15} {k}-shot {r['head']:<14} {r['accuracy']:6.2f} ± {r['ci95']:.2f}  {delta}", flush=True)
+                        print(f"{task_label:<10} {fold:<7} {cond:<15} {k}-shot {r['head']:<14} {r['accuracy']:6.2f} ± {r['ci95']:.2f}  {delta}", flush=True)
                 rep.flush()
     header["wall_seconds"] = round(time.time() - t0, 1)
     rep.flush(finished=True)
+    if not args.quiet and task_name == "manifest":  # CSV -> trained heads -> this table, in one command
+        from .report import fusion_table
+
+        print("\n" + fusion_table({**header, "results": rep.rows}), flush=True)
     rep.say(f"wrote {rep.json_path}")
     return rep.json_path
+
+
+def task_spec(args) -> tuple[str, dict, dict]:
+    """(registry name, build options, defaults) of ``--task``: a built-in task, or a manifest
+    (``manifest:PATH`` or a path ending in .csv/.tsv/.jsonl) with ``--encoder``, ``--class-text``,
+    ``--split-seed``, ``--split-fractions`` and ``--corruption``."""
+    from ..corrupt import parse_corruption
+    from ..data.manifest import MANIFEST_SUFFIXES
+
+    corr = None if args.corruption in (None, "auto") else None if args.corruption == "none" else parse_corruption(args.corruption)
+    if args.task in TASK_DEFAULTS:
+        spec = {**TASK_DEFAULTS[args.task], "label": args.task, "checkpoint_prefix": args.task}
+        if args.corruption not in (None, "auto"):
+            raise FewmmError(f"--corruption: only for manifest tasks; {args.task} uses {spec['corruption']}")
+        if args.encoder or args.class_text != "column" or args.split_seed or args.split_fractions:
+            raise FewmmError("--encoder, --class-text, --split-seed and --split-fractions are for manifest tasks "
+                             f"(--task manifest:PATH), not {args.task}")
+        return args.task, {}, spec
+    path = args.task[len("manifest:"):] if args.task.startswith("manifest:") else args.task
+    if not (args.task.startswith("manifest:") or Path(path).suffix.lower() in MANIFEST_SUFFIXES):
+        raise FewmmError(f"--task {args.task!r}: unknown task; expected one of {', '.join(sorted(TASK_DEFAULTS))}, "
+                         "or manifest:PATH (your own CSV/JSONL manifest)")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FewmmError(f"--task {args.task}: manifest {p} not found")
+    fractions = DEFAULT_FRACTIONS
+    if args.split_fractions:
+        try:
+            fractions = tuple(float(x) for x in args.split_fractions.split(","))
+        except ValueError:
+            raise FewmmError(f"--split-fractions: expected three comma-separated numbers (base,val,novel), got "
+                             f"{args.split_fractions!r}") from None
+    encs = {}
+    for kv in args.encoder or []:
+        m, sep, name = kv.partition("=")
+        if not sep or m not in ("image", "audio", "text") or not name:
+            raise FewmmError(f"--encoder {kv!r}: expected MODALITY=NAME with MODALITY image, audio or text")
+        encs[m] = name
+    ct = None if args.class_text == "none" else args.class_text
+    kw = {"path": str(p), "encoders": encs, "class_text": ct, "split_seed": args.split_seed, "split_fractions": fractions,
+          "default_corruption": args.corruption in (None, "auto")}
+    # checkpoints of another manifest content or other task options are never resumed
+    digest = hashlib.sha256(p.read_bytes() + repr(sorted({**kw, "corruption": args.corruption}.items())).encode()).hexdigest()[:12]
+    spec = {"corruption": corr, "corrupt_modality": None if corr is None else corr.modality, "folds": ["default"],
+            "queries": None, "label": f"manifest-{p.stem}", "checkpoint_prefix": f"manifest-{p.stem}-{digest}"}
+    return "manifest", kw, spec
+
+
+def _manifest_counts(task, args, shots: list[int], queries: int | None) -> tuple[int, dict]:
+    """Episode sizes a manifest's splits allow: (evaluation queries per class, training options).
+
+    Raises
+    ------
+    FewmmError
+        Fewer classes in a split than ``--ways``, or too few items per class, naming the split.
+    """
+    def counts(split):
+        return np.bincount(task.labels[task.split_items(split)], minlength=len(task.class_names))[task.split_classes(split)]
+
+    rule = task.info["splits"]["rule"]
+    for split in ("base", "novel"):
+        n_cls = len(task.split_classes(split))
+        if n_cls < args.ways:
+            raise FewmmError(f"{task.info['manifest']}: the {split} split has {n_cls} classes, fewer than --ways {args.ways} "
+                             f"(splits: {rule}); lower --ways, or change --split-fractions or the 'split' column")
+    novel, base = counts("novel"), counts("base")
+    k_max = max(shots)
+    if queries is None:
+        queries = min(15, int(novel.min()) - k_max)
+    if int(novel.min()) < k_max + queries or queries < 1:
+        small = [task.class_names[c] for c, n in zip(task.split_classes("novel"), novel) if n < k_max + max(1, queries)]
+        raise FewmmError(f"{task.info['manifest']}: {k_max}-shot episodes with {max(1, queries)} queries need "
+                         f"{k_max + max(1, queries)} items per novel class; {', '.join(map(repr, small[:10]))} "
+                         f"{'has' if len(small) == 1 else 'have'} fewer (smallest: {int(novel.min())}); lower --shots/--queries")
+    n_shot = tuple(k for k in (1, 5) if k < int(base.min())) or (1,)
+    if int(base.min()) < 2:
+        raise FewmmError(f"{task.info['manifest']}: a base class has {int(base.min())} item(s); training episodes need at least 2")
+    val_items = task.split_items("val")
+    val_min = int(np.bincount(task.labels[val_items])[np.unique(task.labels[val_items])].min()) if val_items.size else 0
+    if val_min < 2:
+        raise FewmmError(f"{task.info['manifest']}: a validation class has {val_min} item(s); validation episodes need at least 2")
+    return queries, {"n_shot": n_shot, "val_query": max(1, min(queries, val_min - 1))}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fewmm.bench.fusion", description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--task", required=True, choices=sorted(TASK_DEFAULTS), help="multimodal task")
+    p.add_argument("--task", required=True, metavar="TASK",
+                   help=f"multimodal task: {', '.join(sorted(TASK_DEFAULTS))}, or manifest:PATH for your own CSV/JSONL manifest "
+                        "(items with any of image/audio/text; optional class_text and split columns)")
+    p.add_argument("--encoder", action="append", default=[], metavar="MODALITY=NAME",
+                   help="manifest tasks: encoder of a modality, repeatable (default image=efficientnet-lite2, "
+                        "audio=whisper-tiny-en, text=minilm-l6)")
+    p.add_argument("--class-text", default="column",
+                   help="manifest tasks: 'column' (the class_text column, if any; default), 'none', or a template "
+                        "such as 'a photo of a {label}'")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="manifest tasks without a split column: seed of the class-disjoint split (default 0)")
+    p.add_argument("--split-fractions", default=None, metavar="BASE,VAL,NOVEL",
+                   help="manifest tasks without a split column: fractions of the classes (default 0.6,0.2,0.2)")
+    p.add_argument("--corruption", default=None,
+                   help="manifest tasks: the corruption of the '<modality>-corrupt50' condition, e.g. noise:0 or "
+                        "occlude:0.25, or 'none' (default auto: noise:0 on audio if present, else occlude:0.25 on images)")
     p.add_argument("--folds", help="comma-separated folds (default: every fold of the task; digits-av: A,B)")
     p.add_argument("--ways", type=int, default=5, help="N classes per episode")
     p.add_argument("--shots", default="1,5", help="K, comma-separated")
-    p.add_argument("--queries", type=int, help="queries per class (default: digits-av 15, esc50-text 3)")
+    p.add_argument("--queries", type=int, help="queries per class (default: digits-av 15, esc50-text 3; manifests: up to 15, "
+                   "as many as the smallest novel class allows)")
     p.add_argument("--episodes", type=int, default=600, help="test episodes per setting")
     p.add_argument("--steps", type=int, default=400, help="training steps per head (8 episodes each)")
     p.add_argument("--seed", type=int, default=0, help="seed of training, corruption and episodes")
@@ -219,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", help=f"comma-separated trained heads (default all: {','.join(TRAINED)})")
     p.add_argument("--no-controls", action="store_true", help="skip the single-modality projection controls proj[<m>]")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    add_plugin_argument(p)
     return p
 
 
@@ -236,6 +359,7 @@ def main(argv=None) -> int:
         if v < lo:
             p.error(f"{name} must be >= {lo}, got {v}")
     try:
+        import_plugins(a.plugin)
         run(a)
     except FewmmError as e:
         print(f"error: {e}", file=sys.stderr)

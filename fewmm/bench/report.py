@@ -281,9 +281,11 @@ def fusion_table(doc: dict) -> str:
             j = r1["weight_names"].index(cmod)
             wtxt = f"{r1['mean_weights_clean_items'][j]:.2f} / {r1['mean_weights_corrupted_items'][j]:.2f}"
         lines.append(f"| {cond} | {h} | " + " | ".join(cells) + f" | {wtxt} |")
-    foot = (f"\nNovel-class accuracy (%) ± 95% CI over {doc['episodes']} episodes (5-way, seed {doc['seed']}); in brackets the paired "
+    ways = ", ".join(f"{w}-way" for w in dict.fromkeys(r["ways"] for r in rows)) or "5-way"
+    foot = (f"\nNovel-class accuracy (%) ± 95% CI over {doc['episodes']} episodes ({ways}, seed {doc['seed']}); in brackets the paired "
             f"difference to the best fixed fusion of that condition and shot count (*ref*), on the same episodes. "
-            f"Corruption: {doc['corruption']} on {cmod} for a seeded 50% of items. Command: `{doc['command']}`; "
+            + (f"Corruption: {doc['corruption']} on {cmod} for a seeded 50% of items. " if doc.get("corruption") not in (None, "none")
+               else "No corruption condition. ") + f"Command: `{doc['command']}`; "
             f"wall time {doc.get('wall_seconds', '?')} s.")
     return unfinished_note(doc) + "\n".join(lines) + "\n" + foot + "\n"
 

@@ -25,9 +25,10 @@ import torch
 from .. import __version__
 from ..cache import FeatureCache, embed_table
 from ..episodes import sample_episodes
-from ..errors import DataNotFoundError, FewmmError
+from ..errors import DataNotFoundError, FewmmError, UnknownNameError
 from ..evaluate import evaluate_episodes
 from ..metrics import mean_ci, paired_difference
+from ..plugins import plugins_record
 from ..progress import format_seconds
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -58,10 +59,14 @@ class RunSpec:
     queries: int | None = None
     label: str = ""
 
+    def __post_init__(self) -> None:
+        if self.dataset == "manifest":
+            _resolve_manifest_spec(self)
+
     @property
     def display(self) -> str:
         name = self.label or self.dataset
-        extra = "".join(f"-{v}" for v in self.options.values())
+        extra = "".join(f"-{v}" for k, v in self.options.items() if k not in ("path", "split_seed", "split_fractions"))
         return f"{name}{extra}"
 
 
@@ -78,9 +83,51 @@ class Suite:
 
 
 def parse_dataset(spec: str) -> tuple[str, str | None]:
-    """``"name"`` or ``"name:split"``."""
+    """``"name"`` or ``"name:split"``; a manifest as ``"manifest:PATH"`` or ``"manifest:PATH:SPLIT"``
+    (or a bare path ending in .csv/.tsv/.jsonl), returned as ``("manifest", "PATH[:SPLIT]")`` and
+    resolved by :class:`RunSpec` (``options["path"]``, ``split``)."""
+    from ..data.manifest import MANIFEST_SPLITS, MANIFEST_SUFFIXES
+
+    spec = spec.strip()
+    if spec.startswith("manifest:"):
+        return "manifest", spec[len("manifest:"):].strip() or None
+    head, _, tail = spec.rpartition(":")
+    if Path(spec).suffix.lower() in MANIFEST_SUFFIXES or (tail in MANIFEST_SPLITS and Path(head).suffix.lower() in MANIFEST_SUFFIXES):
+        return "manifest", spec
     name, _, split = spec.partition(":")
     return name.strip(), (split.strip() or None)
+
+
+def _resolve_manifest_spec(r: "RunSpec", relative_to: Path | None = None) -> None:
+    """A manifest run: ``split`` may hold "PATH[:SPLIT]" (from :func:`parse_dataset`); move the
+    path to ``options["path"]`` (relative paths: to ``relative_to``, e.g. the TOML suite's
+    folder), pick the default split (``novel`` when the manifest has a ``split`` column, else
+    ``all``), and use the base split for SimpleShot's centring when evaluating on ``novel``."""
+    from ..data.manifest import MANIFEST_SPLITS, has_split_column
+
+    if r.split and r.split not in MANIFEST_SPLITS:
+        head, _, tail = r.split.rpartition(":")
+        path, split = (head, tail) if head and tail in MANIFEST_SPLITS else (r.split, None)
+        if "path" in r.options and r.options["path"] != path:
+            raise FewmmError(f"manifest run: two paths, {path!r} and options.path {r.options['path']!r}")
+        r.options["path"] = path
+        r.split = split
+    if "path" not in r.options:
+        raise FewmmError("a manifest data set needs its path: --dataset manifest:PATH[:base|val|novel|all] "
+                         "(or dataset = \"manifest:PATH\" in a TOML suite)")
+    p = Path(str(r.options["path"])).expanduser()
+    if relative_to is not None and not p.is_absolute():
+        p = relative_to / p
+    p = Path(os.path.normpath(p))
+    r.options["path"] = str(p)
+    if not p.is_file():
+        raise FewmmError(f"manifest {p} not found (from --dataset manifest:PATH or a suite's dataset = \"manifest:PATH\")")
+    if r.split is None:
+        r.split = "novel" if has_split_column(p) else "all"
+    if r.split == "novel" and r.base is None:
+        r.base = f"manifest:{p}:base"
+    if not r.label:
+        r.label = p.stem
 
 
 def _ints(v, arg: str) -> list[int]:
@@ -141,8 +188,17 @@ def load_suite(path: str | os.PathLike) -> Suite:
         unknown = set(r) - {"dataset", "encoders", "options", "base", "optional", "queries", "label"}
         if unknown:
             raise FewmmError(f"{path}: [[run]] {r['dataset']!r} has unknown keys {sorted(unknown)}")
-        runs.append(RunSpec(name, split, _strs(r.get("encoders", [])), dict(r.get("options", {})), r.get("base"),
-                            bool(r.get("optional", False)), r.get("queries"), r.get("label", "")))
+        opts = dict(r.get("options", {}))
+        if name == "manifest" and "path" in opts and not Path(str(opts["path"])).expanduser().is_absolute():
+            opts["path"] = str(path.parent / str(opts["path"]))
+        if name == "manifest" and split and split.split(":")[0] not in ("all", "base", "val", "novel"):
+            sp_path = Path(split).expanduser()
+            split = split if sp_path.is_absolute() else str(path.parent / split)  # relative to the suite file
+        try:
+            runs.append(RunSpec(name, split, _strs(r.get("encoders", [])), opts, r.get("base"),
+                                bool(r.get("optional", False)), r.get("queries"), r.get("label", "")))
+        except FewmmError as e:
+            raise FewmmError(f"{path}: [[run]] {r['dataset']!r}: {e}") from None
     if not runs:
         raise FewmmError(f"{path}: no [[run]] tables")
     return Suite(
@@ -155,6 +211,17 @@ def load_suite(path: str | os.PathLike) -> Suite:
         episodes=int(cfg.get("episodes", 600)),
         seed=int(cfg.get("seed", 0)),
     )
+
+
+def _base_spec(r: RunSpec) -> RunSpec:
+    """The run spec of ``r.base`` (``"name[:split]"``; a manifest's base split,
+    ``"manifest:PATH:base"``, takes the split options of ``r``)."""
+    b = RunSpec(*parse_dataset(r.base))
+    if b.dataset == "manifest":
+        for k in ("split_seed", "split_fractions"):
+            if k in r.options:
+                b.options[k] = r.options[k]
+    return b
 
 
 # --- reproducibility -------------------------------------------------------------------------
@@ -197,6 +264,7 @@ def environment() -> dict:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "packages": pk,
+        "plugins": plugins_record(),
     }
 
 
@@ -332,7 +400,12 @@ def run_suite(
     for m in suite.methods:
         M.METHODS.get(m)  # unknown method names fail before any work
     for r in suite.runs:
-        D.DATASETS.get(r.dataset)  # unknown data set names too
+        if r.dataset != "manifest":
+            try:
+                D.DATASETS.get(r.dataset)  # unknown data set names too
+            except UnknownNameError as e:
+                raise UnknownNameError(f"{e} Your own data: manifest:PATH (a CSV/JSONL manifest; see README, "
+                                       "'Your own data: manifests').") from None
     known_enc = set(E.list_encoders())
     for r in suite.runs:
         for e in r.encoders:
@@ -373,9 +446,9 @@ def run_suite(
             continue
         base_table = None
         if r.base:
-            bname, bsplit = parse_dataset(r.base)
+            bspec = _base_spec(r)
             try:
-                base_table = D.load(bname, split=bsplit, root=data_root, download=False)
+                base_table = D.load(bspec.dataset, split=bspec.split, root=data_root, download=False, **bspec.options)
             except DataNotFoundError:
                 rep.say(f"[note] {r.display}: base split {r.base} not found; SimpleShot centres on the support set")
         ds_key = r.display + (f":{r.split}" if r.split else "")

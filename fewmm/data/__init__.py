@@ -19,7 +19,8 @@ esc50       environmental sounds, 50 classes (audio)       all, fold1..5   all
 mnist       handwritten digits, test set only (image)      test            test
 banking77   banking intents, 77 classes (text)             train, test     test
 digits      scikit-learn's 8x8 digits (image)              all             all
-manifest    your own CSV/JSONL manifest (any modality)     -               -
+manifest    your own CSV/JSONL manifest (any modality)     all/base/val/   all
+                                                           novel
 ==========  =============================================  ==============  ===============
 
 Files are looked for in the data root (``root`` / ``--data-root``, else ``$FEWMM_DATA``, else
@@ -35,7 +36,7 @@ from typing import Any
 from ..errors import DataError, UnknownNameError
 from .datasets import DATASETS, import_builtin
 from .io import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, read_audio, read_image, read_text, resample
-from .manifest import load_manifest
+from .manifest import DEFAULT_SPLIT_FRACTIONS, MANIFEST_SPLITS, class_splits, load_manifest, split_table
 from .table import MODALITIES, AudioClip, FileRef, ItemTable, ids_digest
 
 import_builtin()
@@ -62,7 +63,9 @@ def load(name: str, split: str | None = None, root: str | os.PathLike | None = N
         A name from :func:`list_datasets`, or ``"manifest"`` with ``path=`` (see
         :func:`load_manifest`).
     split : str or None
-        The split; ``None`` -> the data set's default split (see its loader's docstring).
+        The split; ``None`` -> the data set's default split (see its loader's docstring). For a
+        manifest: ``"all"`` (default), or ``"base"`` / ``"val"`` / ``"novel"`` from its ``split``
+        column, else from a seeded class-disjoint split (:func:`class_splits`).
     root : path or None
         Data root; default ``$FEWMM_DATA``, else the user cache folder ``~/.cache/fewmm/data``.
     download : bool, default True
@@ -70,7 +73,8 @@ def load(name: str, split: str | None = None, root: str | os.PathLike | None = N
         timeout 5 s). ``False`` fails at once.
     **kw
         Loader-specific options, e.g. ``label="speaker"`` for ``fsdd``; ``path=`` / ``name=`` for
-        ``"manifest"``.
+        ``"manifest"``, plus ``split_seed=`` (int, default 0) and ``split_fractions=`` (base,
+        val, novel; default (0.6, 0.2, 0.2)) for its seeded class-disjoint split.
 
     Returns
     -------
@@ -91,9 +95,13 @@ def load(name: str, split: str | None = None, root: str | os.PathLike | None = N
     if name == "manifest":
         if "path" not in kw:
             raise DataError("load('manifest', ...) needs path=<your manifest .csv/.jsonl>")
-        if split not in (None, "all"):
-            raise DataError(f"manifest: unknown split {split!r}; a manifest has one split, 'all'")
-        return load_manifest(kw.pop("path"), **kw)
+        if split not in (None,) + MANIFEST_SPLITS:
+            raise DataError(f"manifest: unknown split {split!r}; expected one of {', '.join(MANIFEST_SPLITS)} "
+                            "(from the manifest's 'split' column, else a seeded class-disjoint split)")
+        seed = kw.pop("split_seed", 0)
+        fractions = kw.pop("split_fractions", DEFAULT_SPLIT_FRACTIONS)
+        table = load_manifest(kw.pop("path"), **kw)
+        return split_table(table, split or "all", seed=seed, fractions=fractions)
     try:
         loader = DATASETS.get(name)
     except UnknownNameError as e:
@@ -116,6 +124,8 @@ __all__ = [
     "list_datasets",
     "dataset_help",
     "load_manifest",
+    "class_splits",
+    "split_table",
     "read_image",
     "read_audio",
     "read_text",

@@ -5,7 +5,8 @@
 
 ``export`` writes ``train.csv`` (``--shots`` items per class) and ``test.csv`` (up to ``--test``
 other items per class), drawn per class with a seeded shuffle, as manifests (:mod:`.manifest`)
-with absolute file paths (or inline text). Items held in memory (``mnist``, ``digits``) or inside
+whose file paths are relative to the manifest's folder (or inline text), so the folder can be moved
+together with the files (keeping their relative position). Items held in memory (``mnist``, ``digits``) or inside
 zip archives (``omniglot``) cannot be listed in a manifest and are refused with a message.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -65,9 +67,18 @@ def export_fewshot(table, shots: int, test: int, seed: int, out) -> tuple[Path, 
     except OSError as e:
         raise DataError(f"--out {out}: cannot create the folder: {e}") from None
 
+    here = out.resolve()
+
     def cell(m, i):
         v = table.modalities[m][i]
-        return "" if v is None else (v if isinstance(v, str) else str(Path(v.path).resolve()))
+        if v is None:
+            return ""
+        if isinstance(v, str):
+            return v
+        try:  # relative to the manifest's folder: the folder can be moved together with the data it points to
+            return Path(os.path.relpath(Path(v.path).resolve(), here)).as_posix()
+        except ValueError:  # another drive (Windows): no relative path exists
+            return str(Path(v.path).resolve())
 
     paths = []
     for fname, rows in (("train.csv", train_rows), ("test.csv", test_rows)):

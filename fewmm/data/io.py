@@ -14,14 +14,16 @@ from __future__ import annotations
 import io
 import re
 import os
+import struct
 import threading
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, DataWarning
 from .table import AudioClip, FileRef
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -29,6 +31,11 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
 _AUDIO_EXPECTED = "not a readable audio file (WAV/FLAC/OGG/MP3 expected)"
 _IMAGE_EXPECTED = "not a readable image file (PNG/JPEG/BMP/GIF/WebP/TIFF expected)"
+
+#: Images whose longer side is more than this many times their shorter side are refused: such a
+#: file (e.g. 1 x 16000 pixels) is almost always a mistake, and resizing its shorter side to an
+#: encoder's input size would build an enormous intermediate (1 x 16000 -> 128 x 2,048,000 RGB).
+MAX_ASPECT_RATIO = 100
 
 # (pid, archive path) -> open ZipFile. Keyed by pid so a forked worker opens its own handle.
 _ZIP_HANDLES: dict[tuple[int, str], zipfile.ZipFile] = {}
@@ -119,11 +126,13 @@ def read_image(payload: Any) -> np.ndarray:
     if isinstance(payload, Image.Image):
         if 0 in payload.size:
             raise DataError(f"PIL image of size {payload.size}: an image needs at least 1x1 pixels")
+        _check_aspect(payload.size, "PIL image")
         return _pil_to_array(payload)
     if isinstance(payload, (FileRef, str, os.PathLike)):
         data = read_bytes(payload)
         try:
             with Image.open(io.BytesIO(data)) as im:
+                _check_aspect(im.size, str(payload))  # before decoding: the header gives the size
                 im.load()
                 return _pil_to_array(im)
         except DataError:
@@ -135,6 +144,28 @@ def read_image(payload: Any) -> np.ndarray:
         f"cannot read an image from a {type(payload).__name__}; expected a FileRef, a path, "
         "a numpy array (H, W) / (H, W, 3) or a PIL image"
     )
+
+
+def image_size_problem(size: tuple[int, int]) -> str | None:
+    """Why an image of ``size`` = (width, height) pixels is refused, or ``None`` when it is fine.
+
+    Refused: a side of 0 pixels, or an aspect ratio (longer side / shorter side) above
+    :data:`MAX_ASPECT_RATIO`.
+    """
+    w, h = int(size[0]), int(size[1])
+    if w < 1 or h < 1:
+        return f"image of {w} x {h} pixels has no pixels"
+    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        return (f"image of {w} x {h} pixels (width x height) has an aspect ratio of {max(w, h) / min(w, h):.0f}:1, "
+                f"above the {MAX_ASPECT_RATIO}:1 fewmm accepts; resizing its shorter side to an encoder's input "
+                "size would need an enormous intermediate image. Crop or pad it to a sensible shape")
+    return None
+
+
+def _check_aspect(size, what: str) -> None:
+    problem = image_size_problem(size)
+    if problem is not None:
+        raise DataError(f"{what}: {problem}")
 
 
 def _pil_to_array(im) -> np.ndarray:
@@ -170,6 +201,7 @@ def _array_to_uint8_image(arr: np.ndarray, what: str) -> np.ndarray:
             f"{what} of shape {tuple(np.shape(arr))} is not an image; expected (H, W), (H, W, 1), "
             "(H, W, 3) or (H, W, 4)"
         )
+    _check_aspect((a.shape[1], a.shape[0]), what)
     if a.dtype == np.uint8:
         return a if a.flags.writeable else a.copy()
     if a.dtype == bool:
@@ -203,13 +235,16 @@ def read_audio(payload: Any) -> AudioClip:
     -------
     AudioClip
         ``waveform``: numpy.ndarray of shape (n_samples,), float32, in [-1, 1] (channels
-        averaged to mono, values outside [-1, 1] clipped); ``sample_rate``: int, Hz (the file's
-        own rate: no resampling here, see :func:`resample`).
+        averaged to mono, values outside [-1, 1] clipped; for a file, a
+        :class:`~fewmm.errors.DataWarning` naming it says so, once per file and process);
+        ``sample_rate``: int, Hz (the file's own rate: no resampling here, see :func:`resample`).
 
     Raises
     ------
     fewmm.errors.DataError
-        The file is missing or not a readable audio file, or the array/sample rate is malformed.
+        The file is missing, not a readable audio file, a truncated WAV (header declaring more
+        frames than the file holds), or holds NaN / inf samples; or the array/sample rate is
+        malformed. The message names the file.
     """
     if isinstance(payload, AudioClip):
         return AudioClip(_to_mono_float32(payload.waveform, "AudioClip"), _check_sr(payload.sample_rate, "AudioClip"))
@@ -224,23 +259,155 @@ def read_audio(payload: Any) -> AudioClip:
             if ref.member is None:
                 if not Path(ref.path).is_file():
                     raise DataError(f"{ref}: file not found")
-                data, sr = sf.read(str(ref.path), dtype="float32", always_2d=True)
+                with open(ref.path, "rb") as fh:
+                    problem = wav_truncation(fh)
+                if problem is None:
+                    data, sr = sf.read(str(ref.path), dtype="float32", always_2d=True)
             else:
-                data, sr = sf.read(io.BytesIO(read_bytes(ref)), dtype="float32", always_2d=True)
+                raw = read_bytes(ref)
+                problem = wav_truncation(io.BytesIO(raw))
+                if problem is None:
+                    data, sr = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
         except DataError:
             raise
         except Exception as e:  # soundfile.LibsndfileError, RuntimeError, TypeError, ...
             raise DataError(f"{ref}: {_AUDIO_EXPECTED}: {e}") from None
-        if data.shape[0] == 0:
-            raise DataError(f"{ref}: audio file holds no samples")
-        if not np.isfinite(data).all():
-            raise DataError(f"{ref}: audio file holds NaN or inf samples (a float WAV/FLAC?); expected finite samples in [-1, 1]")
+        if problem is not None:
+            raise DataError(f"{ref}: {problem}")
+        problem = samples_problem(data)
+        if problem is not None:
+            raise DataError(f"{ref}: {problem}")
+        warn_if_clipped(ref, data)
         wav = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
         return AudioClip(np.ascontiguousarray(np.clip(wav, -1.0, 1.0), dtype=np.float32), int(sr))
     raise DataError(
         f"cannot read audio from a {type(payload).__name__}; expected a FileRef, a path, an "
         "AudioClip or an (array, sample_rate) tuple"
     )
+
+
+def wav_truncation(fh) -> str | None:
+    """Why a RIFF/WAVE file is truncated, or ``None`` (also for anything that is not RIFF/WAVE).
+
+    Reads the chunk headers only: the ``data`` chunk's declared size is compared with the bytes
+    the file holds after it. libsndfile reads a truncated WAV without complaint (as the frames
+    present, or as silence), so fewmm refuses it instead. A declared size of 0 or 0xFFFFFFFF
+    (written by streaming recorders that never went back to fill it in) is not a truncation.
+
+    Parameters
+    ----------
+    fh : binary file object, seekable (an open file or ``io.BytesIO``)
+
+    Returns
+    -------
+    str or None
+        E.g. ``"truncated WAV: its header declares 16000 frames (32000 bytes of data) but the
+        file holds only 1000 frames (2000 bytes)"``.
+    """
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    fh.seek(0)
+    head = fh.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, block_align = 12, 0
+    while pos + 8 <= size:
+        fh.seek(pos)
+        cid, csize = struct.unpack("<4sI", fh.read(8))
+        if cid == b"fmt ":
+            fmt = fh.read(min(csize, 16))
+            if len(fmt) >= 14:
+                block_align = struct.unpack("<H", fmt[12:14])[0]
+        elif cid == b"data":
+            held = size - (pos + 8)
+            if csize in (0, 0xFFFFFFFF) or csize <= held:
+                return None
+            if block_align:
+                return (f"truncated WAV: its header declares {csize // block_align} frames ({csize} bytes of data) "
+                        f"but the file holds only {held // block_align} frames ({held} bytes); re-export or re-copy it")
+            return (f"truncated WAV: its header declares {csize} bytes of data but the file holds only {held}; "
+                    "re-export or re-copy it")
+        pos += 8 + csize + (csize & 1)
+    return None
+
+
+def samples_problem(data: np.ndarray) -> str | None:
+    """Why decoded samples (any shape) are unusable, or ``None``: no samples, or NaN / inf."""
+    if data.size == 0:
+        return "audio file holds no samples"
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.all(axis=1) if data.ndim == 2 else ~finite)
+        return (f"audio file holds {int((~finite).sum())} NaN or inf samples (first at frame {int(bad[0])}; a float "
+                "WAV/FLAC?); expected finite samples in [-1, 1]")
+    return None
+
+
+_CLIP_WARNED: set[str] = set()
+_CLIP_LOCK = threading.Lock()
+
+
+def warn_if_clipped(ref: Any, data: np.ndarray) -> bool:
+    """Warn (:class:`~fewmm.errors.DataWarning`, once per file and process) when decoded float
+    samples reach beyond [-1, 1]: :func:`read_audio` clips them, which changes the waveform.
+
+    Returns
+    -------
+    bool
+        True when the samples go beyond [-1, 1] (whether or not a warning was shown now).
+    """
+    peak = float(np.max(np.abs(data))) if data.size else 0.0
+    if not peak > 1.0:
+        return False
+    key = str(ref)
+    with _CLIP_LOCK:
+        first = key not in _CLIP_WARNED
+        _CLIP_WARNED.add(key)
+    if first:
+        warnings.warn(f"{key}: float samples reach {peak:.4g}, beyond [-1, 1]; fewmm clips them to [-1, 1], "
+                      "which distorts the sound. Rescale the file (e.g. divide by its peak) to keep it intact "
+                      "(warned once per file)", DataWarning, stacklevel=3)
+    return True
+
+
+def check_audio_file(path: str | os.PathLike) -> str | None:
+    """Check an audio file the way a manifest is checked at load: why it is unusable, or ``None``.
+
+    Checks: libsndfile can open it and it holds samples; a WAV is not truncated
+    (:func:`wav_truncation`); float-sample files (WAV/FLAC subtypes FLOAT / DOUBLE) are decoded and
+    refused when they hold NaN or inf, and warned about (:func:`warn_if_clipped`) when their samples
+    go beyond [-1, 1]. Integer PCM files cannot hold either, so they are not decoded (cheap).
+
+    Returns
+    -------
+    str or None
+        A phrase describing the problem (without the file name), e.g. ``"truncated WAV: ..."``.
+    """
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # soundfile.LibsndfileError, RuntimeError
+        return f"{_AUDIO_EXPECTED}: {type(e).__name__}: {e}"
+    try:
+        with open(path, "rb") as fh:
+            problem = wav_truncation(fh)
+    except OSError as e:
+        return f"cannot read the file: {e}"
+    if problem is not None:
+        return problem
+    if info.frames <= 0:
+        return "audio file holds no samples"
+    if str(info.subtype).upper() in ("FLOAT", "DOUBLE"):
+        try:
+            data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+        except Exception as e:
+            return f"{_AUDIO_EXPECTED}: {type(e).__name__}: {e}"
+        problem = samples_problem(data)
+        if problem is not None:
+            return problem
+        warn_if_clipped(path, data)
+    return None
 
 
 #: Accepted sample rates (Hz): telephone 1 kHz .. studio 768 kHz; anything else is a mistake
@@ -352,6 +519,12 @@ __all__ = [
     "read_text",
     "read_bytes",
     "resample",
+    "check_audio_file",
+    "wav_truncation",
+    "samples_problem",
+    "warn_if_clipped",
+    "image_size_problem",
+    "MAX_ASPECT_RATIO",
     "close_zip_handles",
     "IMAGE_EXTENSIONS",
     "AUDIO_EXTENSIONS",

@@ -14,6 +14,12 @@ JSONL is the same with one JSON object per line (``{"label": "cat", "image": "im
 * ``text``: inline text, or the path of a UTF-8 ``.txt`` file (relative or absolute) when the
   value ends with ``.txt`` and that file exists; otherwise the value itself is the text.
 * ``id`` (optional): item ids; default ``"<row>:<first image/audio path, or text sha1>"``.
+* ``split`` (optional): ``base`` (or ``train``), ``val`` (or ``validation``), ``novel`` (or
+  ``test``) per row: the few-shot splits. Novel classes may not appear in base or validation rows;
+  validation rows of a base class are held-out base items. Without the column,
+  :func:`class_splits` draws a seeded class-disjoint base / validation / novel split.
+* ``class_text`` (optional): a description of the row's class (e.g. "a photo of a cat"), used
+  as class-level text by the fusion heads (:mod:`fewmm.tasks.manifest`).
 * Any other column is kept as a ``meta`` column (strings).
 
 Every row is validated before anything is returned, and every problem found is reported at once
@@ -32,10 +38,19 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .io import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+from .io import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, check_audio_file, image_size_problem
 from .table import MODALITIES, FileRef, ItemTable
 
 _RESERVED = ("label", "id") + MODALITIES
+#: Accepted values of the ``split`` column and the split each stands for.
+SPLIT_ALIASES = {"base": "base", "train": "base", "val": "val", "valid": "val", "validation": "val",
+                 "novel": "novel", "test": "novel"}
+#: The splits :func:`split_table` takes (``"all"``: every row).
+MANIFEST_SPLITS = ("all", "base", "val", "novel")
+#: Default fractions of the classes in the seeded base / validation / novel split.
+DEFAULT_SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json")
+_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
 def _cell(v: Any) -> str:
@@ -56,7 +71,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]],
         raise DataError(f"{path}: manifest not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read the manifest as UTF-8 text: {e}") from None
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+    if path.suffix.lower() in _JSONL_SUFFIXES:
         columns: list[str] = []
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -111,22 +126,11 @@ def _check_image(p: Path) -> str | None:
 
     try:
         with Image.open(p) as im:
+            size = im.size
             im.verify()
     except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError, ...
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
-def _check_audio(p: Path) -> str | None:
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(p))
-    except Exception as e:  # soundfile.LibsndfileError, RuntimeError
-        return f"{type(e).__name__}: {e}"
-    if info.frames <= 0:
-        return "no samples"
-    return None
+        return f"not a readable image: {type(e).__name__}: {e}"
+    return image_size_problem(size)
 
 
 def load_manifest(path: str | os.PathLike, name: str | None = None, require_labels: bool = True) -> ItemTable:
@@ -159,7 +163,11 @@ def load_manifest(path: str | os.PathLike, name: str | None = None, require_labe
         and per row an empty label, no modality filled, a missing file, an unknown extension
         (images: .png .jpg .jpeg .bmp .gif .webp .tif .tiff; audio: .wav .flac .ogg .mp3), an
         unreadable / corrupt file (images checked with PIL ``verify()``, audio with
-        ``soundfile.info``), or a duplicate id. ALL problems are listed in one error, each naming
+        :func:`fewmm.data.io.check_audio_file`), an image with an aspect ratio above
+        :data:`fewmm.data.io.MAX_ASPECT_RATIO` (e.g. 1 x 16000 pixels), a truncated WAV (its
+        header declares more frames than the file holds), a float WAV/FLAC holding NaN or inf
+        samples, or a duplicate id. Float audio whose samples go beyond [-1, 1] is accepted with a
+        :class:`~fewmm.errors.DataWarning` naming the file (it is clipped when read). ALL problems are listed in one error, each naming
         its line (line numbers of the file: for CSV the header is line 1, so data row r is line
         r + 1, as in a spreadsheet; for JSONL the line of the object), its column and its path.
     """
@@ -176,6 +184,7 @@ def load_manifest(path: str | os.PathLike, name: str | None = None, require_labe
         problems.append("no data rows")
 
     labels: list[str] = []
+    splits: list[str] = []
     payloads: dict[str, list[Any]] = {m: [] for m in modal_cols}
     ids: list[str] = []
     seen_ids: dict[str, int] = {}
@@ -188,6 +197,12 @@ def load_manifest(path: str | os.PathLike, name: str | None = None, require_labe
         if "label" in columns and not label and require_labels:
             problems.append(f"{where}, column 'label': empty label")
         labels.append(label)
+        if "split" in columns:
+            sp = row.get("split", "").strip().lower()
+            if sp not in SPLIT_ALIASES:
+                problems.append(f"{where}, column 'split': {row.get('split', '')!r} is not a split; expected one of "
+                                f"{', '.join(SPLIT_ALIASES)} (base/train, val/validation, novel/test)")
+            splits.append(SPLIT_ALIASES.get(sp, ""))
         if modal_cols and not any(row.get(m, "") for m in modal_cols):
             problems.append(f"{where}: no modality given (all of {', '.join(modal_cols)} are empty)")
         key_part = None
@@ -200,7 +215,7 @@ def load_manifest(path: str | os.PathLike, name: str | None = None, require_labe
                 txt = val
                 if val.lower().endswith(".txt"):
                     p = Path(val).expanduser()
-                    p = p if p.is_absolute() else base / p
+                    p = p if p.is_absolute() else Path(os.path.normpath(base / p))  # "../data/x.wav" -> a clean path
                     if p.is_file():
                         try:
                             txt = p.read_text(encoding="utf-8")
@@ -217,7 +232,7 @@ def load_manifest(path: str | os.PathLike, name: str | None = None, require_labe
                     key_part = "text-" + hashlib.sha1(txt.encode("utf-8")).hexdigest()[:12]
                 continue
             p = Path(val).expanduser()
-            p = p if p.is_absolute() else base / p
+            p = p if p.is_absolute() else Path(os.path.normpath(base / p))  # "../data/x.wav" -> a clean path
             exts = IMAGE_EXTENSIONS if m == "image" else AUDIO_EXTENSIONS
             payloads[m].append(FileRef(p))
             if key_part is None or key_part.startswith("text-"):
@@ -234,10 +249,9 @@ def load_manifest(path: str | os.PathLike, name: str | None = None, require_labe
                 continue
             ck = (m, p)
             if ck not in checked:
-                checked[ck] = _check_image(p) if m == "image" else _check_audio(p)
+                checked[ck] = _check_image(p) if m == "image" else check_audio_file(p)
             if checked[ck] is not None:
-                what = "image" if m == "image" else "audio file (WAV/FLAC/OGG/MP3)"
-                problems.append(f"{where}, column '{m}': {val}: not a readable {what}: {checked[ck]}")
+                problems.append(f"{where}, column '{m}': {val}: {checked[ck]}")
             files.append(p)
         content = (label, tuple(str(payloads[m][-1]) for m in modal_cols))
         if content in seen_content:
@@ -250,11 +264,20 @@ def load_manifest(path: str | os.PathLike, name: str | None = None, require_labe
         seen_ids.setdefault(item_id, data_row)
         ids.append(item_id)
 
+    if splits and len(splits) == len(labels):
+        novel = {lab for lab, sp in zip(labels, splits) if sp == "novel"}
+        seen = sorted(novel & {lab for lab, sp in zip(labels, splits) if sp in ("base", "val")})
+        if seen:
+            problems.append(f"column 'split': class(es) {', '.join(map(repr, seen[:10]))}{' ...' if len(seen) > 10 else ''} "
+                            "have novel rows and also base or val rows; novel classes must be new classes "
+                            "(a few-shot method must never have seen them)")
     if problems:
         n = len(problems)
-        head = (f"{path}: {n} problem{'s' if n > 1 else ''} in manifest "
-                "(line numbers count the header as line 1, as in a spreadsheet; "
-                "data row r of a CSV is line r + 1):")
+        if path.suffix.lower() in _JSONL_SUFFIXES:
+            how = "line numbers are lines of the file, one JSON object per line, blank lines counted"
+        else:
+            how = "line numbers count the header as line 1, as in a spreadsheet; data row r of a CSV is line r + 1"
+        head = f"{path}: {n} problem{'s' if n > 1 else ''} in manifest ({how}):"
         raise DataError("\n".join([head] + [f"  - {p}" for p in problems]))
 
     class_names = sorted(set(labels))
@@ -262,6 +285,8 @@ def load_manifest(path: str | os.PathLike, name: str | None = None, require_labe
     extra = [c for c in columns if c not in _RESERVED and c]
     meta = {c: np.array([row.get(c, "") for _, row in rows], dtype=str) for c in extra}
     meta.setdefault("row", np.arange(1, len(rows) + 1, dtype=np.int64))
+    if "split" in columns:
+        meta["split"] = np.array(splits, dtype=str)  # normalised: base / val / novel
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     uniq_files = list(dict.fromkeys(files))
     return ItemTable(
@@ -282,4 +307,140 @@ def load_manifest(path: str | os.PathLike, name: str | None = None, require_labe
     )
 
 
-__all__ = ["load_manifest"]
+def has_split_column(path: str | os.PathLike) -> bool:
+    """Whether a manifest has a ``split`` column (CSV/TSV: in its header; JSONL: in any object).
+    Reads the file only; ``False`` when it cannot be read (loading it then says why)."""
+    path = Path(path).expanduser()
+    try:
+        columns, _, _ = _read_rows(path)
+    except DataError:
+        return False
+    return "split" in columns
+
+
+def class_splits(table: ItemTable, seed: int = 0,
+                 fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS) -> dict:
+    """The few-shot splits of a manifest's table: base / validation / novel classes.
+
+    From the ``split`` column when the manifest has one (``table.meta["split"]``); otherwise a
+    seeded class-disjoint split: the classes (sorted names) are permuted with
+    ``numpy.random.default_rng(seed)``; the first ``n_base`` are base, the next ``n_val``
+    validation, the rest novel, with ``n_novel = max(1, round(f_novel * C))``, ``n_val =
+    round(f_val * C)``, ``n_base = C - n_novel - n_val`` (C classes).
+
+    Parameters
+    ----------
+    table : ItemTable
+        From :func:`load_manifest`.
+    seed : int, default 0
+        Seed of the class permutation (ignored with a ``split`` column).
+    fractions : (float, float, float), default (0.6, 0.2, 0.2)
+        Fractions of the classes for base, validation and novel (they must sum to 1).
+
+    Returns
+    -------
+    dict
+        ``base`` / ``val`` / ``novel``: sorted class indices (lists of int, pairwise disjoint);
+        ``val_items``: item indices of validation rows whose class is a base class (held-out base
+        items; only from a ``split`` column); ``source``: ``"split column"`` or ``"seeded"``;
+        ``rule``: one sentence saying how the split was made; ``seed`` and ``fractions`` (seeded
+        only); ``class_names``: the names per split. JSON-able: written into results files.
+
+    Raises
+    ------
+    fewmm.errors.DataError
+        Bad fractions; too few classes for a base and a novel class; a ``split`` column with no
+        base or no novel row.
+    """
+    names = list(table.class_names)
+    c = len(names)
+    if "split" in table.meta:
+        sp = np.asarray(table.meta["split"])
+        lab = table.labels
+        base = sorted({int(x) for x in lab[sp == "base"]})
+        val_rows = np.flatnonzero(sp == "val")
+        val = sorted({int(x) for x in lab[val_rows]} - set(base))
+        novel = sorted({int(x) for x in lab[sp == "novel"]})
+        val_items = [int(i) for i in val_rows if int(lab[i]) in set(base)]
+        if not base or not novel:
+            raise DataError(f"{table.name}: the 'split' column needs base rows and novel rows "
+                            f"(has {len(base)} base and {len(novel)} novel classes)")
+        rec = {"source": "split column", "rule": "the manifest's 'split' column (base/train, val/validation, novel/test); "
+               "validation rows of base classes are held-out base items"}
+    else:
+        try:
+            f = tuple(float(x) for x in fractions)
+        except (TypeError, ValueError):
+            raise DataError(f"split fractions must be three numbers (base, val, novel), got {fractions!r}") from None
+        if len(f) != 3 or min(f) < 0 or abs(sum(f) - 1.0) > 1e-6 or f[0] == 0 or f[2] == 0:
+            raise DataError(f"split fractions (base, val, novel) must be three numbers >= 0 summing to 1, base and novel "
+                            f"> 0; got {fractions!r}")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise DataError(f"split seed must be an integer >= 0, got {seed!r}")
+        n_novel = max(1, int(round(f[2] * c)))
+        n_val = int(round(f[1] * c))
+        n_base = c - n_novel - n_val
+        if n_base < 1:
+            raise DataError(f"{table.name}: {c} classes are too few for a class-disjoint split with fractions {f} "
+                            "(it needs at least one base and one novel class); add a 'split' column or change the fractions")
+        perm = np.random.default_rng(int(seed)).permutation(c)
+        base, val, novel = (sorted(int(x) for x in part) for part in (perm[:n_base], perm[n_base:n_base + n_val],
+                                                                          perm[n_base + n_val:]))
+        val_items = []
+        rec = {"source": "seeded", "seed": int(seed), "fractions": list(f),
+               "rule": f"classes (sorted names) permuted with numpy default_rng({int(seed)}): first {n_base} base, next "
+                       f"{n_val} validation, last {n_novel} novel (fractions {f[0]:g}/{f[1]:g}/{f[2]:g} of {c} classes)"}
+    rec.update(base=base, val=val, novel=novel, val_items=val_items,
+               class_names={"base": [names[i] for i in base], "val": [names[i] for i in val],
+                            "novel": [names[i] for i in novel]})
+    return rec
+
+
+def split_table(table: ItemTable, split: str, seed: int = 0,
+                fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS) -> ItemTable:
+    """The rows of one few-shot split of a manifest's table (see :func:`class_splits`).
+
+    Parameters
+    ----------
+    table : ItemTable
+        From :func:`load_manifest`.
+    split : {"all", "base", "val", "novel"}
+        ``"base"``: items of base classes, held-out validation items excluded; ``"val"``: items of
+        validation classes plus held-out base items; ``"novel"``: items of novel classes;
+        ``"all"``: ``table`` itself.
+    seed, fractions
+        See :func:`class_splits`.
+
+    Returns
+    -------
+    ItemTable
+        Named ``"<table name>/<split>"`` (``"/<split>-seed<seed>"`` for a seeded split), labels
+        and class names unchanged (class indices stay those of the whole manifest);
+        ``info["splits"]``: the record of :func:`class_splits`, written into results files.
+
+    Raises
+    ------
+    fewmm.errors.DataError
+        Unknown split, a split without items, or what :func:`class_splits` raises.
+    """
+    if split in (None, "all"):
+        return table
+    if split not in MANIFEST_SPLITS:
+        raise DataError(f"manifest: unknown split {split!r}; expected one of {', '.join(MANIFEST_SPLITS)}")
+    rec = class_splits(table, seed, fractions)
+    keep = np.isin(table.labels, rec[split] if split != "val" else rec["val"])
+    if split == "base":
+        keep[rec["val_items"]] = False
+    elif split == "val":
+        keep[rec["val_items"]] = True
+    idx = np.flatnonzero(keep)
+    if idx.size == 0:
+        raise DataError(f"{table.name}: the {split} split has no items ({rec['rule']})")
+    tag = split if rec["source"] == "split column" else f"{split}-seed{rec['seed']}"
+    out = table.subset(idx, name=f"{table.name}/{tag}")
+    out.info["splits"] = {**rec, "split": split}
+    return out
+
+
+__all__ = ["load_manifest", "class_splits", "split_table", "has_split_column", "MANIFEST_SPLITS", "SPLIT_ALIASES",
+           "DEFAULT_SPLIT_FRACTIONS", "MANIFEST_SUFFIXES"]

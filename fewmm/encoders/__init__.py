@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..registry import Registry
 from .base import Encoder, file_sha256, resolve_device
 
-ENCODERS: Registry[Encoder] = Registry("encoder")
+ENCODERS: Registry[Encoder] = Registry("encoder", entry_point_group="fewmm.encoders")
 register = ENCODERS.register
 
 

@@ -26,7 +26,10 @@ from .gmu import GMUHead
 from .single import SingleModalityHead
 from .temperature import TemperatureHead
 
-HEADS: Registry[FusionHead] = Registry("head")
+HEADS: Registry[FusionHead] = Registry("head", entry_point_group="fewmm.heads")
+#: Decorator registering your own head class ``factory(dims, modalities, **hyper_parameters)``;
+#: installed packages can use the ``fewmm.heads`` entry-point group.
+register = HEADS.register
 HEADS.register("avg-proto", "average of per-modality ProtoNet probabilities (fixed)")(AvgProtoHead)
 HEADS.register("concat", "ProtoNet on concatenated L2-normalised modality features (fixed)")(ConcatHead)
 HEADS.register("single", "ProtoNet on one modality: 'single:<modality>' (fixed)")(SingleModalityHead)
@@ -99,7 +102,7 @@ def list_heads(modalities=None) -> list[str]:
 TRAINED_HEADS = ("am3", "attention", "gmu", "temperature")
 
 __all__ = [
-    "FusionHead", "HeadClassifier", "evaluate_head", "align_features", "features_to", "create", "list_heads", "HEADS",
+    "FusionHead", "HeadClassifier", "evaluate_head", "align_features", "features_to", "create", "list_heads", "HEADS", "register",
     "TRAINED_HEADS", "UNAVAILABLE_LOGIT", "AvgProtoHead", "ConcatHead", "SingleModalityHead", "GMUHead", "AttentionHead",
     "AM3Head", "TemperatureHead",
 ]

@@ -15,7 +15,10 @@ from .linear_probe import LinearProbe
 from .protonet import ProtoNet
 from .simpleshot import SimpleShot
 
-METHODS: Registry[FewShotMethod] = Registry("method")
+METHODS: Registry[FewShotMethod] = Registry("method", entry_point_group="fewmm.methods")
+#: Decorator registering your own method class or factory: ``@fewmm.methods.register("name", "help")``
+#: (see README, "Add a method"). Installed packages can use the ``fewmm.methods`` entry-point group.
+register = METHODS.register
 METHODS.register("protonet", "ProtoNet, squared euclidean (Snell et al. 2017)")(lambda **kw: ProtoNet(metric="euclidean", **kw))
 METHODS.register("protonet-cosine", "ProtoNet, cosine similarity")(lambda **kw: ProtoNet(metric="cosine", **kw))
 METHODS.register("simpleshot", "SimpleShot CL2N + nearest mean (Wang et al. 2019)")(SimpleShot)
@@ -47,4 +50,4 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
-__all__ = ["FewShotMethod", "ProtoNet", "SimpleShot", "KNN", "LinearProbe", "create", "list_methods", "METHODS"]
+__all__ = ["FewShotMethod", "ProtoNet", "SimpleShot", "KNN", "LinearProbe", "create", "list_methods", "register", "METHODS"]

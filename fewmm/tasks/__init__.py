@@ -2,7 +2,7 @@
 
 >>> import fewmm.tasks as T
 >>> T.list_tasks()
-['digits-av', 'esc50-text']
+['digits-av', 'esc50-text', 'manifest']
 >>> task = T.build("digits-av", fold="A")                     # doctest: +SKIP
 >>> task.features.modalities, task.features.dims              # doctest: +SKIP
 (('image', 'audio'), {'image': 1280, 'audio': 384, 'class_text': 384})
@@ -24,6 +24,9 @@ digits-av      MNIST test images paired within class with FSDD spoken digits (se
                base-class items. See :mod:`fewmm.tasks.digits_av`.
 esc50-text     ESC-50 clips (audio only) + class text "the sound of <category>"; 30 base / 10
                validation / 10 novel classes (fixed lists). See :mod:`fewmm.tasks.esc50_text`.
+manifest       your own CSV/JSONL manifest (``path=``): items with any of image / audio / text,
+               optional class text, splits from a ``split`` column or seeded and class-disjoint.
+               See :mod:`fewmm.tasks.manifest`.
 =============  ==================================================================================
 
 Robustness settings, usable on any task:
@@ -269,7 +272,7 @@ class Task:
 
 
 def _import_builtin() -> None:
-    from . import digits_av, esc50_text  # noqa: F401  (register themselves)
+    from . import digits_av, esc50_text, manifest  # noqa: F401  (register themselves)
 
 
 def list_tasks() -> list[str]:

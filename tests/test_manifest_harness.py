@@ -1,0 +1,308 @@
+"""Manifests everywhere a data set name is taken (issue 12, item 1): the bench CLI and TOML suites
+(``manifest:PATH``, a ``split`` column or a seeded class-disjoint split written into the results),
+the fusion bench on a tri-modal manifest (CSV -> trained heads -> table in one command), and
+exported manifests with paths relative to the manifest."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fewmm.data as D
+from fewmm.bench.runner import RunSpec, load_suite, parse_dataset
+from fewmm.errors import DataError, FewmmError
+
+WORDS = "zero one two three four five six seven eight nine".split()
+SPEAKERS = ["jackson", "nicolas", "theo", "yweweler", "george", "lucas"]
+
+
+def make_trimodal(folder, data_root, n=10, split_column=False):
+    """10 digit classes x n items: scikit-learn digits as PNG (missing for every 4th item), FSDD
+    recordings of the digit copied in (missing for every 5th), inline text for every 3rd item,
+    and a class_text column. With ``split_column``: digits 0-5 base, 6-7 val, 8-9 novel."""
+    from sklearn.datasets import load_digits
+
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    (folder / "snd").mkdir(exist_ok=True)
+    d = load_digits()
+    rows = []
+    for c in range(10):
+        imgs = np.flatnonzero(d.target == c)[:n]
+        for i in range(n):
+            r = {"label": WORDS[c], "image": "", "audio": "", "text": "",
+                 "class_text": f"the handwritten and spoken digit {WORDS[c]}"}
+            if i % 4 != 3:
+                Image.fromarray((d.images[imgs[i]] * 255 / 16).astype(np.uint8)).save(folder / "img" / f"{c}_{i}.png")
+                r["image"] = f"img/{c}_{i}.png"
+            if i % 5 != 4:
+                src = data_root / "fsdd" / "recordings" / f"{c}_{SPEAKERS[i % 6]}_{i // 6}.wav"
+                shutil.copy(src, folder / "snd" / src.name)
+                r["audio"] = f"snd/{src.name}"
+            if i % 3 == 0:
+                r["text"] = f"a note about {WORDS[c]}" if i % 2 == 0 else f"item {i}: someone wrote {WORDS[c]}"
+            if split_column:
+                r["split"] = "base" if c < 6 else "val" if c < 8 else "test"  # 'test' is an alias of novel
+            rows.append(r)
+    with open(folder / "m.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return folder / "m.csv"
+
+
+@pytest.fixture(scope="module")
+def trimodal(tmp_path_factory, data_root):
+    return make_trimodal(tmp_path_factory.mktemp("trimodal"), data_root)
+
+
+# ------------------------------------------------------------------------------ splits
+
+
+def test_seeded_class_split_is_disjoint_recorded_and_reproducible(trimodal):
+    full = D.load("manifest", path=trimodal)
+    assert len(full) == 100 and full.n_classes == 10 and "splits" not in full.info
+    parts = {s: D.load("manifest", path=trimodal, split=s) for s in ("base", "val", "novel")}
+    # by hand: class names sorted, permuted with default_rng(0); 6 base, 2 val, 2 novel
+    perm = np.random.default_rng(0).permutation(10)
+    names = sorted(WORDS)
+    want = {"base": sorted(names[i] for i in perm[:6]), "val": sorted(names[i] for i in perm[6:8]),
+            "novel": sorted(names[i] for i in perm[8:])}
+    for s, t in parts.items():
+        got = sorted({t.class_names[c] for c in t.labels})
+        assert got == want[s], s
+        assert len(t) == 10 * len(want[s])
+        assert t.info["splits"]["source"] == "seeded" and t.info["splits"]["seed"] == 0
+        assert t.info["splits"]["class_names"][s] == want[s]
+        assert t.name == f"manifest/m/{s}-seed0"
+    # another seed, other fractions
+    t = D.load("manifest", path=trimodal, split="novel", split_seed=3, split_fractions=(0.4, 0.2, 0.4))
+    perm3 = np.random.default_rng(3).permutation(10)
+    assert sorted({t.class_names[c] for c in t.labels}) == sorted(names[i] for i in perm3[6:])
+    with pytest.raises(DataError, match="must be three numbers >= 0 summing to 1"):
+        D.load("manifest", path=trimodal, split="novel", split_fractions=(0.5, 0.5, 0.5))
+    with pytest.raises(DataError, match="unknown split 'test'; expected one of all, base, val, novel"):
+        D.load("manifest", path=trimodal, split="test")
+
+
+def test_split_column_values_and_class_disjointness_are_checked(tmp_path):
+    (tmp_path / "m.csv").write_text(
+        "label,text,split\na,x1,train\na,x2,validation\nb,x3,novel\nc,x4,base\nc,x5,test\nd,x6,later\n", encoding="utf-8")
+    with pytest.raises(DataError) as ei:
+        D.load_manifest(tmp_path / "m.csv")
+    msg = str(ei.value)
+    assert "line 7 (data row 6), column 'split': 'later' is not a split; expected one of base, train" in msg
+    assert "class(es) 'c' have novel rows and also base or val rows" in msg
+    (tmp_path / "ok.csv").write_text("label,text,split\na,x1,train\na,x2,validation\nb,x3,novel\nc,x4,val\n", encoding="utf-8")
+    rec = D.class_splits(D.load_manifest(tmp_path / "ok.csv"))
+    assert rec["source"] == "split column"
+    assert rec["class_names"] == {"base": ["a"], "val": ["c"], "novel": ["b"]}
+    assert rec["val_items"] == [1]  # the validation row of base class 'a': a held-out base item
+    base = D.load("manifest", path=tmp_path / "ok.csv", split="base")
+    assert base.ids == ["1:text-" + __import__("hashlib").sha1(b"x1").hexdigest()[:12]]
+
+
+# ----------------------------------------------------------------------- the bench CLI
+
+
+def test_dataset_specs_name_manifests(tmp_path):
+    (tmp_path / "my.csv").write_text("label,text\na,x\nb,y\n", encoding="utf-8")
+    assert parse_dataset("omniglot:evaluation") == ("omniglot", "evaluation")
+    assert parse_dataset(f"manifest:{tmp_path}/my.csv") == ("manifest", f"{tmp_path}/my.csv")
+    assert parse_dataset(f"{tmp_path}/my.csv:novel") == ("manifest", f"{tmp_path}/my.csv:novel")
+    r = RunSpec(*parse_dataset(f"{tmp_path}/my.csv"))
+    assert (r.dataset, r.split, r.options, r.label, r.base) == ("manifest", "all", {"path": f"{tmp_path}/my.csv"}, "my", None)
+    r = RunSpec(*parse_dataset(f"manifest:{tmp_path}/my.csv:novel"))
+    assert (r.split, r.base) == ("novel", f"manifest:{tmp_path}/my.csv:base")
+    with pytest.raises(FewmmError, match="manifest .*nope.csv not found"):
+        RunSpec(*parse_dataset(f"manifest:{tmp_path}/nope.csv"))
+
+
+def test_bench_cli_on_a_manifest_with_a_split_column(tmp_path, data_root):
+    from fewmm.bench.cli import main
+
+    path = make_trimodal(tmp_path / "data", data_root, split_column=True)
+    out = tmp_path / "out"
+    rc = main(["--dataset", f"manifest:{path}", "--encoder", "pixels", "--methods", "protonet,simpleshot", "--ways", "2",
+               "--shots", "1,5", "--queries", "2", "--episodes", "40", "--out", str(out), "--name", "m", "--quiet", "--cache-dir", str(tmp_path / "c")])
+    assert rc == 0
+    doc = json.loads((out / "m.json").read_text())
+    rows = doc["results"]
+    # the novel split: digits 8 and 9 (split 'test'), the items that have an image (every 4th lacks one)
+    assert {r["split"] for r in rows} == {"novel"} and {r["dataset"] for r in rows} == {"m"}
+    assert {r["n_classes"] for r in rows} == {2} and {r["n_items"] for r in rows} == {2 * 8}
+    ds = doc["datasets"]["m:novel"]
+    assert ds["info"]["splits"]["class_names"] == {"base": sorted(WORDS[:6]), "val": ["seven", "six"], "novel": ["eight", "nine"]}
+    assert ds["info"]["splits"]["source"] == "split column" and ds["base"] == f"manifest:{path}:base"
+    ss = [r for r in rows if r["method"] == "simpleshot"]
+    assert all(r["notes"] == f"base statistics from manifest:{path}:base" for r in ss)
+    assert sorted((r["ways"], r["shots"], r["episodes"]) for r in rows) == [(2, 1, 40)] * 2 + [(2, 5, 40)] * 2
+
+
+def test_toml_suite_with_a_manifest_relative_to_the_suite(tmp_path, data_root):
+    from fewmm.bench.runner import run_suite
+
+    path = make_trimodal(tmp_path / "data", data_root)
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "mine.toml").write_text(
+        'name = "mine"\nmethods = ["protonet", "knn"]\nways = [2]\nshots = [1]\nqueries = 3\nepisodes = 30\n\n'
+        '[[run]]\ndataset = "manifest:../data/m.csv:novel"\nencoders = ["logmel-stats"]\n'
+        'options = { split_seed = 1 }\n\n'
+        '[[run]]\ndataset = "manifest"\nlabel = "digits-text"\nencoders = ["pixels"]\noptions = { path = "../data/m.csv" }\n',
+        encoding="utf-8")
+    suite = load_suite(tmp_path / "suites" / "mine.toml")
+    r0, r1 = suite.runs
+    assert r0.options == {"path": str(path), "split_seed": 1} and r0.split == "novel" and r0.base == f"manifest:{path}:base"
+    assert r1.options == {"path": str(path)} and r1.split == "all" and r1.label == "digits-text"
+    rep = run_suite(suite, out_dir=tmp_path / "out", stem="mine", cache_dir=tmp_path / "c", quiet=True)
+    perm = np.random.default_rng(1).permutation(10)
+    novel = sorted(sorted(WORDS)[i] for i in perm[8:])
+    doc = json.loads(rep.json_path.read_text())
+    assert doc["datasets"]["m:novel"]["info"]["splits"]["class_names"]["novel"] == novel
+    audio_rows = [r for r in rep.rows if r["encoder"] == "logmel-stats"]
+    assert {r["n_items"] for r in audio_rows} == {2 * 8} and {r["split"] for r in audio_rows} == {"novel"}
+    pix = [r for r in rep.rows if r["encoder"] == "pixels"]
+    assert {r["n_items"] for r in pix} == {80} and {r["n_classes"] for r in pix} == {10}  # every row with an image
+
+
+def test_readme_manifest_suite_loads(tmp_path, trimodal):
+    """The README's TOML suite, as written, next to a my_data/items.csv: it names the manifest."""
+    import re
+
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    sec = text[text.index("### Your own data: manifests"):text.index("## The benchmark harness")]
+    toml = re.search(r"```toml\n(.*?)```", sec, flags=re.S).group(1)
+    (tmp_path / "my_data").mkdir()
+    shutil.copy(trimodal, tmp_path / "my_data" / "items.csv")
+    for sub in ("img", "snd"):
+        shutil.copytree(trimodal.parent / sub, tmp_path / "my_data" / sub)
+    (tmp_path / "my_suite.toml").write_text(toml, encoding="utf-8")
+    suite = load_suite(tmp_path / "my_suite.toml")
+    (r,) = suite.runs
+    assert (r.dataset, r.split, r.label, r.encoders) == ("manifest", "all", "items", ["efficientnet-lite2"])
+    assert r.options == {"path": str(tmp_path / "my_data" / "items.csv"), "split_seed": 0}
+    assert suite.methods == ["protonet", "simpleshot", "linear-probe"] and suite.shots == [1, 5]
+
+
+def test_unknown_dataset_message_mentions_manifests(tmp_path, capsys):
+    from fewmm.bench.cli import main
+
+    with pytest.raises(FewmmError, match="manifest"):
+        D.load("my_data")
+    assert main(["--dataset", "my_data", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "Your own data: manifest:PATH (a CSV/JSONL manifest" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ fusion bench
+
+
+def test_fusion_bench_trains_heads_on_a_trimodal_manifest_in_one_command(tmp_path, trimodal, capsys):
+    """CSV -> embedded modalities (pixels, log-mel statistics, MiniLM text + class text) -> trained
+    heads on the base classes -> novel-class table, missing modalities and all."""
+    from fewmm.bench.fusion import main
+
+    out = tmp_path / "out"
+    rc = main(["--task", f"manifest:{trimodal}", "--encoder", "image=pixels", "--encoder", "audio=logmel-stats",
+               "--split-fractions", "0.4,0.2,0.4", "--ways", "3", "--shots", "1,5", "--episodes", "40", "--steps", "10",
+               "--heads", "gmu,temperature", "--checkpoints", "", "--out", str(out), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads((out / "fusion-manifest-m.json").read_text())
+    fold = doc["folds"]["default"]
+    assert fold["modalities"] == ["image", "audio", "text"]
+    info = fold["info"]
+    assert info["items_per_modality"] == {"image": 80, "audio": 80, "text": 40}
+    assert info["splits"]["source"] == "seeded" and info["splits"]["fractions"] == [0.4, 0.2, 0.4]
+    assert info["class_text"]["texts"]["seven"] == ["the handwritten and spoken digit seven"]
+    assert doc["corruption"] == "noise:0" and doc["corrupt_modality"] == "audio"
+    conds = {r["condition"] for r in doc["results"]}
+    assert conds == {"clean", "audio-corrupt50", "image-missing50", "audio-missing50", "text-missing50"}
+    heads = {r["head"] for r in doc["results"]}
+    assert heads == {"single:image", "single:audio", "single:text", "avg-proto", "concat", "gmu", "temperature"}
+    assert any("no proj[<m>] control for image, audio, text" in n for n in doc["notes"])
+    clean = {(r["head"], r["shots"]): r for r in doc["results"] if r["condition"] == "clean"}
+    # 3-way, novel classes eight, five, two, zero (seeded split); chance 33.3%. Raw pixels are exact on any CPU:
+    # the measured values. Images carry the digit, so the fixed average is far above chance too: measured
+    # 63.33 / 81.17 (1 / 5 shots); floors 10 points below (MiniLM's float sums may differ across machines).
+    assert info["splits"]["class_names"]["novel"] == ["eight", "five", "two", "zero"]
+    assert (clean[("single:image", 1)]["accuracy"], clean[("single:image", 5)]["accuracy"]) == (64.6667, 82.0)
+    assert clean[("avg-proto", 1)]["accuracy"] > 53 and clean[("avg-proto", 5)]["accuracy"] > 71
+    assert clean[("avg-proto", 1)]["queries"] == 5  # 10 items per novel class - 5 shots
+    assert (out / "fusion-manifest-m.csv").is_file()
+
+
+def test_fusion_manifest_errors_name_the_split(tmp_path, trimodal):
+    from fewmm.bench.fusion import main
+
+    import io
+    import contextlib
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["--task", f"manifest:{trimodal}", "--encoder", "image=pixels", "--encoder", "audio=logmel-stats",
+                   "--ways", "5", "--episodes", "5", "--steps", "2", "--checkpoints", "", "--out", str(tmp_path), "--quiet"])
+    assert rc == 2
+    assert "the base split has 6 classes" not in err.getvalue()
+    assert "the novel split has 2 classes, fewer than --ways 5" in err.getvalue()
+    with contextlib.redirect_stderr(err):
+        assert main(["--task", "nope-task", "--out", str(tmp_path)]) == 2
+    assert "unknown task; expected one of digits-av, esc50-text, or manifest:PATH" in err.getvalue()
+
+
+# ------------------------------------------------------------------- backbone from scratch
+
+
+def test_backbone_bench_trains_on_a_manifest(tmp_path, trimodal):
+    """``--task manifest:PATH``: audio-conv4 on the audio items (the default when there is audio) and
+    conv4 on the images, trained on the base classes and tested on the novel ones, same episodes
+    for the trained, the random-init and the frozen backbones."""
+    from fewmm.bench.backbone import main
+
+    common = ["--task", f"manifest:{trimodal}", "--way", "3", "--shot", "2", "--query", "2", "--episodes", "4",
+              "--eval-every", "2", "--val-episodes", "5", "--test-episodes", "20", "--split-fractions", "0.4,0.2,0.4",
+              "--out", str(tmp_path), "--quiet", "--threads", "1"]
+    assert main(common) == 0
+    doc = json.loads((tmp_path / "manifest-m-protonet.json").read_text())
+    proto = doc["protocol"]
+    assert proto["modality"] == "audio" and proto["splits"]["class_names"]["novel"] == ["eight", "five", "two", "zero"]
+    # 8 audio items in every class (every 5th row lacks audio); the validation classes 'nine' and 'seven'
+    assert proto["items_per_class"] == {"train": 8, "val": 8, "test": 8} and proto["classes"]["val"] == ["nine", "seven"]
+    assert {(r["method"], r["ways"], r["shots"], r["queries"]) for r in doc["results"]} == {
+        (m, 4, k, q) for m in ("protonet-audio-conv4", "audio-conv4-random-init", "frozen logmel-stats")
+        for k, q in ((1, 7), (5, 3))}
+    # the image run from a --config file, whose manifest path is relative to the config file
+    import os
+
+    (tmp_path / "cfg").mkdir()
+    rel = os.path.relpath(trimodal, tmp_path / "cfg")
+    (tmp_path / "cfg" / "img.toml").write_text(f'task = "manifest:{rel}"\nbackbone = "conv4"\nbaselines = ["pixels"]\n',
+                                               encoding="utf-8")
+    assert main(["--config", str(tmp_path / "cfg" / "img.toml")] + common[2:] + ["--name", "img"]) == 0
+    doc = json.loads((tmp_path / "img.json").read_text())
+    assert doc["protocol"]["manifest"] == str(trimodal)
+    assert doc["protocol"]["modality"] == "image" and doc["experiment"] == "image backbone from scratch"
+    assert {r["method"] for r in doc["results"]} == {"protonet-conv4", "conv4-random-init", "frozen pixels"}
+
+
+# ------------------------------------------------------------------------------ export
+
+
+def test_exported_manifests_use_relative_paths_and_move_with_their_folder(tmp_path, data_root):
+    from fewmm.data.__main__ import export_fewshot
+
+    src = make_trimodal(tmp_path / "proj" / "data", data_root)
+    table = D.load_manifest(src)
+    train, test, n_tr, n_te = export_fewshot(table, shots=2, test=3, seed=0, out=tmp_path / "proj" / "split")
+    assert (n_tr, n_te) == (20, 30)
+    rows = list(csv.DictReader(open(train, encoding="utf-8")))
+    paths = [r[m] for r in rows for m in ("image", "audio") if r[m]]
+    assert paths and all(p.startswith("../data/") for p in paths), paths[:3]
+    shutil.move(str(tmp_path / "proj"), str(tmp_path / "moved"))
+    moved = D.load_manifest(tmp_path / "moved" / "split" / "train.csv")
+    files = [str(p) for m in ("image", "audio") for p in moved.modalities[m] if p is not None]
+    assert files and all(f.startswith(str(tmp_path / "moved" / "data")) for f in files)
