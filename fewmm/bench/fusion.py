@@ -56,7 +56,7 @@ def _relabel(f: MMFeatures, labels: np.ndarray, names: list[str], ct) -> MMFeatu
     return MMFeatures(f.features, f.mask, f.modalities, labels, names, ct, dict(f.info))
 
 
-def _with_val_items_as_classes(task) -> tuple[MMFeatures, MMFeatures, np.ndarray, np.ndarray, dict]:
+def with_val_items_as_classes(task) -> tuple[MMFeatures, MMFeatures, np.ndarray, np.ndarray, dict]:
     """Features for training where a task validates on held-out base ITEMS: those items get new
     labels (``n_classes + c``, class text copied), so the trainer's class-based sampling keeps
     them out of training episodes and uses only them for validation."""
@@ -69,9 +69,12 @@ def _with_val_items_as_classes(task) -> tuple[MMFeatures, MMFeatures, np.ndarray
     names = list(f.class_names) + [f"{c} (validation items)" for c in f.class_names]
     ct = None if f.class_text is None else torch.cat([f.class_text, f.class_text])
     g = _relabel(f, labels, names, ct)
-    gc = _relabel(task.corrupted, labels, names, ct)
+    gc = None if task.corrupted is None else _relabel(task.corrupted, labels, names, ct)
     val = np.unique(labels[task.val_items])
     return g, gc, task.base_classes, val, {"validation": f"held-out base items ({len(task.val_items)}), relabelled as {val.tolist()}"}
+
+
+_with_val_items_as_classes = with_val_items_as_classes  # the name used before it was public
 
 
 def _weights_by_item_kind(weights: np.ndarray, query_items: np.ndarray, corrupted_items: np.ndarray | None):
@@ -109,7 +112,7 @@ def run(args) -> Path:
     for fold in folds:
         kw = {} if fold == "default" else {"fold": fold}
         task = T.build(args.task, root=args.data_root, corruption=spec["corruption"], **kw)
-        feats, feats_c, base, val, val_note = _with_val_items_as_classes(task)
+        feats, feats_c, base, val, val_note = with_val_items_as_classes(task)
         header["folds"][fold] = {**task.splits_record(), **val_note, "info": task.info}
         item_mods = list(task.features.modalities)
         # --- train -------------------------------------------------------------------------
