@@ -25,15 +25,15 @@ from fewmm.aligned import BridgeConfig, train_bridge
 from fewmm.bench.transfer import evaluate_method_episodes
 
 CANDIDATES = [
-    BridgeConfig(temperature=0.01, steps=300),
-    BridgeConfig(temperature=0.01, steps=100),
-    BridgeConfig(temperature=0.03, steps=300),
-    BridgeConfig(temperature=0.05, steps=300),
-    BridgeConfig(temperature=0.07, steps=100),
-    BridgeConfig(temperature=0.07, steps=300),
-    BridgeConfig(temperature=0.07, steps=1000),
-    BridgeConfig(temperature=0.1, steps=300),
-    BridgeConfig(temperature=0.07, steps=300, hidden=512),
+    BridgeConfig(hidden=0, temperature=0.01, steps=300),
+    BridgeConfig(hidden=0, temperature=0.01, steps=100),
+    BridgeConfig(hidden=0, temperature=0.03, steps=300),
+    BridgeConfig(hidden=0, temperature=0.05, steps=300),
+    BridgeConfig(hidden=0, temperature=0.07, steps=100),
+    BridgeConfig(hidden=0, temperature=0.07, steps=300),
+    BridgeConfig(hidden=0, temperature=0.07, steps=1000),
+    BridgeConfig(hidden=0, temperature=0.1, steps=300),
+    BridgeConfig(hidden=512, temperature=0.07, steps=300),
 ]
 METHODS = ("zero-shot", "protonet", "cross-modal-lp")
 

@@ -33,8 +33,7 @@ import torch
 from ..errors import FeatureError
 from .base import FewShotMethod, l2_normalize
 
-#: CLIP's final (learned, then clipped) logit scale: ``logits = 100 * cos``. The bridge of
-#: :mod:`fewmm.aligned` is trained with the same scale so these defaults carry over.
+#: CLIP's final (learned, then clipped) logit scale: ``logits = 100 * cos``.
 CLIP_LOGIT_SCALE = 100.0
 
 
