@@ -373,6 +373,79 @@ def run(args) -> Path:
     return rep.json_path
 
 
+def markdown_table(doc: dict) -> str:
+    """A README block from a results document of :func:`run`: one row per (fold/modality,
+    method), columns episode 1/5-shot (mean ± 95% CI, paired delta to ProtoNet) and CoOp
+    1/5-shot (mean ± std over seeds 1/2/3), then the zero-shot accuracies and the command."""
+    rows = doc["results"]
+    cols = [(p, k) for p in ("episodes", "coop") for k in sorted({r["shots"] for r in rows if r["protocol"] == p})]
+    groups = list(dict.fromkeys((r["fold"], r["modality"]) for r in rows))
+    head = ["fold / modality", "method"] + [f"{'episodes' if p == 'episodes' else 'CoOp'} {k}-shot" for p, k in cols]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for fold, mod in groups:
+        methods = list(dict.fromkeys(r["method"] for r in rows if (r["fold"], r["modality"]) == (fold, mod)))
+        for m in methods:
+            cells = []
+            for p, k in cols:
+                r = next((r for r in rows if (r["fold"], r["modality"], r["method"], r["protocol"], r["shots"]) ==
+                          (fold, mod, m, p, k)), None)
+                if r is None:
+                    cells.append("")
+                elif p == "episodes":
+                    d = f" ({r['paired_delta']:+.2f} ± {r['paired_ci95']:.2f})" if r.get("paired_delta") is not None else " (ref)"
+                    cells.append(f"{r['accuracy']:.2f} ± {r['ci95']:.2f}{d}")
+                else:
+                    cells.append(f"{r['accuracy']:.2f} ± {r['std']:.2f}")
+            out.append(f"| {fold} / {mod} | {m} | " + " | ".join(cells) + " |")
+    out.append("")
+    ep = next((r for r in rows if r["protocol"] == "episodes"), None)
+    co = next((r for r in rows if r["protocol"] == "coop"), None)
+    if ep:
+        out.append(f"Episodes: novel classes, {ep['ways']}-way, {ep['queries']} queries per class, {ep['episodes']} "
+                   f"episodes (seed {doc['seed']}); accuracy % ± 95% CI, in brackets the paired difference to "
+                   f"`{REFERENCE}` on raw item features (same episodes).")
+    if co:
+        out.append(f"CoOp protocol: all {co['ways']} novel classes, K shots per class (seeds 1, 2, 3), the fixed test "
+                   f"split ({co['queries']} items per class) scored; mean ± std over the 3 seeds.")
+    zs = "; ".join(f"{k}: novel {v['novel']['accuracy']:.2f}% ({v['novel']['classes']}-way, chance {v['novel']['chance']:.0f}%)"
+                   + (f", validation {v['val']['accuracy']:.2f}%" if "val" in v else "") for k, v in doc["zero_shot"].items())
+    out.append(f"Zero-shot through the bridge over all novel classes at once: {zs}.")
+    tun = "; ".join(f"{k}: {v['chosen']}" for k, v in doc.get("tuning", {}).items())
+    if tun:
+        out.append(f"`[val]` rows: alpha/beta chosen on validation episodes ({tun}).")
+    out.append(f"Command: `{doc['command']}`; wall time {doc.get('wall_seconds', '?')} s.")
+    return "\n".join(out) + "\n"
+
+
+def write_readme_block(json_path, readme) -> bool:
+    """Replace the block between ``<!-- results:<stem> -->`` and ``<!-- /results:<stem> -->`` in
+    ``readme`` with :func:`markdown_table` of ``json_path``. Returns False when the markers are absent.
+
+    Raises
+    ------
+    FewmmError
+        The results file is missing or unfinished.
+    """
+    import json
+
+    path = Path(json_path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FewmmError(f"results file {path} does not exist") from None
+    if not doc.get("finished"):
+        raise FewmmError(f"{path}: the run did not finish; refusing to write its table")
+    stem = path.stem
+    text = Path(readme).read_text()
+    a, b = f"<!-- results:{stem} -->", f"<!-- /results:{stem} -->"
+    if a not in text or b not in text:
+        return False
+    pre, rest = text.split(a, 1)
+    _, post = rest.split(b, 1)
+    Path(readme).write_text(pre + a + "\n" + markdown_table(doc) + b + post)
+    return True
+
+
 CONFIG_KEYS = {"task", "folds", "modalities", "methods", "protocol", "ways", "shots", "queries", "episodes", "seed",
                "test_per_class", "am3_steps", "no_am3", "tune"}
 
@@ -419,7 +492,22 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="results")
     p.add_argument("--name")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--report", metavar="JSON", help="print the markdown table of a results file (no run)")
+    p.add_argument("--readme", help="with --report: write the table between its results markers in this file")
     a = p.parse_args(argv)
+    if a.report:
+        try:
+            if a.readme:
+                ok = write_readme_block(a.report, a.readme)
+                print(f"{'updated' if ok else 'no results markers for'} {Path(a.report).stem} in {a.readme}")
+            else:
+                import json
+
+                print(markdown_table(json.loads(Path(a.report).read_text())))
+        except (FewmmError, OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     try:
         if a.config:
             _apply_config(a, a.config)
