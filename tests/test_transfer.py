@@ -446,3 +446,48 @@ def test_coop_split_shots_and_episode():
         TR.coop_shots(y, pool, [1, 3], 6, 1)
     with pytest.raises(Exception, match="class 1 has 8 items"):
         TR.coop_test_split(y, [1], 8)
+
+
+# ------------------------------------------------------------------- the CLI on real data
+@pytest.mark.needs_data
+def test_transfer_cli_on_esc50_text(data_root, tmp_path, capsys):
+    """A short real run: bridge on the 30 base classes, zero-shot, 5 episodes and the CoOp
+    protocol, the README table from its JSON."""
+    import json
+
+    rc = TR.main(["--task", "esc50-text", "--data-root", str(data_root), "--episodes", "5", "--shots", "1",
+                  "--methods", "protonet,zero-shot,tip-adapter,cross-modal-lp", "--am3-steps", "5", "--tune",
+                  "--tune-episodes", "5", "--out", str(tmp_path), "--quiet"])
+    assert rc == 0
+    doc = json.loads((tmp_path / "transfer-esc50-text.json").read_text())
+    assert doc["finished"] and doc["pairs"]["default/audio"]["base_classes"] == doc["folds"]["default"]["base_classes"]
+    assert doc["pairs"]["default/audio"]["training"]["n_items"] == 254  # the base-class items only
+    zs = doc["zero_shot"]["default/audio"]["novel"]
+    assert zs["classes"] == 10 and zs["items"] == 80 and 0 <= zs["accuracy"] <= 100
+    split = doc["coop_splits"]["default/audio/1-shot"]
+    test = set(split["test_items"])
+    assert len(test) == 30 and all(not (set(v) & test) and len(v) == 10 for v in split["shots_by_seed"].values())
+    methods = {(r["protocol"], r["method"]) for r in doc["results"]}
+    assert {("episodes", m) for m in ("protonet", "zero-shot", "tip-adapter", "tip-adapter[val]", "cross-modal-lp",
+                                      "protonet[bridge]", "am3")} <= methods
+    coop = [r for r in doc["results"] if r["protocol"] == "coop"]
+    assert coop and all(r["seeds"] == [1, 2, 3] and len(r["per_seed"]) == 3 for r in coop)
+    ref = [r for r in doc["results"] if r["protocol"] == "episodes" and r["method"] == "protonet"][0]
+    assert "paired_delta" not in ref and all("paired_delta" in r for r in doc["results"]
+                                             if r["protocol"] == "episodes" and r["method"] != "protonet")
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- results:transfer-esc50-text -->\nold\n<!-- /results:transfer-esc50-text -->\ny\n")
+    assert TR.main(["--report", str(tmp_path / "transfer-esc50-text.json"), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "\nold\n" not in text and "| default / audio | tip-adapter[val] |" in text and text.endswith("y\n")
+
+
+def test_transfer_cli_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        TR.main(["--episodes", "5"])  # no task
+    assert "--task is required" in capsys.readouterr().err
+    bad = tmp_path / "s.toml"
+    bad.write_text('task = "esc50-text"\nepisodez = 3\n')
+    assert TR.main(["--config", str(bad)]) == 2
+    assert "unknown keys ['episodez']" in capsys.readouterr().err
+    assert TR.main(["--report", str(tmp_path / "none.json"), "--readme", str(tmp_path / "R.md")]) == 2
