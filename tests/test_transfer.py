@@ -491,3 +491,13 @@ def test_transfer_cli_errors(tmp_path, capsys):
     assert TR.main(["--config", str(bad)]) == 2
     assert "unknown keys ['episodez']" in capsys.readouterr().err
     assert TR.main(["--report", str(tmp_path / "none.json"), "--readme", str(tmp_path / "R.md")]) == 2
+
+
+def test_support_means_ablation_replaces_text_by_class_means():
+    x = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]], dtype=np.float32)
+    y = np.array(["a", "a", "b"])
+    m = M.create("zero-shot", class_text="support-means").fit(x, y)
+    mean_a = unit([0.9, 0.3])
+    np.testing.assert_allclose(m.weights_.numpy(), [mean_a, [0.0, 1.0]], atol=1e-6)
+    with pytest.raises(FeatureError, match="or 'support-means', got the string 'means'"):
+        M.create("tip-adapter", class_text="means").fit(x, y)

@@ -12,6 +12,11 @@ class label to that class's text embedding(s)::
     m.fit(support_features, support_labels)     # labels "dog", "cat", ...
     m.predict_proba(query_features)             # (n_query, n_classes), columns = classes_
 
+``class_text="support-means"`` is an explicit text-free ablation: each class's "text" is the unit
+mean of its unit support features (zero-shot becomes nearest class mean by cosine, Tip-Adapter a
+class-mean classifier plus its cache, ...). It shows how much the class text adds, and lets
+scikit-learn's generic estimator checks (which know nothing of class text) run these methods.
+
 A value may be one vector of shape (d,) or several of shape (n_templates, d) (e.g. one per
 prompt template): each row is L2-normalised, the rows averaged and the mean L2-normalised again
 (CLIP's prompt ensembling, Radford et al. 2021, sec. 3.1.4). The mapping may hold more classes
@@ -33,6 +38,8 @@ import torch
 from ..errors import FeatureError
 from .base import FewShotMethod, l2_normalize
 
+#: ``class_text`` value of the text-free ablation (class means of the support set as "text").
+SUPPORT_MEANS = "support-means"
 #: CLIP's final (learned, then clipped) logit scale: ``logits = 100 * cos``.
 CLIP_LOGIT_SCALE = 100.0
 
@@ -118,7 +125,7 @@ class TextMethod(FewShotMethod):
 
     Parameters
     ----------
-    class_text : mapping of label to array-like (d,) or (n_templates, d)
+    class_text : mapping of label to array-like (d,) or (n_templates, d), or "support-means"
     """
 
     uses_class_text = True
@@ -130,7 +137,14 @@ class TextMethod(FewShotMethod):
         return l2_normalize(features)
 
     def _fit(self, x, y, n_classes):
-        text = text_prototypes(self.class_text, self.classes_, dim=x.shape[1]).to(x.device)
+        if isinstance(self.class_text, str):
+            if self.class_text != SUPPORT_MEANS:
+                raise FeatureError(f"class_text must be a mapping {{class label: embedding}} or {SUPPORT_MEANS!r}, "
+                                   f"got the string {self.class_text!r}")
+            oh = one_hot(y, n_classes).to(x.dtype)
+            text = l2_normalize(oh.T @ x)
+        else:
+            text = text_prototypes(self.class_text, self.classes_, dim=x.shape[1]).to(x.device)
         self.text_ = text
         with torch.inference_mode(False), torch.enable_grad():
             self._fit_text(x.clone(), y.clone(), n_classes, text.clone())
