@@ -55,4 +55,6 @@ class CrossModalLinearProbe(TextMethod):
         self.probe_ = LinearProbe(C=self.C).fit(xx.detach(), yy)
 
     def _logits(self, q):
-        return self.probe_.decision_function(q)
+        # log-probabilities: logits up to a per-row constant (same softmax, same argmax)
+        p = self.probe_.predict_proba(q)
+        return torch.log(torch.as_tensor(p, dtype=torch.float32).clamp_min(1e-30))
