@@ -60,13 +60,13 @@ class LPPlusPlus(TextMethod):
         self.text_ = text
 
         def loss():
-            return torch.nn.functional.cross_entropy(self._scores(x, w, alpha), y)
+            return torch.nn.functional.cross_entropy(self._blend(x, w, alpha), y)
 
         self.losses_ = train_full_batch([w, alpha], loss, self.epochs, self.lr)
         self.weights_, self.alpha_ = w.detach(), alpha.detach()
 
-    def _scores(self, q, w, alpha):
+    def _blend(self, q, w, alpha):
         return self.logit_scale * (q @ w.T + alpha * (q @ self.text_.T))
 
     def _logits(self, q):
-        return self._scores(q, self.weights_, self.alpha_)
+        return self._blend(q, self.weights_, self.alpha_)
