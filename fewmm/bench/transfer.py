@@ -232,7 +232,10 @@ def run(args) -> Path:
     from ..aligned import BridgeConfig, train_bridge
     from ..heads import evaluate_head
 
+    from ..encoders import resolve_device
+
     torch.set_num_threads(args.threads)
+    dev = str(resolve_device(getattr(args, "device", "auto")))  # encoders only; methods and heads run on CPU
     spec = TASK_DEFAULTS[args.task]
     folds = args.folds or spec["folds"]
     modalities = args.modalities or spec["modalities"]
@@ -253,7 +256,7 @@ def run(args) -> Path:
     t_start = time.time()
     for fold in folds:
         kw = {} if fold == "default" else {"fold": fold}
-        task = T.build(args.task, root=args.data_root, **kw)
+        task = T.build(args.task, root=args.data_root, device=dev, **kw)
         header["folds"][fold] = {**task.splits_record(), "info": task.info}
         f = task.features
         labels = f.labels
@@ -466,34 +469,44 @@ def _apply_config(a, path: str) -> None:
             setattr(a, k, ",".join(map(str, v)) if isinstance(v, list) else v)
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(prog="python -m fewmm.bench.transfer", description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="TOML suite (keys as the flags); flags given override it")
-    p.add_argument("--task", choices=sorted(TASK_DEFAULTS))
-    p.add_argument("--folds", help="comma-separated (digits-av: A,B)")
-    p.add_argument("--modalities", help="comma-separated item modalities (digits-av: image,audio)")
+def build_parser() -> argparse.ArgumentParser:
+    from ..clihelp import HelpFormatter, add_device_argument
+
+    p = argparse.ArgumentParser(prog="python -m fewmm.bench.transfer", description=__doc__.splitlines()[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--config", help="TOML suite (keys as the flags); flags given override it (default: none)")
+    p.add_argument("--task", choices=sorted(TASK_DEFAULTS), help="task with class text (required, here or in --config; default: none)")
+    p.add_argument("--folds", help="comma-separated folds (default: every fold of the task; digits-av: A,B)")
+    p.add_argument("--modalities", help="comma-separated item modalities (default: every item modality; digits-av: image,audio)")
     p.add_argument("--methods", help="comma-separated method names (default: protonet + every class-text method)")
-    p.add_argument("--protocol", choices=["episodes", "coop", "both"], help="default both")
-    p.add_argument("--ways", help="N of the episode protocol (default 5)")
-    p.add_argument("--shots", help="K, comma-separated (default 1,5)")
-    p.add_argument("--queries", help="queries per class in episodes (digits-av 15, esc50-text 3)")
-    p.add_argument("--episodes", help="episodes per setting (default 600)")
-    p.add_argument("--test-per-class", dest="test_per_class", help="CoOp protocol: fixed test items per novel class")
-    p.add_argument("--seed", help="episode / bridge / head seed (default 0)")
-    p.add_argument("--am3-steps", dest="am3_steps", help="AM3 training steps (default 400, as fewmm.bench.fusion)")
+    p.add_argument("--protocol", choices=["episodes", "coop", "both"], help="evaluation protocol(s) (default: both)")
+    p.add_argument("--ways", help="N of the episode protocol (default: 5)")
+    p.add_argument("--shots", help="K, comma-separated (default: 1,5)")
+    p.add_argument("--queries", help="queries per class in episodes (default: digits-av 15, esc50-text 3)")
+    p.add_argument("--episodes", help="episodes per setting (default: 600)")
+    p.add_argument("--test-per-class", dest="test_per_class",
+                   help="CoOp protocol: fixed test items per novel class (default: digits-av 100, esc50-text 3)")
+    p.add_argument("--seed", help="episode / bridge / head seed (default: 0)")
+    p.add_argument("--am3-steps", dest="am3_steps", help="AM3 training steps (default: 400, as fewmm.bench.fusion)")
     p.add_argument("--no-am3", dest="no_am3", action="store_true", help="skip the AM3 head")
     p.add_argument("--tune", action="store_true",
                    help=f"also run {', '.join(TUNE_GRIDS)} (+ {', '.join(TUNE_SHARED)}) with hyper-parameters chosen on validation episodes")
     p.add_argument("--tune-episodes", dest="tune_episodes", type=int, default=200, help="validation episodes per grid point")
     p.add_argument("--no-bridged-protonet", action="store_true", help="skip ProtoNet on the bridge features")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--data-root")
-    p.add_argument("--out", default="results")
-    p.add_argument("--name")
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--report", metavar="JSON", help="print the markdown table of a results file (no run)")
-    p.add_argument("--readme", help="with --report: write the table between its results markers in this file")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    add_device_argument(p)
+    p.add_argument("--data-root", help="data folder (default: $FEWMM_DATA, then ~/.cache/fewmm/data)")
+    p.add_argument("--out", default="results", help="folder for the JSON + CSV results")
+    p.add_argument("--name", help="file stem of the results (default: transfer-<task>)")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--report", metavar="JSON", help="print the markdown table of a results file, no run (default: none)")
+    p.add_argument("--readme", help="with --report: write the table between its results markers in this file (default: none)")
+    return p
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = build_parser()
     a = p.parse_args(argv)
     if a.report:
         try:
