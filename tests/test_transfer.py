@@ -510,5 +510,19 @@ def test_support_means_ablation_replaces_text_by_class_means():
     m = M.create("zero-shot", class_text="support-means").fit(x, y)
     mean_a = unit([0.9, 0.3])
     np.testing.assert_allclose(m.weights_.numpy(), [mean_a, [0.0, 1.0]], atol=1e-6)
-    with pytest.raises(FeatureError, match="or 'support-means', got the string 'means'"):
+    with pytest.raises(FeatureError, match="or 'support-means', got 'means'"):
         M.create("tip-adapter", class_text="means").fit(x, y)
+
+
+@pytest.mark.parametrize("name, kw, msg", [
+    ("tip-adapter", {"alpha": -1.0}, "alpha must be a finite number >= 0, got -1.0"),
+    ("tip-adapter-f", {"epochs": 2.5}, "epochs must be an integer >= 0, got 2.5"),
+    ("clip-adapter", {"ratio": 1.5}, "ratio must be a number in \\[0, 1\\], got 1.5"),
+    ("cross-modal-lp", {"C": 0}, "C must be a finite number > 0, got 0"),
+    ("lp++", {"lr": float("nan")}, "lr must be a finite number > 0"),
+    ("zs-lp", {"logit_scale": -5}, "logit_scale must be a finite number > 0"),
+    ("zero-shot", {"class_text": [1.0, 2.0]}, "class_text must be a mapping"),
+])
+def test_bad_hyper_parameters_are_named(name, kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        M.create(name, **{"class_text": CT, **kw}).fit(XS, YS)

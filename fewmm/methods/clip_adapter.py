@@ -47,6 +47,7 @@ class CLIPAdapter(TextMethod):
     Shapes: ``fit(X (n, d), y (n,))``; ``predict_proba(Q (m, d)) -> (m, n_classes)`` float32.
     """
 
+    PARAM_RULES = {"ratio": "unit", "reduction": "int1", "epochs": "count", "lr": "positive", "weight_decay": "nonneg", "seed": "count", "logit_scale": "positive"}
     name = "clip-adapter"
 
     def __init__(self, class_text=None, ratio: float = 0.2, reduction: int = 4, epochs: int = 100, lr: float = 1e-3,

@@ -41,6 +41,7 @@ class CrossModalLinearProbe(TextMethod):
     Shapes: ``fit(X (n, d), y (n,))``; ``predict_proba(Q (m, d)) -> (m, n_classes)`` float32.
     """
 
+    PARAM_RULES = {"C": "positive", "text_copies": "int1"}
     name = "cross-modal-lp"
 
     def __init__(self, class_text=None, C: float = 10.0, text_copies: int = 1):

@@ -43,6 +43,7 @@ class LPPlusPlus(TextMethod):
     Shapes: ``fit(X (n, d), y (n,))``; ``predict_proba(Q (m, d)) -> (m, n_classes)`` float32.
     """
 
+    PARAM_RULES = {"alpha_init": "finite", "epochs": "count", "lr": "positive", "logit_scale": "positive"}
     name = "lp++"
 
     def __init__(self, class_text=None, alpha_init: float = 1.0, epochs: int = 100, lr: float = 1e-3,

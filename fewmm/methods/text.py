@@ -129,14 +129,48 @@ class TextMethod(FewShotMethod):
     """
 
     uses_class_text = True
+    #: hyper-parameter -> rule checked by :meth:`check_params`: "positive" (finite > 0),
+    #: "nonneg" (finite >= 0), "count" (int >= 0), "int1" (int >= 1), "unit" (in [0, 1]),
+    #: "finite" (any finite number).
+    PARAM_RULES: dict = {}
 
     def __init__(self, class_text: Mapping | None = None):
         self.class_text = class_text
+
+    def check_params(self) -> None:
+        """Validate the hyper-parameters (:attr:`PARAM_RULES`) and the kind of ``class_text``.
+
+        Raises
+        ------
+        ValueError
+            Naming the parameter, its value and what was expected.
+        """
+        ct = self.class_text
+        if not (ct is None or isinstance(ct, Mapping) or ct == SUPPORT_MEANS):
+            raise FeatureError(f"class_text must be a mapping {{class label: embedding}} or {SUPPORT_MEANS!r}, got "
+                               f"{ct if isinstance(ct, str) else type(ct).__name__!r}")
+        for name, rule in self.PARAM_RULES.items():
+            v = getattr(self, name)
+            is_num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            ok = is_num and np.isfinite(v)
+            if rule in ("count", "int1"):
+                ok = ok and isinstance(v, (int, np.integer)) and v >= (1 if rule == "int1" else 0)
+            elif rule == "positive":
+                ok = ok and v > 0
+            elif rule == "nonneg":
+                ok = ok and v >= 0
+            elif rule == "unit":
+                ok = ok and 0 <= v <= 1
+            if not ok:
+                want = {"positive": "a finite number > 0", "nonneg": "a finite number >= 0", "count": "an integer >= 0",
+                        "int1": "an integer >= 1", "unit": "a number in [0, 1]", "finite": "a finite number"}[rule]
+                raise ValueError(f"{type(self).__name__}: {name} must be {want}, got {v!r}")
 
     def transform(self, features):
         return l2_normalize(features)
 
     def _fit(self, x, y, n_classes):
+        self.check_params()
         if isinstance(self.class_text, str):
             if self.class_text != SUPPORT_MEANS:
                 raise FeatureError(f"class_text must be a mapping {{class label: embedding}} or {SUPPORT_MEANS!r}, "

@@ -38,6 +38,7 @@ class TipAdapter(TextMethod):
     Shapes: ``fit(X (n, d), y (n,))``; ``predict_proba(Q (m, d)) -> (m, n_classes)`` float32.
     """
 
+    PARAM_RULES = {"alpha": "nonneg", "beta": "nonneg", "logit_scale": "positive"}
     name = "tip-adapter"
 
     def __init__(self, class_text=None, alpha: float = 1.0, beta: float = 5.5, logit_scale: float = CLIP_LOGIT_SCALE):

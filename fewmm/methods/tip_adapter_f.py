@@ -43,6 +43,7 @@ class TipAdapterF(TextMethod):
     Shapes: ``fit(X (n, d), y (n,))``; ``predict_proba(Q (m, d)) -> (m, n_classes)`` float32.
     """
 
+    PARAM_RULES = {"alpha": "nonneg", "beta": "nonneg", "epochs": "count", "lr": "positive", "logit_scale": "positive"}
     name = "tip-adapter-f"
 
     def __init__(self, class_text=None, alpha: float = 1.0, beta: float = 5.5, epochs: int = 20, lr: float = 1e-3,

@@ -28,6 +28,7 @@ class ZeroShot(TextMethod):
     Shapes: ``fit(X (n, d), y (n,))``; ``predict_proba(Q (m, d)) -> (m, n_classes)`` float32.
     """
 
+    PARAM_RULES = {"logit_scale": "positive"}
     name = "zero-shot"
 
     def __init__(self, class_text=None, logit_scale: float = CLIP_LOGIT_SCALE):

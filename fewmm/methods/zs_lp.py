@@ -35,6 +35,7 @@ class ZSLinearProbe(TextMethod):
     Shapes: ``fit(X (n, d), y (n,))``; ``predict_proba(Q (m, d)) -> (m, n_classes)`` float32.
     """
 
+    PARAM_RULES = {"epochs": "count", "lr": "positive", "logit_scale": "positive"}
     name = "zs-lp"
 
     def __init__(self, class_text=None, epochs: int = 100, lr: float = 1e-3, logit_scale: float = CLIP_LOGIT_SCALE):
