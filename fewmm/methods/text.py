@@ -166,7 +166,7 @@ class TextMethod(FewShotMethod):
                         "int1": "an integer >= 1", "unit": "a number in [0, 1]", "finite": "a finite number"}[rule]
                 raise ValueError(f"{type(self).__name__}: {name} must be {want}, got {v!r}")
 
-    def transform(self, features):
+    def transform_features(self, features):
         return l2_normalize(features)
 
     def _fit(self, x, y, n_classes):
