@@ -55,6 +55,7 @@ def test_config_file_equals_flags(tmp_path):
         (["--dataset", "omniglott"], "unknown data set 'omniglott'. Did you mean 'omniglot'"),
         (["--dataset", "digits", "--encoder", "effnet"], "unknown encoder 'effnet'"),
         (["--dataset", "digits", "--methods", "protonet,maml9"], "unknown method 'maml9'"),
+        (["--dataset", "digits", "--methods", "protonet,tip-adapter"], "method 'tip-adapter' needs class text"),
         (["--dataset", "digits", "--encoder", "pixels", "--shots", "1", "--queries", "400", "--episodes", "2"],
          "need 401 items per class"),
         (["--dataset", "digits", "--encoder", "minilm-l6"], "embeds text, but data set 'digits/all' has only ['image']"),

@@ -14,7 +14,7 @@ import torch
 
 import fewmm.heads as H
 import fewmm.tasks as T
-from fewmm.bench.fusion import _with_val_items_as_classes
+from fewmm.bench.fusion import with_val_items_as_classes
 from fewmm.train import TrainConfig, train_head
 
 pytestmark = pytest.mark.needs_data
@@ -47,7 +47,7 @@ def _audio_weights(head, task, shots=1):
 
 @pytest.mark.parametrize("name,kw", [("temperature", {"per_sample": True})])
 def test_explained_weight_shifts_away_from_corrupted_audio(av, name, kw):
-    feats, feats_c, base, val, _ = _with_val_items_as_classes(av)
+    feats, feats_c, base, val, _ = with_val_items_as_classes(av)
     head = H.create(name, feats, seed=0, **kw)
     cfg = TrainConfig(n_way=5, n_shot=(1, 5), n_query=10, steps=200, eval_every=40, val_episodes=50, val_shot=1, val_query=10,
                       patience=None, modality_dropout=0.2, corrupt_fraction=0.5, seed=0, progress=False)

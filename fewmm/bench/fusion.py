@@ -61,7 +61,7 @@ def _relabel(f: MMFeatures, labels: np.ndarray, names: list[str], ct) -> MMFeatu
     return MMFeatures(f.features, f.mask, f.modalities, labels, names, ct, dict(f.info))
 
 
-def _with_val_items_as_classes(task) -> tuple[MMFeatures, MMFeatures, np.ndarray, np.ndarray, dict]:
+def with_val_items_as_classes(task) -> tuple[MMFeatures, MMFeatures, np.ndarray, np.ndarray, dict]:
     """Features for training where a task validates on held-out base ITEMS: those items get new
     labels (``n_classes + c``, class text copied), so the trainer's class-based sampling keeps
     them out of training episodes and uses only them for validation."""
@@ -74,7 +74,7 @@ def _with_val_items_as_classes(task) -> tuple[MMFeatures, MMFeatures, np.ndarray
     names = list(f.class_names) + [f"{c} (validation items)" for c in f.class_names]
     ct = None if f.class_text is None else torch.cat([f.class_text, f.class_text])
     g = _relabel(f, labels, names, ct)
-    gc = _relabel(task.corrupted, labels, names, ct)
+    gc = None if task.corrupted is None else _relabel(task.corrupted, labels, names, ct)
     val = np.unique(labels[task.val_items])
     return g, gc, task.base_classes, val, {"validation": f"held-out base items ({len(task.val_items)}), relabelled as {val.tolist()}"}
 
@@ -132,7 +132,7 @@ def run(args) -> Path:
             queries, train_kw = _manifest_counts(task, args, shots, queries)
         else:
             train_kw = {"n_shot": (1, 5), "val_query": min(queries, 7 if args.task == "esc50-text" else 15)}
-        feats, feats_c, base, val, val_note = _with_val_items_as_classes(task)
+        feats, feats_c, base, val, val_note = with_val_items_as_classes(task)
         if task_name == "manifest":
             train_kw["val_way"] = min(args.ways, len(val))
         header["folds"][fold] = {**task.splits_record(), **val_note, "info": task.info}

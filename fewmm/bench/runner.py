@@ -399,6 +399,9 @@ def run_suite(
     dev = E.resolve_device(device)
     for m in suite.methods:
         M.METHODS.get(m)  # unknown method names fail before any work
+        if m in M.text_methods():
+            raise FewmmError(f"method {m!r} needs class text in a joint item-text space, which data sets here do not "
+                             "have: run it on a task with class text, e.g. python -m fewmm.bench.transfer --task esc50-text")
     for r in suite.runs:
         if r.dataset != "manifest":
             try:

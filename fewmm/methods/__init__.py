@@ -2,8 +2,14 @@
 
 >>> import fewmm.methods as M
 >>> M.list_methods()
-['knn', 'linear-probe', 'protonet', 'protonet-cosine', 'simpleshot']
+['clip-adapter', 'cross-modal-lp', 'knn', 'linear-probe', 'lp++', 'protonet', 'protonet-cosine', 'simpleshot', 'tip-adapter', 'tip-adapter-f', 'zero-shot', 'zs-lp']
 >>> m = M.create("protonet")
+
+Methods that use class text in a joint item-text space (``zero-shot``, ``tip-adapter``,
+``tip-adapter-f``, ``clip-adapter``, ``cross-modal-lp``, ``lp++``, ``zs-lp``) take it as the
+constructor argument ``class_text={label: embedding}`` (see :mod:`fewmm.methods.text`) and are
+listed by :func:`text_methods`; run them on tasks with class text through
+``python -m fewmm.bench.transfer``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,14 @@ from .knn import KNN
 from .linear_probe import LinearProbe
 from .protonet import ProtoNet
 from .simpleshot import SimpleShot
+from .clip_adapter import CLIPAdapter
+from .cross_modal_lp import CrossModalLinearProbe
+from .lp_plus_plus import LPPlusPlus
+from .text import TextMethod
+from .tip_adapter import TipAdapter
+from .tip_adapter_f import TipAdapterF
+from .zero_shot import ZeroShot
+from .zs_lp import ZSLinearProbe
 
 METHODS: Registry[FewShotMethod] = Registry("method", entry_point_group="fewmm.methods")
 #: Decorator registering your own method class or factory: ``@fewmm.methods.register("name", "help")``
@@ -24,6 +38,13 @@ METHODS.register("protonet-cosine", "ProtoNet, cosine similarity")(lambda **kw: 
 METHODS.register("simpleshot", "SimpleShot CL2N + nearest mean (Wang et al. 2019)")(SimpleShot)
 METHODS.register("linear-probe", "logistic regression on L2-normalised features (scikit-learn)")(LinearProbe)
 METHODS.register("knn", "k-nearest neighbours, cosine (k=1 default)")(KNN)
+METHODS.register("zero-shot", "class-text prototypes, cosine (Radford et al. 2021, CLIP); needs class_text")(ZeroShot)
+METHODS.register("tip-adapter", "support cache + zero-shot logits, training-free (Zhang et al. 2022); needs class_text")(TipAdapter)
+METHODS.register("tip-adapter-f", "Tip-Adapter with fine-tuned cache keys, fixed epochs (Zhang et al. 2022); needs class_text")(TipAdapterF)
+METHODS.register("clip-adapter", "residual bottleneck MLP adapter (Gao et al. 2021); needs class_text")(CLIPAdapter)
+METHODS.register("cross-modal-lp", "linear probe with class text as extra samples (Lin et al. CVPR 2023); needs class_text")(CrossModalLinearProbe)
+METHODS.register("lp++", "class-wise blend of item weights and text (Huang et al. CVPR 2024); needs class_text")(LPPlusPlus)
+METHODS.register("zs-lp", "linear probe initialised with the zero-shot classifier (Silva-Rodriguez et al. CVPR 2024); needs class_text")(ZSLinearProbe)
 
 
 def create(name: str, **kwargs) -> FewShotMethod:
@@ -50,4 +71,11 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
-__all__ = ["FewShotMethod", "ProtoNet", "SimpleShot", "KNN", "LinearProbe", "create", "list_methods", "register", "METHODS"]
+def text_methods() -> list[str]:
+    """Registered methods that need ``class_text`` (a joint item-text space), sorted."""
+    return [n for n in METHODS.names() if getattr(METHODS.get(n), "uses_class_text", False)]
+
+
+__all__ = ["FewShotMethod", "ProtoNet", "SimpleShot", "KNN", "LinearProbe", "TextMethod", "ZeroShot", "TipAdapter",
+           "TipAdapterF", "CLIPAdapter", "CrossModalLinearProbe", "LPPlusPlus", "ZSLinearProbe", "create", "list_methods",
+           "text_methods", "register", "METHODS"]
