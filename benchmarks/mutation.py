@@ -1,0 +1,201 @@
+"""Mutation testing of the statistics, samplers, evaluation loop and scorers (mutmut 3).
+
+Not part of CI (minutes on 2 cores). For each module group below, a scratch copy of ``fewmm/``
+and of a FAST targeted test selection is made, mutmut mutates only that module, and every mutant
+runs only the selected tests that reach the mutated function (mutmut records which tests call
+which function in a first clean run, then forks one worker per mutant from a warm process:
+seconds per mutant). The kill rate per module and every surviving mutant, with the reason it is
+harmless (an equivalent mutant) or "UNEXPLAINED", are written to ``results/mutation.json`` and
+``results/mutation.md``.
+
+Usage::
+
+    pip install -c constraints.txt "mutmut==3.8.1"      # or: pip install -e ".[mutation]"
+    python benchmarks/mutation.py                        # all modules
+    python benchmarks/mutation.py metrics episodes       # some
+    python benchmarks/mutation.py --jobs 2 --workdir /tmp/fewmm-mutation
+
+Exit code 1 when a module is below ``--target`` (default 0.90) or a survivor is unexplained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: module group -> (glob of files to mutate, fast test files that exercise them)
+MODULES = {
+    "metrics": (["fewmm/metrics.py"], ["tests/test_metrics.py", "tests/test_references.py"]),
+    "episodes": (["fewmm/episodes.py"], ["tests/test_episodes.py", "tests/test_episodes_properties.py"]),
+    "evaluate": (["fewmm/evaluate.py"], ["tests/test_methods.py", "tests/test_references.py", "tests/test_evaluate.py"]),
+    "methods": (["fewmm/methods/*"], ["tests/test_methods.py", "tests/test_references.py", "tests/test_evaluate.py"]),
+}
+
+#: Surviving mutants that are harmless, keyed by (function, source line, mutated line) with
+#: whitespace stripped, so the key survives renumbering. Each says why the mutant is equivalent.
+EQUIVALENT: dict[tuple[str, str, str], str] = {
+    ("wilson_interval", "return 100.0 * p, 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)",
+     "return 100.0 * p, 100.0 * max(0.0, centre - half), 100.0 * min(2.0, centre + half)"):
+        "The Wilson upper bound never exceeds 1 (it equals 1 exactly only at k = n, where floating point rounds it "
+        "to <= 1: checked for every n < 3000), so clamping at 1 or at 2 gives the same value.",
+}
+
+
+def _run(cmd, cwd, log, env):
+    with open(log, "a") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        fh.flush()
+        return subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+
+
+def _diff(mutmut, name, cwd, env):
+    out = subprocess.run([mutmut, "show", name], cwd=cwd, env=env, capture_output=True, text=True).stdout
+    minus = [ln[1:].strip() for ln in out.splitlines() if ln.startswith("-") and not ln.startswith("---")]
+    plus = [ln[1:].strip() for ln in out.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    return out, " ".join(minus), " ".join(plus)
+
+
+def run_module(name: str, workdir: Path, jobs: int, mutmut: str) -> dict:
+    mutate, tests = MODULES[name]
+    tests = [t for t in tests if (REPO / t).exists()]
+    wd = workdir / name
+    if wd.exists():
+        shutil.rmtree(wd)
+    (wd / "tests").mkdir(parents=True)
+    shutil.copytree(REPO / "fewmm", wd / "fewmm", ignore=shutil.ignore_patterns("__pycache__"))
+    for t in ["tests/conftest.py", *tests]:
+        shutil.copy2(REPO / t, wd / t)
+    if (REPO / "tests" / "fixtures").is_dir():
+        shutil.copytree(REPO / "tests" / "fixtures", wd / "tests" / "fixtures")
+    cfg = [
+        "[tool.mutmut]",
+        'source_paths = ["fewmm"]',
+        f"only_mutate = {json.dumps(mutate)}",
+        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-m", "not slow"]',
+        'process_isolation = "fork"',
+        "",
+        "[tool.pytest.ini_options]",
+        'markers = ["slow: takes more than ~20 s", "needs_data: reads ../shared/data (FEWMM_DATA)"]',
+        'filterwarnings = ["ignore::DeprecationWarning:timm.*", "ignore::FutureWarning"]',
+    ]
+    (wd / "pyproject.toml").write_text("\n".join(cfg) + "\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH="")
+    log = wd / "mutmut.log"
+    t0 = time.time()
+    rc = _run([mutmut, "run", "--max-children", str(jobs)], wd, log, env)
+    seconds = time.time() - t0
+    res = subprocess.run([mutmut, "results", "--all", "true"], cwd=wd, env=env, capture_output=True, text=True).stdout
+    status = {}
+    for ln in res.splitlines():
+        m = re.match(r"\s*(\S+__mutmut_\d+): (.+)$", ln)
+        if m:
+            status[m.group(1)] = m.group(2).strip()
+    counts: dict[str, int] = {}
+    for s in status.values():
+        counts[s] = counts.get(s, 0) + 1
+    detected = counts.get("killed", 0) + counts.get("timeout", 0) + counts.get("segfault", 0)
+    survivors = []
+    for mname, s in sorted(status.items(), key=lambda kv: (kv[0].rsplit("_", 1)[0], int(kv[0].rsplit("_", 1)[1]))):
+        if s in ("killed", "timeout", "segfault"):
+            continue
+        text, minus, plus = _diff(mutmut, mname, wd, env)
+        func = re.sub(r"__mutmut_\d+$", "", mname.rsplit(".", 1)[-1])
+        func = ".".join(p for p in func[2:].split("ǁ") if p) if func.startswith("xǁ") else func[2:]
+        reason = EQUIVALENT.get((func, minus, plus), "UNEXPLAINED")
+        survivors.append({"mutant": mname, "status": s, "function": func, "source": minus, "mutated": plus, "why_harmless": reason})
+    total = len(status)
+    return {
+        "module": name,
+        "mutated_files": mutate,
+        "tests": tests,
+        "mutants": total,
+        "detected": detected,
+        "counts": counts,
+        "kill_rate": round(detected / total, 4) if total else None,
+        "survivors": survivors,
+        "seconds": round(seconds, 1),
+        "mutmut_exit_code": rc,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("modules", nargs="*", default=list(MODULES), help=f"module groups (default all: {', '.join(MODULES)})")
+    ap.add_argument("--jobs", type=int, default=2, help="mutants run in parallel (default 2)")
+    ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "fewmm-mutation")
+    ap.add_argument("--out", type=Path, default=REPO / "results" / "mutation.json")
+    ap.add_argument("--target", type=float, default=0.90)
+    args = ap.parse_args(argv)
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        ap.error(f"unknown module groups {unknown}; choose from {list(MODULES)}")
+    mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or shutil.which("mutmut")
+    if mutmut is None:
+        sys.exit("mutmut is not installed: pip install -c constraints.txt mutmut==3.8.1")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "fewmm", "tests"], cwd=REPO, capture_output=True, text=True).stdout.strip())
+    old = json.loads(args.out.read_text())["modules"] if args.out.exists() else {}
+    results = dict(old)
+    for m in args.modules:
+        print(f"[mutation] {m} ...", flush=True)
+        r = run_module(m, args.workdir, args.jobs, mutmut)
+        r["commit"] = commit + ("+uncommitted" if dirty else "")
+        r["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+        results[m] = r
+        print(f"[mutation] {m}: {r['detected']}/{r['mutants']} killed ({100 * (r['kill_rate'] or 0):.1f}%), "
+              f"{len(r['survivors'])} survivors, {r['seconds']:.0f} s", flush=True)
+    import importlib.metadata as md
+
+    out = {
+        "tool": f"mutmut {md.version('mutmut')}",
+        "command": "python benchmarks/mutation.py " + " ".join(args.modules),
+        "target_kill_rate": args.target,
+        "modules": {k: results[k] for k in MODULES if k in results},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(summary(out))
+    print(f"[mutation] wrote {args.out} and {args.out.with_suffix('.md')}")
+    bad = [k for k, r in out["modules"].items() if (r["kill_rate"] or 0) < args.target
+           or any(s["why_harmless"] == "UNEXPLAINED" for s in r["survivors"])]
+    return 1 if bad else 0
+
+
+def summary(out: dict) -> str:
+    lines = [
+        "# Mutation testing (mutmut)",
+        "",
+        f"Tool: {out['tool']}. Target: at least {100 * out['target_kill_rate']:.0f}% of mutants killed per module.",
+        "Regenerate with `python benchmarks/mutation.py` (see its docstring; not run in CI).",
+        "",
+        "| module | files | tests run per mutant (those reaching the mutated function) | mutants | killed | kill rate | survivors | commit | minutes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for k, r in out["modules"].items():
+        lines.append(
+            f"| {k} | {', '.join(r['mutated_files'])} | {', '.join(t.split('/')[-1] for t in r['tests'])} | {r['mutants']} | "
+            f"{r['detected']} | {100 * (r['kill_rate'] or 0):.1f}% | {len(r['survivors'])} | {r['commit'][:10]} | {r['seconds'] / 60:.1f} |"
+        )
+    for k, r in out["modules"].items():
+        if not r["survivors"]:
+            continue
+        lines += ["", f"## Survivors in {k}", ""]
+        for s in r["survivors"]:
+            lines += [f"- `{s['mutant']}` ({s['status']}) in `{s['function']}`:", f"  `{s['source']}` -> `{s['mutated']}`",
+                      f"  Why harmless: {s['why_harmless']}"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
