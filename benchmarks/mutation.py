@@ -48,6 +48,43 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
      "return 100.0 * p, 100.0 * max(0.0, centre - half), 100.0 * min(2.0, centre + half)"):
         "The Wilson upper bound never exceeds 1 (it equals 1 exactly only at k = n, where floating point rounds it "
         "to <= 1: checked for every n < 3000), so clamping at 1 or at 2 gives the same value.",
+    ("paired_difference", "a = np.asarray(a, dtype=np.float64).ravel()", "a = np.asarray(a, dtype=None).ravel()"):
+        "Only one of the two operands stays un-converted; numpy promotes it to float64 in `a - b` because the other "
+        "is float64, so the difference is computed exactly as if both were converted first (bool, integer, float16/32 "
+        "inputs; both un-converted is killed by test_float32_input_is_computed_in_float64).",
+    ("paired_difference", "a = np.asarray(a, dtype=np.float64).ravel()", "a = np.asarray(a, ).ravel()"):
+        "Only one of the two operands stays un-converted; numpy promotes it to float64 in `a - b` because the other "
+        "is float64, so the difference is computed exactly as if both were converted first (bool, integer, float16/32 "
+        "inputs; both un-converted is killed by test_float32_input_is_computed_in_float64).",
+    ("paired_difference", "b = np.asarray(b, dtype=np.float64).ravel()", "b = np.asarray(b, dtype=None).ravel()"):
+        "Only one of the two operands stays un-converted; numpy promotes it to float64 in `a - b` because the other "
+        "is float64, so the difference is computed exactly as if both were converted first (bool, integer, float16/32 "
+        "inputs; both un-converted is killed by test_float32_input_is_computed_in_float64).",
+    ("paired_difference", "b = np.asarray(b, dtype=np.float64).ravel()", "b = np.asarray(b, ).ravel()"):
+        "Only one of the two operands stays un-converted; numpy promotes it to float64 in `a - b` because the other "
+        "is float64, so the difference is computed exactly as if both were converted first (bool, integer, float16/32 "
+        "inputs; both un-converted is killed by test_float32_input_is_computed_in_float64).",
+    ("sample_episodes", "ep_cls_pos = np.argsort(rng.random((n_episodes, pool.size)), axis=1)[:, :n_way]",
+     "ep_cls_pos = np.argsort(rng.random((n_episodes, pool.size)), )[:, :n_way]"):
+        "argsort's default axis is -1, the last axis, which is axis 1 of this 2-d array: the same call.",
+    ("sample_episodes", "pick = np.argsort(keys, axis=2)[..., :need]  # (E, N, K+Q) positions within class",
+     "pick = np.argsort(keys, )[..., :need]  # (E, N, K+Q) positions within class"):
+        "argsort's default axis is -1, the last axis, which is axis 2 of this 3-d array: the same call.",
+    ("sample_episodes", "keys[np.arange(max_count)[None, None, :] >= c_counts[..., None]] = 2.0  # padding sorts last",
+     "keys[np.arange(max_count)[None, None, :] >= c_counts[..., None]] = 3.0  # padding sorts last"):
+        "The real keys are uniform in [0, 1); any padding value >= 1 sorts after all of them, 2.0 or 3.0 alike.",
+    ("sample_episodes", "keys[np.arange(max_count)[None, None, :] >= c_counts[..., None]] = 2.0  # padding sorts last",
+     "keys[np.arange(max_count)[None, None, :] >= c_counts[..., None]] = None  # padding sorts last"):
+        "None assigned into a float array is NaN, and numpy's argsort puts NaN after every number: padding still sorts last.",
+    ("sample_episodes", "pool = np.unique(np.asarray(classes, dtype=np.int64))", "pool = np.unique(np.asarray(classes, dtype=None))"):
+        "For the integer class lists this accepts (any non-integer class is not found among the labels and raises), the "
+        "pool keeps an integer dtype either way; it is used for searchsorted/indexing and the classes are cast to int64 "
+        "on output.",
+    ("sample_episodes", "pool = np.unique(np.asarray(classes, dtype=np.int64))", "pool = np.unique(np.asarray(classes, ))"):
+        "Same as dtype=None (asarray's default): integer class lists keep an integer dtype; output cast to int64.",
+    ("kshot_splits", "sup.append(np.sort(rng.choice(members, size=n_shot, replace=False)))",
+     "sup.append(np.sort(rng.choice(members, size=n_shot, replace=None)))"):
+        "Generator.choice tests `replace` for truth; None is falsy like False: the same draws (checked).",
 }
 
 
