@@ -127,23 +127,78 @@ def test_bad_features_and_indices_are_named():
 
 @pytest.fixture
 def eager_compile(monkeypatch):
-    """compile=True with torch.compile replaced by the identity: the compiled path's chunking and
-    padding run on the eager function (milliseconds instead of a ~20 s compile)."""
+    """compile=True with torch.compile replaced by a spy that returns the eager function: the
+    compiled path's chunking and padding run in milliseconds instead of a ~20 s compile. Records
+    the compile calls and the episode count of every call of the "compiled" function."""
+    log = {"compiles": [], "chunks": []}
+
+    def fake_compile(fn, **kw):
+        log["compiles"].append(kw)
+
+        def run(feats, row_sq, si, qi, n, k):
+            log["chunks"].append((si.shape[0], qi.shape[0]))
+            return fn(feats, row_sq, si, qi, n, k)
+
+        return run
+
     monkeypatch.setattr(EV, "_COMPILED", {})
-    monkeypatch.setattr(EV.torch, "compile", lambda fn, **kw: fn)
+    monkeypatch.setattr(EV.torch, "compile", fake_compile)
+    return log
 
 
-@pytest.mark.parametrize("shots", [1, 3])
+@pytest.mark.parametrize("shots", [1, 2, 3])
 def test_compiled_path_chunks_and_padding(eager_compile, shots):
     x, y = table(seed=4)
-    e = 2 * EV.COMPILED_CHUNK_EPISODES + 30  # two full chunks and one padded
+    c = EV.COMPILED_CHUNK_EPISODES
+    e = 2 * c + 30  # two full chunks and one padded
     ep = sample_episodes(y, 5, shots, 4, e, seed=6)
     acc, pred = evaluate_episodes(M.create("protonet"), x, ep, return_predictions=True, compile=True)
     ref = ref_protonet_predictions(x, ep)
     assert pred.shape == (e, 20) and acc.shape == (e,)
     assert np.array_equal(pred, ref)
     assert np.array_equal(acc, (ref == ep.query_labels()).mean(1))
+    # one compile (static shapes), cached; three calls, each with exactly one chunk of episodes
+    assert eager_compile["compiles"] == [{"dynamic": False}]
+    assert eager_compile["chunks"] == [(c, c)] * 3
     assert np.array_equal(evaluate_episodes(M.create("protonet"), x, ep, compile=True), acc)
-    # ignored for other methods: the default path
+    assert len(eager_compile["compiles"]) == 1 and len(eager_compile["chunks"]) == 6
+    # ignored for other methods: the default path, no compile
     cos = evaluate_episodes(M.create("protonet-cosine"), x, ep, compile=True)
     assert np.array_equal(cos, evaluate_episodes(M.create("protonet-cosine"), x, ep))
+    assert len(eager_compile["chunks"]) == 6
+
+
+def test_row_sq_norms_keep_dtype_and_write_in_place():
+    import warnings
+
+    x64 = torch.as_tensor(table(n_classes=5, per_class=7, dim=40, seed=5)[0]).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no resized out= buffers
+        for block in (1, 40 * 8 * 3, 2**20):
+            got = EV._row_sq_norms(x64, block_bytes=block)
+            assert got.dtype == torch.float64 and torch.equal(got, (x64 * x64).sum(-1))
+            got32 = EV._row_sq_norms(x64.float(), block_bytes=block)
+            assert torch.equal(got32, (x64.float() ** 2).sum(-1))
+
+
+def test_fast_feature_check_is_taken_only_for_clean_float32_tables(monkeypatch):
+    calls = []
+    real = EV.check_features
+    monkeypatch.setattr(EV, "check_features", lambda f, name: calls.append(name) or real(f, name))
+    x = torch.as_tensor(table(seed=6)[0])
+    assert EV._checked_features(x).data_ptr() == x.data_ptr() and calls == []
+    out = EV._checked_features(x.double())
+    assert out.dtype == torch.float32 and calls == ["features"]
+    with pytest.raises(FeatureError, match=r"^features "):
+        EV._checked_features(x[None])
+    with pytest.raises(FeatureError, match=r"^features "):
+        EV._checked_features(x[:0])
+
+
+def test_an_index_one_past_the_table_is_caught():
+    x, y = table(seed=7)
+    ep = sample_episodes(y, 5, 1, 2, 6, seed=0)
+    top = int(max(ep.support.max(), ep.query.max()))
+    with pytest.raises(EpisodeError, match=rf"\.\.{top}, but the feature table has {top} rows"):
+        evaluate_episodes(M.create("protonet"), x[:top], ep)
+    evaluate_episodes(M.create("protonet"), x[: top + 1], ep)  # the largest index is the last row: fine
