@@ -16,6 +16,9 @@ from fewmm.episodes import sample_episodes
 from fewmm.errors import EpisodeError, FeatureError
 from fewmm.evaluate import evaluate_episodes, resolve_chunk_size
 
+# any warning is an error here: e.g. an out= buffer of the wrong size that torch resizes
+pytestmark = pytest.mark.filterwarnings("error")
+
 
 def table(n_classes=12, per_class=10, dim=24, seed=0):
     rng = np.random.default_rng(seed)
@@ -98,6 +101,50 @@ def test_resolve_chunk_size():
     assert resolve_chunk_size(None, ep[0:7], 1280, device="cuda") == 7
     assert resolve_chunk_size(64, ep, 1280) == 64 and resolve_chunk_size(0, ep, 1280) == 1
     assert resolve_chunk_size(10**6, ep, 1280) == 5000
+    assert resolve_chunk_size(5, ep[0:1], 1280) == 1 and resolve_chunk_size(None, ep[0:1], 1280) == 1
+
+
+class Recording(M.ProtoNet):
+    """Cosine ProtoNet that records the episode count of every scored chunk."""
+
+    def __init__(self):
+        super().__init__(metric="cosine")
+        self.chunks = []
+
+    def episode_logits(self, support, query):
+        self.chunks.append(support.shape[0])
+        return super().episode_logits(support, query)
+
+
+def test_chunks_are_the_resolved_size():
+    x, y = table(dim=2048, seed=8)
+    ep = sample_episodes(y, 5, 2, 3, 100, seed=0)  # 25 rows x 2048 dims x 4 bytes: 40 episodes per 8 MiB
+    m = Recording()
+    ref = evaluate_episodes(m, x, ep)
+    assert m.chunks == [40, 40, 20] and resolve_chunk_size(None, ep, 2048) == 40
+    m = Recording()
+    assert np.array_equal(evaluate_episodes(m, x, ep, chunk_size=30), ref)
+    assert m.chunks == [30, 30, 30, 10]
+
+
+def test_euclidean_fast_path_is_taken_on_cpu(monkeypatch):
+    """Plain euclidean ProtoNet is scored by the fast path (gathered norms), not by
+    ProtoNet.episode_logits; both give the same predictions."""
+    x, y = table(seed=9)
+    ep = sample_episodes(y, 5, 2, 3, 12, seed=0)
+
+    class Generic(M.ProtoNet):  # same scoring, but overridden: the generic chunk loop
+        def episode_logits(self, support, query):
+            return super().episode_logits(support, query)
+
+    acc_slow, slow = evaluate_episodes(Generic(), x, ep, return_predictions=True)
+    calls = []
+    real = M.ProtoNet.episode_logits
+    monkeypatch.setattr(M.ProtoNet, "episode_logits", lambda self, s, q: calls.append(1) or real(self, s, q))
+    acc_fast, fast = evaluate_episodes(M.create("protonet"), x, ep, return_predictions=True)
+    assert calls == [] and np.array_equal(fast, slow) and np.array_equal(acc_fast, acc_slow)
+    _, cos = evaluate_episodes(M.create("protonet-cosine"), x, ep, return_predictions=True)
+    assert calls == [1]
 
 
 def test_bad_features_and_indices_are_named():
