@@ -88,6 +88,129 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("kshot_splits", "sup.append(np.sort(rng.choice(members, size=n_shot, replace=False)))",
      "sup.append(np.sort(rng.choice(members, size=n_shot, replace=None)))"):
         "Generator.choice tests `replace` for truth; None is falsy like False: the same draws (checked).",
+    ('_protonet_argmax', 'logits = 2.0 * dots - row_sq[qry_idx].unsqueeze(2) - p2.unsqueeze(1)',
+     'logits = 2.0 * dots + row_sq[qry_idx].unsqueeze(2) - p2.unsqueeze(1)'):
+        "The query's own squared norm is the same for every class of its row; adding or subtracting it does not move the argmax (the function returns only the argmax).",
+    ('_row_sq_norms', 'block = max(1, block_bytes // max(1, d * feats.element_size()))',
+     'block = max(2, block_bytes // max(1, d * feats.element_size()))'):
+        "Only the number of rows per pass changes (or only for d * itemsize < 2); every row's norm is the same reduction over the same row.",
+    ('_row_sq_norms', 'block = max(1, block_bytes // max(1, d * feats.element_size()))',
+     'block = max(1, block_bytes // max(2, d * feats.element_size()))'):
+        "Only the number of rows per pass changes (or only for d * itemsize < 2); every row's norm is the same reduction over the same row.",
+    ('_row_sq_norms', 'out = torch.empty(n, dtype=feats.dtype, device=feats.device)',
+     'out = torch.empty(n, dtype=feats.dtype, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('_row_sq_norms', 'out = torch.empty(n, dtype=feats.dtype, device=feats.device)',
+     'out = torch.empty(n, dtype=feats.dtype, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('_row_sq_norms', 'buf = torch.empty((min(block, n), d), dtype=feats.dtype, device=feats.device)',
+     'buf = torch.empty((min(block, n), d), dtype=feats.dtype, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('_row_sq_norms', 'buf = torch.empty((min(block, n), d), dtype=feats.dtype, device=feats.device)',
+     'buf = torch.empty((min(block, n), d), dtype=feats.dtype, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('_row_sq_norms', 'for s in range(0, n, block):',
+     'for s in range(0, n, ):'):
+        "Step 1 instead of one block: the blocks overlap and each row's norm is computed again, identically, into the same place (slower, same values).",
+    ('_row_sq_norms', 'sq = torch.mul(x, x, out=buf[: x.shape[0]])',
+     'sq = torch.mul(x, x, out=None)'):
+        'Writes the squares to a fresh tensor instead of the reused buffer: the same values (memory use only).',
+    ('_row_sq_norms', 'sq = torch.mul(x, x, out=buf[: x.shape[0]])',
+     'sq = torch.mul(x, x, )'):
+        'Writes the squares to a fresh tensor instead of the reused buffer: the same values (memory use only).',
+    ('_row_sq_norms', 'torch.sum(sq, dim=-1, out=out[s : s + x.shape[0]])',
+     'torch.sum(sq, dim=+1, out=out[s : s + x.shape[0]])'):
+        'sq is 2-d: dim 1 is dim -1.',
+    ('_checked_features', 'and features.shape[0] > 0',
+     'and features.shape[0] > 1'):
+        'A one-row table then takes the full check instead of the fast one; both return the same tensor (the fast path only skips work).',
+    ('_checked_features', 'and features.shape[0] > 0',
+     'and features.shape[1] > 0'):
+        'Tables with rows and 0 columns then take the full check, which returns the same tensor; tables with 0 rows still take the full check and raise (tested).',
+    ('evaluate_episodes', 'if device is not None:',
+     'if device is None:'):
+        "Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite. (feats.to(None) and feats.to('cpu') leave a CPU tensor where it is.)",
+    ('evaluate_episodes', 'feats = feats.to(device)',
+     'feats = feats.to(None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), device=dev)',
+     'sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), device=dev)',
+     'sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), device=dev)',
+     'sup_idx = torch.as_tensor(episodes.support.reshape(e, -2), device=dev)'):
+        "numpy's reshape treats any negative size as the one inferred dimension: -2 is -1.",
+    ('evaluate_episodes', 'qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), device=dev)',
+     'qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), device=dev)',
+     'qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), device=dev)',
+     'qry_idx = torch.as_tensor(episodes.query.reshape(e, -2), device=dev)'):
+        "numpy's reshape treats any negative size as the one inferred dimension: -2 is -1.",
+    ('evaluate_episodes', 'target = torch.arange(n, device=dev).repeat_interleave(q)',
+     'target = torch.arange(n, device=None).repeat_interleave(q)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'target = torch.arange(n, device=dev).repeat_interleave(q)',
+     'target = torch.arange(n, ).repeat_interleave(q)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'preds = torch.empty((e, n * q), dtype=torch.int64, device=dev)',
+     'preds = torch.empty((e, n * q), dtype=torch.int64, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'preds = torch.empty((e, n * q), dtype=torch.int64, device=dev)',
+     'preds = torch.empty((e, n * q), dtype=torch.int64, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'if m < c:  # pad to the one compiled shape with copies of the first episode',
+     'if m <= c:  # pad to the one compiled shape with copies of the first episode'):
+        'For a full chunk (m == c) the padding adds c - m = 0 copies: the same tensors.',
+    ('evaluate_episodes', 'c = resolve_chunk_size(chunk_size, episodes, d, dev, feats.element_size())',
+     'c = resolve_chunk_size(chunk_size, episodes, d, None, feats.element_size())'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'c = resolve_chunk_size(chunk_size, episodes, d, dev, feats.element_size())',
+     'c = resolve_chunk_size(chunk_size, episodes, d, dev, )'):
+        'itemsize defaults to 4, the element size of the float32 table every input is converted to.',
+    ('evaluate_episodes', 'sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, device=dev)',
+     'sup_buf = torch.empty((c * n * k, d), dtype=None, device=dev)'):
+        "The table is always float32 here (converted by the feature check), torch's default dtype: the same buffer.",
+    ('evaluate_episodes', 'sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, device=dev)',
+     'sup_buf = torch.empty((c * n * k, d), device=dev)'):
+        "The table is always float32 here (converted by the feature check), torch's default dtype: the same buffer.",
+    ('evaluate_episodes', 'sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, device=dev)',
+     'sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, device=dev)',
+     'sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=dev)',
+     'qry_buf = torch.empty((c * n * q, d), dtype=None, device=dev)'):
+        "The table is always float32 here (converted by the feature check), torch's default dtype: the same buffer.",
+    ('evaluate_episodes', 'qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=dev)',
+     'qry_buf = torch.empty((c * n * q, d), device=dev)'):
+        "The table is always float32 here (converted by the feature check), torch's default dtype: the same buffer.",
+    ('evaluate_episodes', 'qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=dev)',
+     'qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=dev)',
+     'qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=sup_buf[: m * n * k]).view(m, n, k, d)',
+     'sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=None).view(m, n, k, d)'):
+        'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
+    ('evaluate_episodes', 'sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=sup_buf[: m * n * k]).view(m, n, k, d)',
+     'sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), ).view(m, n, k, d)'):
+        'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
+    ('evaluate_episodes', 'qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=qry_buf[: m * n * q]).view(m, n * q, d)',
+     'qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=None).view(m, n * q, d)'):
+        'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
+    ('evaluate_episodes', 'qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=qry_buf[: m * n * q]).view(m, n * q, d)',
+     'qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), ).view(m, n * q, d)'):
+        'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
+    ('resolve_chunk_size', 'per_episode = max(1, rows * int(dim) * int(itemsize))',
+     'per_episode = max(2, rows * int(dim) * int(itemsize))'):
+        'Differs only when rows * dim * itemsize < 2 (a 0-dimensional table); then both give 8 MiB // 1 or // 2 episodes, capped at 1000 alike.',
 }
 
 
