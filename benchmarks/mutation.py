@@ -41,7 +41,8 @@ MODULES = {
     "metrics": (["fewmm/metrics.py"], ["tests/test_metrics.py", "tests/test_references.py"], []),
     "episodes": (["fewmm/episodes.py"], ["tests/test_episodes.py", "tests/test_episodes_properties.py"], []),
     "evaluate": (["fewmm/evaluate.py"], ["tests/test_evaluate.py", "tests/test_references.py"], []),
-    "methods": (["fewmm/methods/*"], ["tests/test_methods.py", "tests/test_references.py", "tests/test_evaluate.py"], FAST),
+    "methods": (["fewmm/methods/*"], ["tests/test_methods.py", "tests/test_method_details.py", "tests/test_references.py",
+                                      "tests/test_evaluate.py"], FAST),
 }
 
 #: Surviving mutants that are harmless, keyed by (function, source line, mutated line) with
@@ -211,6 +212,90 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ('resolve_chunk_size', 'per_episode = max(1, rows * int(dim) * int(itemsize))',
      'per_episode = max(2, rows * int(dim) * int(itemsize))'):
         'Differs only when rows * dim * itemsize < 2 (a 0-dimensional table); then both give 8 MiB // 1 or // 2 episodes, capped at 1000 alike.',
+    ('ProtoNet._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), dtype=None, device=x.device)'):
+        "Features are always float32 here (check_features converts every input), torch's default dtype: the same tensor.",
+    ('ProtoNet._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), device=x.device)'):
+        "Features are always float32 here (check_features converts every input), torch's default dtype: the same tensor.",
+    ('ProtoNet._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('ProtoNet._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('ProtoNet._fit', 'self.prototypes_ = protos / torch.bincount(y, minlength=n_classes).clamp_min(1).unsqueeze(1).to(x.dtype)',
+     'self.prototypes_ = protos / torch.bincount(y, minlength=n_classes).clamp_min(1).unsqueeze(1).to(None)'):
+        'to(None) leaves the int64 counts as they are; float32 / int64 divides to float32: the same prototypes.',
+    ('ProtoNet._fit', 'self.prototypes_ = protos / torch.bincount(y, minlength=n_classes).clamp_min(1).unsqueeze(1).to(x.dtype)',
+     'self.prototypes_ = protos / torch.bincount(y, ).clamp_min(1).unsqueeze(1).to(x.dtype)'):
+        "y are the encoded labels 0..n_classes-1 of np.unique (or the episode's class-major labels): every class occurs, so bincount has length n_classes anyway.",
+    ('SimpleShot._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), dtype=None, device=x.device)'):
+        "Features are always float32 here (check_features converts every input), torch's default dtype: the same tensor.",
+    ('SimpleShot._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), device=x.device)'):
+        "Features are always float32 here (check_features converts every input), torch's default dtype: the same tensor.",
+    ('SimpleShot._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('SimpleShot._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('SimpleShot._fit', 'self.prototypes_ = protos / torch.bincount(y, minlength=n_classes).clamp_min(1).unsqueeze(1).to(x.dtype)',
+     'self.prototypes_ = protos / torch.bincount(y, minlength=n_classes).clamp_min(1).unsqueeze(1).to(None)'):
+        'to(None) leaves the int64 counts as they are; float32 / int64 divides to float32: the same prototypes.',
+    ('SimpleShot._fit', 'self.prototypes_ = protos / torch.bincount(y, minlength=n_classes).clamp_min(1).unsqueeze(1).to(x.dtype)',
+     'self.prototypes_ = protos / torch.bincount(y, ).clamp_min(1).unsqueeze(1).to(x.dtype)'):
+        "y are the encoded labels 0..n_classes-1 of np.unique (or the episode's class-major labels): every class occurs, so bincount has length n_classes anyway.",
+    ('KNN.episode_logits', 'y = torch.arange(n, device=support.device).repeat_interleave(k).expand(e, -1)',
+     'y = torch.arange(n, device=None).repeat_interleave(k).expand(e, -1)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('KNN.episode_logits', 'y = torch.arange(n, device=support.device).repeat_interleave(k).expand(e, -1)',
+     'y = torch.arange(n, ).repeat_interleave(k).expand(e, -1)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('LinearProbe._logits', 'return torch.zeros((q.shape[0], 1), dtype=torch.float32)',
+     'return torch.zeros((q.shape[0], 1), dtype=None)'):
+        "float32 is torch's default dtype: the same tensor.",
+    ('LinearProbe._logits', 'return torch.zeros((q.shape[0], 1), dtype=torch.float32)',
+     'return torch.zeros((q.shape[0], 1), )'):
+        "float32 is torch's default dtype: the same tensor.",
+    ('LinearProbe._logits', 'return torch.as_tensor(z, dtype=torch.float32, device=q.device)',
+     'return torch.as_tensor(z, dtype=torch.float32, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('LinearProbe._logits', 'return torch.as_tensor(z, dtype=torch.float32, device=q.device)',
+     'return torch.as_tensor(z, dtype=torch.float32, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('LinearProbe._fit', 'self.basis_ = vh[s > s[0] * 1e-7].T.contiguous()  # (d, r), orthonormal columns',
+     'self.basis_ = vh[s >= s[0] * 1e-7].T.contiguous()  # (d, r), orthonormal columns'):
+        'Differs only for a singular value exactly equal to 1e-7 of the largest; numerically-zero singular values of the float64 SVD are ~1e-16 of the largest, real ones far above the cut.',
+    ('LinearProbe._fit', 'self.basis_ = vh[s > s[0] * 1e-7].T.contiguous()  # (d, r), orthonormal columns',
+     'self.basis_ = vh[s > s[1] * 1e-7].T.contiguous()  # (d, r), orthonormal columns'):
+        'A cut at 1e-7 of the second-largest instead of the largest singular value: both lie many orders of magnitude above the numerically-zero singular values (~1e-16) and below the real ones of a support set, so the same basis is kept.',
+    ('FewShotMethod.episode_logits', 'out = torch.empty((e, query.shape[1], n), dtype=torch.float32, device=query.device)',
+     'out = torch.empty((e, query.shape[1], n), dtype=None, device=query.device)'):
+        "float32 is torch's default dtype: the same buffer.",
+    ('FewShotMethod.episode_logits', 'out = torch.empty((e, query.shape[1], n), dtype=torch.float32, device=query.device)',
+     'out = torch.empty((e, query.shape[1], n), device=query.device)'):
+        "float32 is torch's default dtype: the same buffer.",
+    ('FewShotMethod.episode_logits', 'out = torch.empty((e, query.shape[1], n), dtype=torch.float32, device=query.device)',
+     'out = torch.empty((e, query.shape[1], n), dtype=torch.float32, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('FewShotMethod.episode_logits', 'out = torch.empty((e, query.shape[1], n), dtype=torch.float32, device=query.device)',
+     'out = torch.empty((e, query.shape[1], n), dtype=torch.float32, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('FewShotMethod.episode_logits', 'self._fit(support[i].reshape(n * k, d), y.to(support.device), n)',
+     'self._fit(support[i].reshape(n * k, d), y.to(None), n)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('FewShotMethod.fit', 'self._fit(xt, torch.as_tensor(enc, dtype=torch.int64), len(self.classes_))',
+     'self._fit(xt, torch.as_tensor(enc, dtype=None), len(self.classes_))'):
+        'enc is the int64 (intp) inverse index of np.unique: as_tensor keeps int64 either way.',
+    ('FewShotMethod.fit', 'self._fit(xt, torch.as_tensor(enc, dtype=torch.int64), len(self.classes_))',
+     'self._fit(xt, torch.as_tensor(enc, ), len(self.classes_))'):
+        'enc is the int64 (intp) inverse index of np.unique: as_tensor keeps int64 either way.',
+    ('SimpleShot.transform', 'return l2_normalize(features - self.base_mean_.to(features.device))',
+     'return l2_normalize(features - self.base_mean_.to(None))'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
 }
 
 
