@@ -385,6 +385,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "fewmm-mutation")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "mutation.json")
     ap.add_argument("--target", type=float, default=0.90)
+    ap.add_argument("--readme", type=Path, help="also rewrite the <!-- results:mutation --> block of this Markdown file")
     args = ap.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -415,6 +416,13 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(summary(out))
+    if args.readme:
+        sys.path.insert(0, str(REPO))
+        from fewmm.bench.report import update_block
+
+        block = "\n".join(summary(out).split("\n\n## ")[0].splitlines()[2:]).strip() + "\n"
+        block += f"\nSurvivors, each with why it is harmless: `{os.path.relpath(args.out.with_suffix('.md'), REPO)}`.\n"
+        args.readme.write_text(update_block(args.readme.read_text(), "mutation", block))
     print(f"[mutation] wrote {args.out} and {args.out.with_suffix('.md')}")
     bad = [k for k, r in out["modules"].items() if (r["kill_rate"] or 0) < args.target
            or any(s["why_harmless"] == "UNEXPLAINED" for s in r["survivors"])]
