@@ -296,6 +296,8 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ('SimpleShot.transform', 'return l2_normalize(features - self.base_mean_.to(features.device))',
      'return l2_normalize(features - self.base_mean_.to(None))'):
         'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ("_class_index", 'order = np.argsort(labels, kind="stable")', 'order = np.argsort(labels, kind="STABLE")'):
+        "numpy reads the sort kind case-insensitively: 'STABLE' is 'stable' (checked: identical order).",
 }
 
 

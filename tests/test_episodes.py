@@ -132,6 +132,9 @@ def test_messages_for_missing_and_small_classes():
             r"^1-shot 5-query episodes need 6 items per class, but class 4 has 3, class 5 has 3, class 6 has 3, class 7 has 3, "
             r"class 8 has 3 and 2 more\. Lower --queries to 2 \(or pass allow_fewer_queries=True in Python\)\.$")):
         sample_episodes(y, 2, 1, 5, 3)
+    # six short classes: five named, "and 1 more"
+    with pytest.raises(EpisodeError, match=r"class 8 has 3 and 1 more\. Lower"):
+        sample_episodes(y, 2, 1, 5, 3, classes=[0, 4, 5, 6, 7, 8, 9])
     # exactly five short classes: no "more"
     with pytest.raises(EpisodeError, match=r"class 8 has 3\. Lower --queries to 2 "):
         sample_episodes(y, 2, 1, 5, 3, classes=[0, 4, 5, 6, 7, 8])
