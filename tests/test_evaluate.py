@@ -199,7 +199,10 @@ def test_compiled_path_chunks_and_padding(eager_compile, shots):
     c = EV.COMPILED_CHUNK_EPISODES
     e = 2 * c + 30  # two full chunks and one padded
     ep = sample_episodes(y, 5, shots, 4, e, seed=6)
+    default = evaluate_episodes(M.create("protonet"), x, ep)  # compile is off by default
+    assert eager_compile["compiles"] == [] and eager_compile["chunks"] == []
     acc, pred = evaluate_episodes(M.create("protonet"), x, ep, return_predictions=True, compile=True)
+    assert np.array_equal(acc, default)
     ref = ref_protonet_predictions(x, ep)
     assert pred.shape == (e, 20) and acc.shape == (e,)
     assert np.array_equal(pred, ref)
