@@ -6,6 +6,13 @@ preprocessing, data set name, modality, sha256 of the ordered item ids), the sha
 of the tensor bytes. Loading checks all of it; a truncated, corrupted or mismatched file is
 reported with a warning, deleted and rebuilt - never used. Files are written atomically
 (temporary file + rename), so an interrupted run leaves no half-written entry. No pickle.
+
+Extraction fills the cache in chunks: while an encoder runs, every finished chunk of items (at
+least every ``chunk_items`` items or ``chunk_seconds`` seconds, and whatever was encoded when the
+run is interrupted or fails) is saved as a part file in ``<entry>.parts/``, verified like an
+entry (key, shapes, checksum). The next run with the same key loads the parts and encodes only
+the rest, starting at a batch boundary, so the features are bit for bit those of an
+uninterrupted run; once complete, the entry is written and the parts removed.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +51,9 @@ class FeatureSet:
         True when read from the cache without running the encoder.
     path : pathlib.Path or None
         The cache file.
+    resumed_items : int
+        Items whose features came from the part files of an interrupted extraction (0 when the
+        encoder ran on every item, or on a cache hit).
     """
 
     features: torch.Tensor
@@ -50,6 +61,7 @@ class FeatureSet:
     key: dict
     cache_hit: bool
     path: Path | None = None
+    resumed_items: int = 0
 
 
 def payload_fingerprint(payloads) -> str:
@@ -193,6 +205,88 @@ class FeatureCache:
         return path
 
 
+def _read_verified(path: Path, key: dict, what: str):
+    """(features, mask, metadata) of a cache or part file, or a problem string."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            feats = f.get_tensor("features")
+            mask = f.get_tensor("mask")
+    except Exception as e:  # truncated / not a safetensors file
+        return f"it cannot be read ({type(e).__name__}: {e})"
+    if meta.get("key_sha256") != _key_digest(key) or json.loads(meta.get("key", "{}")) != key:
+        return f"its key does not match this {what}"
+    if meta.get("data_sha256") != _tensor_digest(feats, mask):
+        return "its data checksum does not match (corrupted)"
+    return feats, mask, meta
+
+
+class _Parts:
+    """Part files of one unfinished cache entry: ``<entry>.parts/<start>-<end>.safetensors``, each
+    holding the features of the items ``start:end`` of the items to encode (in table order)."""
+
+    def __init__(self, store: "FeatureCache", key: dict):
+        self.key = key
+        entry = store.path_for(key)
+        self.dir = entry.with_name(entry.stem + ".parts")
+
+    def load(self, dim: int) -> tuple[int, torch.Tensor | None]:
+        """(n_done, features (n_done, dim)) of the contiguous verified parts from item 0; a bad or
+        non-contiguous part and every part after it are deleted with a warning."""
+        if not self.dir.is_dir():
+            return 0, None
+        files = []
+        for f in self.dir.glob("*.safetensors"):
+            try:
+                a, b = (int(x) for x in f.stem.split("-"))
+                files.append((a, b, f))
+            except ValueError:
+                continue
+        files.sort()
+        n, chunks = 0, []
+        for i, (a, b, f) in enumerate(files):
+            got = _read_verified(f, self.key, "entry") if a == n else "it does not continue the parts before it"
+            if not isinstance(got, str) and tuple(got[0].shape) != (b - a, dim):
+                got = f"its shape {tuple(got[0].shape)} is not ({b - a}, {dim})"
+            if isinstance(got, str):
+                warnings.warn(f"feature cache part {f} is not usable: {got}; encoding from item {n} again", stacklevel=3)
+                for _, _, g in files[i:]:
+                    g.unlink(missing_ok=True)
+                break
+            chunks.append(got[0].float())
+            n = b
+        return n, (torch.cat(chunks) if chunks else None)
+
+    def save(self, start: int, feats: torch.Tensor) -> None:
+        from safetensors.torch import save_file
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        feats = feats.detach().cpu().float().contiguous()
+        m = torch.ones(len(feats), dtype=torch.uint8)
+        meta = {"key": json.dumps(self.key, sort_keys=True), "key_sha256": _key_digest(self.key),
+                "data_sha256": _tensor_digest(feats, m), "start": str(start), "end": str(start + len(feats))}
+        path = self.dir / f"{start:09d}-{start + len(feats):09d}.safetensors"
+        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"features": feats, "mask": m}, tmp, metadata=meta)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def clear(self) -> None:
+        if self.dir.is_dir():
+            for f in self.dir.iterdir():
+                f.unlink(missing_ok=True)
+            try:
+                self.dir.rmdir()
+            except OSError:
+                pass
+
+
 def embed_table(
     table: ItemTable,
     encoder,
@@ -200,6 +294,8 @@ def embed_table(
     cache: FeatureCache | str | os.PathLike | bool | None = None,
     progress: bool | None = None,
     batch_size: int | None = None,
+    chunk_items: int = 4096,
+    chunk_seconds: float = 60.0,
 ) -> FeatureSet:
     """Features of every item of ``table`` for one modality, from the cache when possible.
 
@@ -212,6 +308,12 @@ def embed_table(
     cache : FeatureCache, path, True/None (default cache folder) or False (no cache)
     progress : bool, optional
         Progress bar while encoding.
+    batch_size : int, optional
+        Encoder batch size (default: the encoder's).
+    chunk_items, chunk_seconds : int, float
+        While encoding, the features encoded so far are saved to the cache as a part file after
+        at least ``chunk_items`` items or ``chunk_seconds`` seconds (at a batch boundary), and
+        when the encoding is interrupted or fails; the next call resumes after them.
 
     Returns
     -------
@@ -245,8 +347,44 @@ def embed_table(
             return hit
     idx = np.flatnonzero(mask)
     payloads = table.modalities[modality]
-    emb = encoder.embed([payloads[i] for i in idx], batch_size=batch_size, progress=progress, desc=f"{encoder.name} {table.name}")
+    todo = [payloads[i] for i in idx]
+    parts = _Parts(store, key) if store is not None else None
+    n_done, done = parts.load(encoder.dim) if parts is not None else (0, None)
+    if n_done > len(todo):  # cannot happen with a matching key; be safe
+        parts.clear()
+        n_done, done = 0, None
+    if n_done:
+        log.info("resuming %s on %s after %d cached items", encoder.name, table.name, n_done)
+    pending: list[torch.Tensor] = []
+    state = {"start": n_done, "t": time.monotonic()}
+
+    def save_pending() -> None:
+        if pending:
+            chunk = torch.cat(pending)
+            parts.save(state["start"], chunk)
+            state["start"] += len(chunk)
+            pending.clear()
+        state["t"] = time.monotonic()
+
+    def on_batch(start: int, emb: torch.Tensor) -> None:
+        pending.append(emb.clone())
+        if sum(len(p) for p in pending) >= chunk_items or time.monotonic() - state["t"] >= chunk_seconds:
+            save_pending()
+
+    try:
+        rest = encoder.embed(todo[n_done:], batch_size=batch_size, progress=progress, desc=f"{encoder.name} {table.name}",
+                             on_batch=on_batch if parts is not None else None, progress_initial=n_done)
+    except BaseException:
+        if parts is not None:
+            try:
+                save_pending()  # keep what was encoded before the interruption or failure
+            except Exception as e:  # never hide the original error
+                log.warning("could not save the encoded part: %s", e)
+        raise
+    emb = rest if done is None else torch.cat([done, rest])
     feats = torch.zeros((len(table), encoder.dim), dtype=torch.float32)
     feats[torch.as_tensor(idx)] = emb
     path = store.save(key, feats, mask) if store is not None else None
-    return FeatureSet(feats, mask, key, cache_hit=False, path=path)
+    if parts is not None:
+        parts.clear()
+    return FeatureSet(feats, mask, key, cache_hit=False, path=path, resumed_items=n_done)

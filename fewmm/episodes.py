@@ -241,3 +241,30 @@ def kshot_splits(labels, n_shot: int, seeds=(1, 2, 3), class_names=None) -> list
         query = query[np.isin(labels[query], classes)]
         out.append(KShotSplit(support=sup, query=query, seed=int(s)))
     return out
+
+
+def infeasibility(labels, n_way: int, n_shot: int, n_query: int, classes=None, class_names=None) -> str | None:
+    """Why N-way K-shot Q-query episodes cannot be drawn from ``labels``, or None when they can.
+
+    Uses the same checks as :func:`sample_episodes` (it draws one episode), so the answer agrees
+    with it exactly: too few classes for N ways, or a class with fewer than K+Q items. Labels
+    are known before any encoder runs, so a harness can skip an infeasible cell without
+    encoding anything.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n_items,), int
+    n_way, n_shot, n_query : int
+    classes, class_names : optional
+        As in :func:`sample_episodes`.
+
+    Returns
+    -------
+    str or None
+        The reason (the message :func:`sample_episodes` would raise), or None.
+    """
+    try:
+        sample_episodes(labels, n_way, n_shot, n_query, 1, seed=0, classes=classes, class_names=class_names)
+    except EpisodeError as e:
+        return str(e)
+    return None

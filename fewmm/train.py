@@ -104,7 +104,7 @@ class TrainConfig:
     device : str
         ``"cpu"``, ``"cuda"``, ...
     progress : bool
-        tqdm progress bar (loss, validation accuracy).
+        progress bar (loss, validation accuracy; plain periodic lines when not on a terminal).
     """
 
     n_way: int = 5
@@ -592,7 +592,7 @@ def train_head(
     CheckpointError
         Resuming from a checkpoint of another head / features / config.
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     cfg = dataclasses.replace(config or TrainConfig(), **overrides)
     features = align_features(head, features)
@@ -669,7 +669,7 @@ def train_head(
 
     seen = np.zeros(len(features), dtype=bool)
     cuda_devs = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
-    bar = tqdm(total=cfg.steps, initial=min(step, cfg.steps), disable=not cfg.progress, desc=f"train {head.name}", dynamic_ncols=True)
+    bar = progress_bar(total=cfg.steps, initial=min(step, cfg.steps), disable=not cfg.progress, desc=f"train {head.name}", dynamic_ncols=True)
     run_loss, run_acc, n_run, t0 = 0.0, 0.0, 0, time.perf_counter()
     head.train()
     while step < cfg.steps and not stopped:

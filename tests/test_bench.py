@@ -97,12 +97,84 @@ def test_unwritable_out_fails_before_any_work(tmp_path, capsys):
     assert "cannot create the results folder" in err and "Traceback" not in err
 
 
-def test_rows_measured_before_a_failure_are_kept(tmp_path):
-    rc = run(tmp_path, "--dataset", "digits", "--encoder", "pixels", "--methods", "protonet", "--shots", "1,170",
+def _fail_on_call(monkeypatch, n):
+    """Make the runner's n-th evaluation (1-based) fail, as a method crashing mid-suite would."""
+    from fewmm.bench import runner
+    from fewmm.errors import FewmmError
+
+    real, calls = runner.evaluate_episodes, []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == n:
+            raise FewmmError("method crashed (test)")
+        return real(*a, **k)
+
+    monkeypatch.setattr(runner, "evaluate_episodes", flaky)
+
+
+def test_rows_measured_before_a_failure_are_kept(tmp_path, monkeypatch):
+    _fail_on_call(monkeypatch, 2)
+    rc = run(tmp_path, "--dataset", "digits", "--encoder", "pixels", "--methods", "protonet", "--shots", "1,5",
              "--queries", "10", "--episodes", "5", "--name", "partial")
     assert rc == 2
     doc = json.loads((tmp_path / "res" / "partial.json").read_text())
     assert doc["finished"] is False and [r["shots"] for r in doc["results"]] == [1]
+
+
+def test_a_run_failing_before_any_row_writes_nothing(tmp_path, monkeypatch, capsys):
+    _fail_on_call(monkeypatch, 1)
+    assert run(tmp_path, "--dataset", "digits", "--encoder", "pixels", "--methods", "protonet", "--shots", "1",
+               "--episodes", "5", "--name", "empty") == 2
+    assert "method crashed (test)" in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()  # no empty empty.json / empty.csv, not even the folder
+    (tmp_path / "res").mkdir()
+    _fail_on_call(monkeypatch, 1)
+    assert run(tmp_path, "--dataset", "digits", "--encoder", "pixels", "--methods", "protonet", "--shots", "1",
+               "--episodes", "5", "--name", "empty") == 2
+    assert list((tmp_path / "res").iterdir()) == []  # an existing folder: nothing written, no leftover temp file
+
+
+def test_infeasible_cells_are_skipped_with_a_note_and_the_suite_goes_on(tmp_path, capsys):
+    # digits: 10 classes of 174-183 items. 20-way needs 20 classes; 200-shot 10-query needs 210 items per class.
+    assert main(["--dataset", "digits", "--encoder", "pixels", "--methods", "protonet", "--ways", "5,20",
+                 "--shots", "1,200", "--queries", "10", "--episodes", "20", "--out", str(tmp_path / "res"),
+                 "--cache-dir", str(tmp_path / "cache"), "--name", "inf"]) == 0
+    doc = json.loads((tmp_path / "res" / "inf.json").read_text())
+    assert doc["finished"] is True
+    assert [(r["ways"], r["shots"]) for r in doc["results"]] == [(5, 1)]
+    skipped = {(s["ways"], s["shots"]): s["reason"] for s in doc["skipped"]}
+    assert set(skipped) == {(5, 200), (20, 1), (20, 200)}
+    assert "20-way episodes need 20 classes with >= 11 items, only 10 have" in skipped[(20, 1)]
+    assert "200-shot 10-query episodes need 210 items per class, but '0' (class 0) has 178" in skipped[(5, 200)]
+    err = capsys.readouterr().err
+    assert "[skip] digits x pixels 20-way 1-shot: 20-way episodes need 20 classes" in err
+    from fewmm.bench.report import markdown_table
+
+    assert "Skipped cells (infeasible): digits x pixels 5-way 200-shot" in markdown_table(doc)
+
+
+def test_all_cells_infeasible_fails_before_encoding_and_writes_nothing(tmp_path, capsys):
+    assert run(tmp_path, "--dataset", "digits", "--encoder", "pixels", "--ways", "30", "--episodes", "5") == 2
+    err = capsys.readouterr().err
+    assert "nothing to measure: infeasible: 30-way episodes need 30 classes with >= 16 items, only 10 have" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "res").exists()
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.safetensors"))  # nothing encoded
+
+
+def test_banner_and_block_progress_lines(tmp_path, capsys):
+    assert main(["--dataset", "digits", "--encoder", "pixels", "--methods", "protonet,knn", "--shots", "1",
+                 "--episodes", "10", "--out", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache"),
+                 "--name", "b"]) == 0
+    err = capsys.readouterr().err
+    assert "fewmm bench: suite 'bench', 1 block(s) (data set x encoder), 1 cell(s) x 2 method(s) [protonet, knn]" in err
+    assert "5-way, 1-shot, 10 episodes per cell, seed 0, device cpu" in err
+    assert "block 1: digits x pixels (1797 items, 10 classes, 15 queries)" in err
+    assert f"results: {tmp_path / 'res' / 'b.json'}" in err
+    assert "[block 1/1] digits x pixels: 1 cell(s)" in err
+    # not a terminal: plain progress lines, no carriage-return redraws
+    assert "pixels digits/all: 1797/1797 item (100%)" in err and "\r" not in err
 
 
 @pytest.mark.parametrize("toml, message", [
@@ -134,3 +206,42 @@ def test_fusion_cli_rejects_bad_numbers_and_report_bad_json(tmp_path, capsys):
     bad.write_text('{"rows": 3}')
     assert report.main([str(bad)]) == 2
     assert "not a fewmm results file" in capsys.readouterr().err
+
+
+def _row(m, acc, ci, ref=None, d=None, dci=None, paired=None):
+    r = {"dataset": "d", "split": "all", "encoder": "e", "method": m, "ways": 5, "shots": 1, "queries": 15,
+         "episodes": 600, "accuracy": acc, "ci95": ci}
+    if ref:
+        r.update(paired_ref=ref, paired_delta=d, paired_ci95=dci)
+    if paired is not None:
+        r["paired"] = paired
+    return r
+
+
+def test_report_bolds_a_lead_only_outside_the_paired_ci():
+    from fewmm.bench.report import leaders, markdown_table
+
+    # every pair stored: lead 1.0 vs paired CI 0.5 -> a alone; vs 1.2 -> a and b tied
+    cell = {"a": _row("a", 80.0, 1.0, paired={"b": [1.0, 0.5]}), "b": _row("b", 79.0, 1.0, paired={"a": [-1.0, 0.5]})}
+    assert leaders(cell) == (["a"], True)
+    cell["a"]["paired"]["b"][1] = cell["b"]["paired"]["a"][1] = 1.2
+    assert leaders(cell) == (["a", "b"], True)
+    # only differences to the reference r stored: a-b bounded by 0.3 + 0.3 = 0.6 (< ci_a + ci_b = 2.0)
+    cell = {"r": _row("r", 70.0, 1.0), "a": _row("a", 80.0, 1.0, "r", 10.0, 0.3), "b": _row("b", 79.5, 1.0, "r", 9.5, 0.3)}
+    assert leaders(cell) == (["a", "b"], False)  # lead 0.5 <= 0.6: not shown as a clear lead
+    cell["b"]["accuracy"] = 79.3
+    assert leaders(cell) == (["a"], False)  # lead 0.7 > 0.6 >= the true paired CI
+    doc = {"results": list(cell.values()), "seed": 0, "finished": True}
+    table = markdown_table(doc)
+    assert "| d | e | 5-1 (15) | 70.00 ± 1.00 | **80.00 ± 1.00** | 79.30 ± 1.00 |" in table
+    assert "paired differences to r only" in table
+
+
+def test_report_marks_an_unfinished_file():
+    from fewmm.bench.report import markdown_table
+
+    rows = [_row("r", 70.0, 1.0), _row("a", 80.0, 1.0, "r", 10.0, 0.3), {**_row("r", 71.0, 1.0), "shots": 5}]
+    table = markdown_table({"results": rows, "seed": 0, "finished": False})
+    assert table.startswith("**Unfinished run**")
+    assert "| d | e | 5-5 (15) | 71.00 ± 1.00 | *not run* |" in table
+    assert "Unfinished" not in markdown_table({"results": rows, "seed": 0, "finished": True})

@@ -140,3 +140,76 @@ def test_tables_sharing_payloads_share_features(tmp_path):
     b.labels = np.array([1, 0, 1, 0])
     embed_table(a, enc, cache=cache)
     assert embed_table(b, enc, cache=cache).cache_hit and enc.calls == 1
+
+
+class FlakyEncoder(Encoder):
+    """Text -> features that depend on the whole batch (so a resume that broke batch alignment
+    would show): [len, batch mean of len, position in batch, sin(len)]. Raises
+    KeyboardInterrupt after ``fail_after`` batches (an interrupted extraction); counts batches."""
+
+    name = "flaky"
+    modality = "text"
+    dim = 4
+    weights_id = "w"
+    preprocess_id = "p"
+
+    def __init__(self, fail_after=None, **kw):
+        super().__init__(batch_size=4, **kw)
+        self.fail_after, self.batches, self.items = fail_after, 0, 0
+
+    def _prepare(self, payload):
+        return payload
+
+    def _forward(self, batch):
+        if self.fail_after is not None and self.batches == self.fail_after:
+            raise KeyboardInterrupt
+        self.batches += 1
+        self.items += len(batch)
+        n = torch.tensor([float(len(s)) for s in batch], dtype=torch.float64)
+        return torch.stack([n, n.mean().expand(len(n)), torch.arange(len(n), dtype=torch.float64), torch.sin(n)], 1).float()
+
+
+def test_interrupted_extraction_keeps_its_chunks_and_resumes_bit_for_bit(tmp_path):
+    texts = [("x" * (i % 13 + 1)) + str(i) for i in range(50)]
+    texts[7] = None  # an item without the modality: parts count only the items to encode
+    t = ItemTable(name="flaky", ids=[f"i{i}" for i in range(50)], labels=[i % 2 for i in range(50)],
+                  class_names=["a", "b"], modalities={"text": texts})
+    ref = embed_table(t, FlakyEncoder(), cache=FeatureCache(tmp_path / "ref"))
+    cache = FeatureCache(tmp_path / "c")
+    # 49 items, batches of 4, a part every 8 items; interrupted in batch 7 (items 24-27)
+    with pytest.raises(KeyboardInterrupt):
+        embed_table(t, FlakyEncoder(fail_after=6), cache=cache, chunk_items=8)
+    parts = sorted(p.name for p in cache.root.rglob("*.parts/*.safetensors"))
+    assert parts == ["000000000-000000008.safetensors", "000000008-000000016.safetensors",
+                     "000000016-000000024.safetensors"]  # 24 items encoded before the interruption, all kept
+    assert not list(cache.root.rglob("flaky-text-*.safetensors"))  # no complete entry yet
+    # a second interruption after 2 more batches keeps those too (saved on the interruption, mid-chunk)
+    with pytest.raises(KeyboardInterrupt):
+        embed_table(t, FlakyEncoder(fail_after=1), cache=cache, chunk_items=8)
+    assert sorted(p.name for p in cache.root.rglob("*.parts/*.safetensors"))[-1] == "000000024-000000028.safetensors"
+    enc = FlakyEncoder()
+    res = embed_table(t, enc, cache=cache, chunk_items=8)
+    assert enc.items == 49 - 28 and enc.batches == 6 and res.resumed_items == 28  # only the rest was encoded
+    assert torch.equal(res.features, ref.features) and np.array_equal(res.mask, ref.mask)  # bit for bit
+    assert not list(cache.root.rglob("*.parts"))  # parts removed once the entry is complete
+    assert embed_table(t, FlakyEncoder(fail_after=0), cache=cache).cache_hit  # a verified complete entry
+
+
+def test_a_corrupted_part_is_dropped_with_a_warning_and_reencoded(tmp_path):
+    texts = [f"item{i}" for i in range(20)]
+    t = ItemTable(name="flaky", ids=[f"i{i}" for i in range(20)], labels=[i % 2 for i in range(20)],
+                  class_names=["a", "b"], modalities={"text": texts})
+    ref = embed_table(t, FlakyEncoder(), cache=False)
+    cache = FeatureCache(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        embed_table(t, FlakyEncoder(fail_after=4), cache=cache, chunk_items=4)
+    parts = sorted(cache.root.rglob("*.parts/*.safetensors"))
+    assert len(parts) == 4
+    raw = bytearray(parts[1].read_bytes())
+    raw[-3] ^= 0xFF  # flip a byte of the tensor data
+    parts[1].write_bytes(bytes(raw))
+    enc = FlakyEncoder()
+    with pytest.warns(UserWarning, match=r"000000004-000000008.safetensors is not usable: its data checksum does not match"):
+        res = embed_table(t, enc, cache=cache, chunk_items=4)
+    assert enc.items == 16  # items 4.. encoded again; parts after the bad one dropped too
+    assert torch.equal(res.features, ref.features)

@@ -3,7 +3,7 @@
 Commands::
 
     python -m fewmm.adapt fit --manifest train.csv --out my_adapter/ \\
-        [--encoder audio=whisper-tiny-en] [--head avg-proto] [--head-param C=1.0] [--device cpu]
+        [--encoder audio=whisper-tiny-en] [--head avg-proto] [--head-param C=1.0] [--device auto]
     python -m fewmm.adapt predict my_adapter/ FILE... [--manifest test.csv] [--format table|json|csv] [--output OUT]
     python -m fewmm.adapt eval my_adapter/ --manifest test.csv [--confusion-png confusion.png] [--json OUT]
 
@@ -47,11 +47,13 @@ def _value(v: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..clihelp import HelpFormatter, add_device_argument
+
     p = argparse.ArgumentParser(prog="python -m fewmm.adapt", description=__doc__.split("\n\n")[0].replace("``", ""),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    f = sub.add_parser("fit", help="fit an adapter on a labelled manifest and save it")
+    f = sub.add_parser("fit", formatter_class=HelpFormatter, help="fit an adapter on a labelled manifest and save it")
     f.add_argument("--manifest", required=True, help="training manifest (.csv/.tsv/.jsonl) with a label column")
     f.add_argument("--out", required=True, help="folder to save the adapter to")
     f.add_argument("--encoder", action="append", type=_kv, default=[], metavar="MODALITY=NAME",
@@ -64,23 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "(protonet, protonet-cosine, linear-probe, knn, simpleshot); default avg-proto")
     f.add_argument("--head-param", action="append", type=_kv, default=[], metavar="KEY=VALUE",
                    help="head / method hyper-parameter, repeatable (values parsed as JSON when possible)")
-    f.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    f.add_argument("--batch-size", type=int, default=32, help="encoder batch size (default 32)")
+    add_device_argument(f)
+    f.add_argument("--batch-size", type=int, default=32, help="encoder batch size")
 
-    pr = sub.add_parser("predict", help="predict labels of files (or of a manifest's items)")
+    pr = sub.add_parser("predict", formatter_class=HelpFormatter, help="predict labels of files (or of a manifest's items)")
     pr.add_argument("adapter", help="adapter folder (from `fit`)")
     pr.add_argument("files", nargs="*", help="image / audio / .txt files")
-    pr.add_argument("--manifest", help="manifest of items to predict (its label column is optional)")
-    pr.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    pr.add_argument("--output", help="write there instead of stdout")
-    pr.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    pr.add_argument("--manifest", help="manifest of items to predict (its label column is optional; default: none, "
+                    "the files given)")
+    pr.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    pr.add_argument("--output", help="write there (default: stdout)")
+    add_device_argument(pr)
 
-    ev = sub.add_parser("eval", help="accuracy (95%% CI) and confusion matrix on a labelled manifest")
+    ev = sub.add_parser("eval", formatter_class=HelpFormatter, help="accuracy (95%% CI) and confusion matrix on a labelled manifest")
     ev.add_argument("adapter", help="adapter folder (from `fit`)")
     ev.add_argument("--manifest", required=True, help="labelled test manifest (.csv/.tsv/.jsonl)")
-    ev.add_argument("--confusion-png", help="also draw the confusion matrix to this PNG (matplotlib)")
-    ev.add_argument("--json", help="write accuracy, interval, confusion matrix and predictions to this JSON file")
-    ev.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ev.add_argument("--confusion-png", help="also draw the confusion matrix to this PNG (matplotlib; default: no PNG)")
+    ev.add_argument("--json", help="write accuracy, interval, confusion matrix and predictions to this JSON file (default: none)")
+    add_device_argument(ev)
     return p
 
 
@@ -265,6 +268,9 @@ def main(argv=None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        from ..encoders.base import resolve_device
+
+        a.device = str(resolve_device(a.device))  # auto -> cuda when available, else cpu
         return {"fit": _fit, "predict": _predict, "eval": _eval}[a.command](a)
     except FewmmError as e:
         print(f"error: {e}", file=sys.stderr)

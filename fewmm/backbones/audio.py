@@ -27,15 +27,16 @@ SR = 16000
 
 
 def _logmel_tensor(payloads, seconds: float, progress: bool) -> np.ndarray:
-    from tqdm.auto import tqdm
-
     from ..encoders._util import audio_at
     from ..encoders.logmel import LogMelStatsEncoder
+    from ..progress import progress_bar
 
     enc = LogMelStatsEncoder(sample_rate=SR, n_mels=N_MELS, hop_length=HOP)
     n = int(round(seconds * SR))
     out = []
-    for p in tqdm(payloads, desc="log-mel", unit="clip", disable=not progress, leave=False):
+    bar = progress_bar(total=len(payloads), desc="log-mel", unit="clip", disable=not progress, leave=False)
+    for p in payloads:
+        bar.update(1)
         w = audio_at(p, SR)
         if len(w) >= n:
             s = (len(w) - n) // 2
@@ -44,6 +45,7 @@ def _logmel_tensor(payloads, seconds: float, progress: bool) -> np.ndarray:
             pad = n - len(w)
             w = np.pad(w, (pad // 2, pad - pad // 2))
         out.append(enc.log_mel(w))
+    bar.close()
     return np.stack(out).astype(np.float32)
 
 

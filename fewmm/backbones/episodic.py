@@ -291,7 +291,7 @@ def train_protonet(backbone: nn.Module, train_images: torch.Tensor, val_images: 
     CheckpointError
         Resuming from another configuration.
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     cfg = config or EpisodicConfig()
     for name, imgs in (("train_images", train_images), ("val_images", val_images)):
@@ -317,7 +317,7 @@ def train_protonet(backbone: nn.Module, train_images: torch.Tensor, val_images: 
         torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
     t_start = time.time()
     t0 = t_start - (history[-1]["seconds"] if history else 0.0)  # history seconds count from the first run's start
-    bar = tqdm(total=cfg.episodes, initial=min(start, cfg.episodes), desc="episodes", unit="ep", disable=not cfg.progress)
+    bar = progress_bar(total=cfg.episodes, initial=min(start, cfg.episodes), desc="episodes", unit="ep", disable=not cfg.progress)
     say = log or bar.write
     losses, accs = [], []
     best_state = None

@@ -218,7 +218,7 @@ def train_maml(net: MAMLNet, train_images: torch.Tensor, val_images: torch.Tenso
     FloatingPointError
         A non-finite meta-loss (diverged).
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     from .episodic import _save, load_backbone, resume_checkpoint
 
@@ -233,7 +233,7 @@ def train_maml(net: MAMLNet, train_images: torch.Tensor, val_images: torch.Tenso
         history, best, best_step, start = meta["history"], meta["best_val_acc"], meta["best_step"], meta["meta_step"]
     t_start = time.time()
     t0 = t_start - (history[-1]["seconds"] if history else 0.0)  # history seconds count from the first run's start
-    bar = tqdm(total=cfg.meta_steps, initial=min(start, cfg.meta_steps), desc="meta-steps", disable=not cfg.progress)
+    bar = progress_bar(total=cfg.meta_steps, initial=min(start, cfg.meta_steps), desc="meta-steps", disable=not cfg.progress)
     say = log or bar.write
     losses, accs, best_state = [], [], None
     for step in range(start, cfg.meta_steps):

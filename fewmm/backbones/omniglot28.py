@@ -62,7 +62,7 @@ def load_omniglot28(root=None, cache=None, progress: bool = True) -> tuple[torch
     """
     from PIL import Image
     from safetensors.torch import load_file, save_file
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     from .. import data as D
     from ..data.io import read_image
@@ -83,7 +83,7 @@ def load_omniglot28(root=None, cache=None, progress: bool = True) -> tuple[torch
             pass  # damaged cache file: rebuild it
     out = np.zeros((len(names), 20, SIZE, SIZE), dtype=np.uint8)
     row = 0
-    bar = tqdm(total=sum(len(t) for t in tables), desc="omniglot 28x28", unit="img", disable=not progress, leave=False)
+    bar = progress_bar(total=sum(len(t) for t in tables), desc="omniglot 28x28", unit="img", disable=not progress, leave=False)
     for t in tables:
         counts = np.zeros(len(t.class_names), dtype=np.int64)
         for payload, c in zip(t.modalities["image"], t.labels):

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..clihelp import HelpFormatter, add_device_argument
+from ..encoders.base import resolve_device
 from ..errors import FewmmError
 from ..metrics import mean_ci, paired_difference
 from .runner import Reporter, environment
@@ -94,6 +96,7 @@ def _run_maml(a) -> Path:
                                    f"episodes as omniglot-protonet; {a.test_inner_steps} inner steps of {a.inner_lr} on each support set"},
               "backbone": {"name": a.backbone}, "training": {"config": asdict(cfg)}}
     rep = Reporter(Path(a.out), a.name, header, fields=FIELDS)
+    rep.check_writable()
     torch.manual_seed(a.seed)
     net = MAMLNet(create(a.backbone), 64, a.way)
     t0 = time.time()
@@ -103,7 +106,7 @@ def _run_maml(a) -> Path:
                                "best_episode": res["best_step"], "episodes": res["meta_steps"], "seconds": res["seconds"]})
     rep.say(f"[train] best validation {a.way}-way {a.shot}-shot accuracy {res['best_val_acc']:.4f} at meta-step {res['best_step']}; "
             f"{res['meta_steps']} meta-steps, this run {res['seconds']:.0f} s")
-    rep.flush()
+    rep.flush(force=True)  # the training history is kept even if testing fails
     ref = f"maml-{'second' if a.second_order else 'first'}-order-{a.backbone}"
     for ways, shots in ((a.way, 1), (a.way, 5)):  # the head is tied to the training way
         acc = evaluate_maml(net, test, ways, shots, a.test_query, a.test_episodes, cfg.inner_lr, cfg.test_inner_steps, seed=a.seed,
@@ -149,6 +152,7 @@ def _run_audio(a) -> Path:
               "seed": a.seed, "environment": environment(), "protocol": task["info"],
               "backbone": {"name": a.backbone}, "training": {"config": cfg.to_dict()}}
     rep = Reporter(Path(a.out), a.name, header, fields=FIELDS)
+    rep.check_writable()
     torch.manual_seed(a.seed)
     net = create(a.backbone)
     init_state = {k: v.clone() for k, v in net.state_dict().items()}
@@ -158,6 +162,7 @@ def _run_audio(a) -> Path:
     header["training"].update({"history": res.history, "best_val_acc": res.best_val_acc, "best_episode": res.best_episode,
                                "episodes": res.episodes, "seconds": round(time.time() - t0, 1)})
     rep.say(f"[train] best validation accuracy {res.best_val_acc:.4f} at episode {res.best_episode}")
+    rep.flush(force=True)  # the training history is kept even if testing fails
     init = create(a.backbone)
     init.load_state_dict(init_state)
     feats = {f"protonet-{a.backbone}": embed_images(net, test, a.device, batch_size=128, amp=a.amp),
@@ -216,6 +221,7 @@ def _run_omniglot(a) -> Path:
         "backbone": {"name": a.backbone}, "training": {"config": cfg.to_dict()},
     }
     rep = Reporter(Path(a.out), a.name, header, fields=FIELDS)
+    rep.check_writable()
     torch.manual_seed(a.seed)  # the initialisation
     net = create(a.backbone)
     header["backbone"]["config"] = getattr(net, "config", None)
@@ -228,7 +234,7 @@ def _run_omniglot(a) -> Path:
                                "episodes": res.episodes, "seconds": round(time.time() - t0, 1)})
     rep.say(f"[train] best validation 5-way 1-shot accuracy {res.best_val_acc:.4f} at episode {res.best_episode}; "
             f"{res.episodes} episodes in {time.time() - t0:.0f} s")
-    rep.flush()
+    rep.flush(force=True)  # the training history is kept even if testing fails
 
     feats = {"protonet-conv4": None}
     init = create(a.backbone)
@@ -273,43 +279,49 @@ def plot_validation(history: list[dict], path: Path, a) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(prog="python -m fewmm.bench.backbone", description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="TOML file with any of the options below (flags override it)")
-    p.add_argument("--task", choices=("omniglot", "fsdd-digits", "esc50"), default="omniglot")
-    p.add_argument("--backbone", default=None, help="default conv4 (omniglot) / audio-conv4 (audio tasks)")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fewmm.bench.backbone", description=__doc__.splitlines()[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--config", help="TOML file with any of the options below (flags override it; default: none)")
+    p.add_argument("--task", choices=("omniglot", "fsdd-digits", "esc50"), default="omniglot", help="few-shot task")
+    p.add_argument("--backbone", default=None, help="backbone to train (default conv4 for omniglot, audio-conv4 for the audio tasks)")
     p.add_argument("--method", choices=("protonet", "maml"), default="protonet",
-                   help="maml: --episodes counts meta-steps of --meta-batch tasks of --way/--shot/--query")
+                   help="training method; maml: --episodes counts meta-steps of --meta-batch tasks of --way/--shot/--query")
     p.add_argument("--inner-lr", type=float, default=0.4, help="MAML inner learning rate (Finn et al.: 0.4)")
-    p.add_argument("--inner-steps", type=int, default=1, help="MAML inner steps at meta-training (1)")
-    p.add_argument("--test-inner-steps", type=int, default=3, help="MAML inner steps at test (3)")
-    p.add_argument("--meta-batch", type=int, default=32, help="MAML tasks per meta-step (32)")
+    p.add_argument("--inner-steps", type=int, default=1, help="MAML inner steps at meta-training")
+    p.add_argument("--test-inner-steps", type=int, default=3, help="MAML inner steps at test")
+    p.add_argument("--meta-batch", type=int, default=32, help="MAML tasks per meta-step")
     p.add_argument("--second-order", action="store_true", help="MAML: second order (default first order)")
-    p.add_argument("--way", type=int, default=60, help="training way (Snell et al.: 60)")
-    p.add_argument("--shot", type=int, default=5)
-    p.add_argument("--query", type=int, default=5)
-    p.add_argument("--episodes", type=int, default=2000, help="training episodes")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--way", type=int, default=60, help="training way (Snell et al.: 60; with --method maml the default is 5)")
+    p.add_argument("--shot", type=int, default=5, help="training shots per class (with --method maml the default is 1)")
+    p.add_argument("--query", type=int, default=5, help="training queries per class (with --method maml the default is 1)")
+    p.add_argument("--episodes", type=int, default=2000, help="training episodes (MAML: meta-steps)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (outer loop for MAML)")
     p.add_argument("--decay-every", type=int, default=2000, help="halve the learning rate every N episodes")
-    p.add_argument("--eval-every", type=int, default=200)
-    p.add_argument("--val-episodes", type=int, default=300)
-    p.add_argument("--test-episodes", type=int, default=1000)
-    p.add_argument("--test-query", type=int, default=15)
+    p.add_argument("--eval-every", type=int, default=200, help="validate every N episodes (with --method maml the default is 250)")
+    p.add_argument("--val-episodes", type=int, default=300, help="validation episodes per check (with --method maml the default is 100)")
+    p.add_argument("--test-episodes", type=int, default=1000, help="test episodes per setting")
+    p.add_argument("--test-query", type=int, default=15, help="test queries per class")
     p.add_argument("--baselines", default="efficientnet-lite2,pixels", help="frozen encoders on the same test episodes ('' for none)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--amp", choices=("bf16",), default=None, help="bfloat16 autocast (GPU)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--checkpoints", default="", help="folder for last/best checkpoints (resumable with --resume)")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--data-root")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, training and test episodes")
+    add_device_argument(p)
+    p.add_argument("--amp", choices=("bf16",), default=None, help="bfloat16 autocast (GPU; default: float32)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--checkpoints", default="", help="folder for last/best checkpoints, resumable with --resume (default '': none)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --checkpoints exactly where it stopped")
+    p.add_argument("--data-root", help="data folder (default: $FEWMM_DATA, then ~/.cache/fewmm/data)")
     p.add_argument("--cache", help="feature cache folder (default $FEWMM_CACHE or ~/.cache/fewmm/features)")
-    p.add_argument("--out", default="results")
+    p.add_argument("--out", default="results", help="folder for the JSON + CSV results")
     p.add_argument("--name", default=None, help="results file stem (default <task>-<method>, e.g. omniglot-protonet; MAML other than "
                    "5-way 1-shot first order adds them: omniglot-maml-20way-1shot-first-order)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--overwrite", action="store_true", help="train afresh into a --checkpoints folder that already holds a run")
+    return p
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = build_parser()
     pre, _ = p.parse_known_args(argv)
     if pre.method == "maml":  # Finn et al.'s 5-way Omniglot task shape instead of ProtoNet's 60-way episodes
         p.set_defaults(way=5, shot=1, query=1, eval_every=250, val_episodes=100)
@@ -352,12 +364,9 @@ def main(argv=None) -> int:
         for stale in ("last", "best"):
             for suffix in (".json", ".safetensors"):
                 (Path(a.checkpoints) / f"{stale}{suffix}").unlink(missing_ok=True)
-    try:
-        torch.device(a.device)
-    except RuntimeError as e:
-        p.error(f"--device {a.device}: {e}")
     if a.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error("--device cuda: no CUDA device is available here")
+        p.error(f"--device {a.device}: no CUDA device is available here (use --device auto or cpu)")
+    a.device = str(resolve_device(a.device))
     try:
         run(a)
     except (FewmmError, ValueError, ArithmeticError) as e:

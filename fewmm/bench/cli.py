@@ -23,8 +23,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..clihelp import HelpFormatter, add_device_argument
 from ..errors import FewmmError
-from .runner import DEFAULT_METHODS, SUITES_DIR, RunSpec, Suite, _ints, _strs, load_suite, parse_dataset, run_suite
+from .runner import DEFAULT_ENCODER, DEFAULT_METHODS, SUITES_DIR, RunSpec, Suite, _ints, _strs, load_suite, parse_dataset, run_suite
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,19 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m fewmm.bench",
         description="Few-shot accuracy (mean and 95% CI over episodes) of methods on frozen-encoder "
         "features of real data sets. With no flags, runs the default suite on every data set found.",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--config", help="TOML suite file (flags given too override its top-level keys)")
-    p.add_argument("--dataset", help="data set[:split], comma-separated (e.g. omniglot:evaluation,banking77:test)")
-    p.add_argument("--encoder", help="encoder name(s), comma-separated (default: one per modality)")
-    p.add_argument("--methods", help="method names, comma-separated (default: all; the first is the reference of the paired differences)")
+    p.add_argument("--config", help="TOML suite file (flags given too override its top-level keys); default: "
+                   "fewmm/bench/suites/default.toml when no --dataset is given")
+    p.add_argument("--dataset", help="data set[:split], comma-separated (e.g. omniglot:evaluation,banking77:test); "
+                   "default: the default suite's data sets")
+    p.add_argument("--encoder", help="encoder name(s), comma-separated (default: one per modality: "
+                   + ", ".join(f"{m} {e}" for m, e in DEFAULT_ENCODER.items()) + ")")
+    p.add_argument("--methods", help="method names, comma-separated; the first is the reference of the paired "
+                   f"differences (default: {','.join(DEFAULT_METHODS)})")
     p.add_argument("--ways", help="N, comma-separated allowed (default 5)")
     p.add_argument("--shots", help="K, comma-separated allowed (default 1,5)")
     p.add_argument("--queries", type=int, help="Q query items per class (default 15)")
     p.add_argument("--episodes", type=int, help="episodes per setting (default 600)")
     p.add_argument("--seed", type=int, help="episode seed (default 0)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_argument(p)
     p.add_argument("--data-root", help="data folder (default: $FEWMM_DATA, then ~/.cache/fewmm/data)")
-    p.add_argument("--out", default="results", help="folder for the JSON + CSV results (default results/)")
+    p.add_argument("--out", default="results", help="folder for the JSON + CSV results")
     p.add_argument("--name", help="file stem of the results (default <suite>-<timestamp>)")
     p.add_argument("--cache-dir", help="feature cache folder (default $FEWMM_CACHE or ~/.cache/fewmm/features)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -119,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; results so far are in the output folder", file=sys.stderr)
+        print("interrupted; the rows measured so far (if any) are in the output folder and the features encoded so far "
+              "in the feature cache (the next run resumes the encoding)", file=sys.stderr)
         return 130
     return 0

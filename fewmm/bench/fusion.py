@@ -32,9 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..clihelp import HelpFormatter, add_device_argument
 from ..errors import FewmmError
 from ..metrics import mean_ci, paired_difference
 from ..multimodal import MMFeatures
+from ..progress import format_seconds
 from .runner import Reporter, environment
 
 FIXED = ("avg-proto", "concat")
@@ -89,9 +91,11 @@ def _weights_by_item_kind(weights: np.ndarray, query_items: np.ndarray, corrupte
 def run(args) -> Path:
     from .. import heads as H
     from .. import tasks as T
+    from ..encoders import resolve_device
     from ..train import TrainConfig, train_head
 
     torch.set_num_threads(args.threads)
+    dev = str(resolve_device(getattr(args, "device", "auto")))
     spec = TASK_DEFAULTS[args.task]
     folds = args.folds.split(",") if args.folds else spec["folds"]
     shots = [int(s) for s in args.shots.split(",")]
@@ -102,13 +106,21 @@ def run(args) -> Path:
         "experiment": "adaptive modality weighting", "task": args.task, "command": "python -m fewmm.bench.fusion " + shlex.join(args.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": args.seed, "episodes": args.episodes,
         "corruption": spec["corruption"], "corrupt_modality": cmod, "environment": environment(), "folds": {},
-        "training": {}, "protocol": __doc__,
+        "training": {}, "device": dev, "protocol": __doc__,
     }
     rep = Reporter(Path(args.out), stem, header, fields=FUSION_FIELDS)
+    rep.check_writable()
     t0 = time.time()
-    for fold in folds:
+    trained_heads = args.heads.split(",") if args.heads else list(TRAINED)
+    rep.say(f"fewmm fusion: task {args.task}, fold(s) {', '.join(folds)}; trained heads {', '.join(trained_heads)} "
+            f"({args.steps} steps each){'' if args.no_controls else ', + single-modality controls if the task has several item modalities'}; "
+            f"{args.ways}-way {'/'.join(map(str, shots))}-shot {queries}-query, {args.episodes} test episodes per setting, "
+            f"seed {args.seed}, device {dev}\n  results: {rep.json_path} and {rep.csv_path} (written after the first fold)")
+    for fi, fold in enumerate(folds):
+        rep.say(f"[fold {fi + 1}/{len(folds)}] {args.task} fold {fold}: {format_seconds(time.time() - t0)} elapsed"
+                + (f", about {format_seconds((time.time() - t0) / fi * (len(folds) - fi))} left" if fi else ""))
         kw = {} if fold == "default" else {"fold": fold}
-        task = T.build(args.task, root=args.data_root, corruption=spec["corruption"], **kw)
+        task = T.build(args.task, root=args.data_root, corruption=spec["corruption"], device=dev, **kw)
         feats, feats_c, base, val, val_note = _with_val_items_as_classes(task)
         header["folds"][fold] = {**task.splits_record(), **val_note, "info": task.info}
         item_mods = list(task.features.modalities)
@@ -131,7 +143,7 @@ def run(args) -> Path:
                               eval_every=max(1, args.steps // 10), val_episodes=200, val_shot=1,
                               val_query=min(queries, 7 if args.task == "esc50-text" else 15), patience=4,
                               modality_dropout=0.2 if len(mods) > 1 else 0.0, corrupt_fraction=0.5,
-                              seed=args.seed, progress=not args.quiet)
+                              seed=args.seed, progress=not args.quiet, device=dev)
             ckpt = Path(args.checkpoints) / f"{args.task}-{fold}-{label}" if args.checkpoints else None
             t1 = time.time()
             res = train_head(head, f_h, base, val, cfg, corrupted=c_h, checkpoint_dir=ckpt, resume=bool(ckpt))
@@ -186,26 +198,33 @@ def run(args) -> Path:
     return rep.json_path
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(prog="python -m fewmm.bench.fusion", description=__doc__.splitlines()[0])
-    p.add_argument("--task", required=True, choices=sorted(TASK_DEFAULTS))
-    p.add_argument("--folds", help="comma-separated (digits-av: A,B)")
-    p.add_argument("--ways", type=int, default=5)
-    p.add_argument("--shots", default="1,5")
-    p.add_argument("--queries", type=int, help="queries per class (digits-av 15, esc50-text 3)")
-    p.add_argument("--episodes", type=int, default=600)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m fewmm.bench.fusion", description=__doc__.splitlines()[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--task", required=True, choices=sorted(TASK_DEFAULTS), help="multimodal task")
+    p.add_argument("--folds", help="comma-separated folds (default: every fold of the task; digits-av: A,B)")
+    p.add_argument("--ways", type=int, default=5, help="N classes per episode")
+    p.add_argument("--shots", default="1,5", help="K, comma-separated")
+    p.add_argument("--queries", type=int, help="queries per class (default: digits-av 15, esc50-text 3)")
+    p.add_argument("--episodes", type=int, default=600, help="test episodes per setting")
     p.add_argument("--steps", type=int, default=400, help="training steps per head (8 episodes each)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of training, corruption and episodes")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small ops on a busy CPU)")
-    p.add_argument("--data-root")
-    p.add_argument("--out", default="results")
-    p.add_argument("--name")
+    add_device_argument(p)
+    p.add_argument("--data-root", help="data folder (default: $FEWMM_DATA, then ~/.cache/fewmm/data)")
+    p.add_argument("--out", default="results", help="folder for the JSON + CSV results")
+    p.add_argument("--name", help="file stem of the results (default fusion-<task>)")
     p.add_argument("--checkpoints", default=os.path.join(os.path.expanduser("~"), ".cache", "fewmm", "heads"),
                    help="folder for resumable head checkpoints ('' to disable)")
     p.add_argument("--heads", help=f"comma-separated trained heads (default all: {','.join(TRAINED)})")
     p.add_argument("--no-controls", action="store_true", help="skip the single-modality projection controls proj[<m>]")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    return p
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = build_parser()
     a = p.parse_args(argv)
     a.argv = argv
     try:

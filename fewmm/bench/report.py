@@ -16,6 +16,71 @@ import sys
 from pathlib import Path
 
 
+def paired_ci(rows: dict, a: str, b: str) -> tuple[float, bool]:
+    """95% CI half-width of the paired difference ``a - b`` of two methods of one cell.
+
+    Parameters
+    ----------
+    rows : dict
+        Method name -> result row of one cell (same episodes for every method).
+    a, b : str
+        Two method names of ``rows``.
+
+    Returns
+    -------
+    (ci95, exact) : (float, bool)
+        The stored paired CI (``row["paired"]``, or ``paired_ci95`` when one of the two is the
+        reference of the paired differences) with ``exact=True``. Results files written before
+        every pair was stored hold differences to the reference only; for other pairs the CI is
+        bounded from above by ``min(ci(a - ref) + ci(b - ref), ci(a) + ci(b))`` (the standard
+        deviation of a difference is at most the sum of the two standard deviations), with
+        ``exact=False``: a lead beyond this bound is beyond the paired CI too.
+    """
+    ra, rb = rows[a], rows[b]
+    if b in (ra.get("paired") or {}):
+        return float(ra["paired"][b][1]), True
+    if a in (rb.get("paired") or {}):
+        return float(rb["paired"][a][1]), True
+    if ra.get("paired_ref") == b:
+        return float(ra["paired_ci95"]), True
+    if rb.get("paired_ref") == a:
+        return float(rb["paired_ci95"]), True
+    bound = ra["ci95"] + rb["ci95"]
+    if ra.get("paired_ci95") is not None and rb.get("paired_ci95") is not None and ra.get("paired_ref") == rb.get("paired_ref"):
+        bound = min(bound, ra["paired_ci95"] + rb["paired_ci95"])
+    return float(bound), False
+
+
+def leaders(rows: dict) -> tuple[list[str], bool]:
+    """The methods to mark in one row (cell) of a table: the best, alone when its lead over every
+    other method is outside the 95% CI of their paired difference, else with every method tied
+    with it (difference within that CI).
+
+    Returns
+    -------
+    (names, exact) : (list of str, bool)
+        ``exact`` is False when some CI was only bounded (see :func:`paired_ci`).
+    """
+    best = max(rows, key=lambda m: rows[m]["accuracy"])
+    out, exact = [best], True
+    for m in rows:
+        if m == best:
+            continue
+        ci, ex = paired_ci(rows, best, m)
+        exact &= ex
+        if rows[best]["accuracy"] - rows[m]["accuracy"] <= ci:
+            out.append(m)
+    return out, exact
+
+
+def unfinished_note(doc: dict) -> str:
+    """A bold first line for a partial results file (``"finished": false``), else ''."""
+    if doc.get("finished", True):
+        return ""
+    return ("**Unfinished run** (`finished: false` in the results file: interrupted or failed; the table holds only "
+            "what was measured, cells not reached are marked *not run*).\n\n")
+
+
 def markdown_table(doc: dict) -> str:
     rows = doc["results"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -24,30 +89,49 @@ def markdown_table(doc: dict) -> str:
     head = "| data set | encoder | way-shot (queries) | " + " | ".join(methods) + " |"
     sep = "|---|---|---|" + "---|" * len(methods)
     lines = [head, sep]
+    finished = doc.get("finished", True)
+    all_exact, n_tied = True, 0
     for ds, split, enc, w, s in keys:
         cells = []
-        best = max(by[(ds, split, enc, w, s, m)]["accuracy"] for m in methods if (ds, split, enc, w, s, m) in by)
+        cell = {m: by[(ds, split, enc, w, s, m)] for m in methods if (ds, split, enc, w, s, m) in by}
+        lead, exact = leaders(cell) if len(cell) == len(methods) else ([], True)  # no "best" of an incomplete row
+        all_exact &= exact
+        n_tied += len(lead) > 1
         for m in methods:
-            r = by.get((ds, split, enc, w, s, m))
+            r = cell.get(m)
             if r is None:
-                cells.append("")
+                cells.append("" if finished else "*not run*")
                 continue
             txt = f"{r['accuracy']:.2f} ± {r['ci95']:.2f}"
-            cells.append(f"**{txt}**" if r["accuracy"] == best else txt)
-        q = by[(ds, split, enc, w, s, methods[0])]["queries"] if (ds, split, enc, w, s, methods[0]) in by else ""
+            cells.append(f"**{txt}**" if m in lead else txt)
+        q = next(iter(cell.values()))["queries"]
         name = f"{ds}" + (f" ({split})" if split and split not in ("all",) else "")
         lines.append(f"| {name} | {enc} | {w}-{s} ({q}) | " + " | ".join(cells) + " |")
     n_ep = sorted({r["episodes"] for r in rows})
     env = doc.get("environment", {})
+    ref = next((r["paired_ref"] for r in rows if r.get("paired_ref")), None)
+    bold = ("the best method of each row in bold when its lead over every other method is outside the 95% CI of their "
+            f"paired difference, else every method tied with it in bold ({n_tied} such row{'s' if n_tied != 1 else ''})")
+    if not all_exact:
+        bold += (f"; this file stores paired differences to {ref} only, so for other pairs an upper bound of the paired CI "
+                 "is used (ci(a-ref) + ci(b-ref) or ci(a) + ci(b), the smaller): a lone bold lead is a real lead, "
+                 "some ties may not be")
     foot = (
         f"\nMean accuracy (%) ± 95% CI half-width over {', '.join(map(str, n_ep))} episodes per cell "
-        f"(seed {doc.get('seed')}); the best method of each row in bold. Same episodes for every method of a row. "
+        f"(seed {doc.get('seed')}); {bold}. Same episodes for every method of a row. "
         f"fewmm {env.get('fewmm_version')}, torch {env.get('packages', {}).get('torch')}, device {doc.get('device')}, "
         f"wall time {doc.get('wall_seconds', '?')} s. Command: `{doc.get('command')}`."
     )
-    if doc.get("skipped"):
-        foot += " Skipped (data not found): " + ", ".join(s["dataset"] for s in doc["skipped"]) + "."
-    return "\n".join(lines) + "\n" + foot + "\n"
+    skipped = doc.get("skipped") or []
+    missing = [s for s in skipped if "ways" not in s]
+    cells_skipped = [s for s in skipped if "ways" in s]
+    if missing:
+        foot += " Skipped (data not found): " + ", ".join(s["dataset"] for s in missing) + "."
+    if cells_skipped:
+        foot += (" Skipped cells (infeasible): "
+                 + "; ".join(f"{s['dataset']} x {s['encoder']} {s['ways']}-way {s['shots']}-shot "
+                             f"({s['reason'].removeprefix('infeasible: ').split('. ')[0]})" for s in cells_skipped) + ".")
+    return unfinished_note(doc) + "\n".join(lines) + "\n" + foot + "\n"
 
 
 def backbone_table(doc: dict) -> str:
@@ -92,7 +176,7 @@ def backbone_table(doc: dict) -> str:
             f"{training_seconds(t.get('history', [])) / 60:.1f} min{resumed} with {env.get('torch_threads')} torch threads on {c.get('device', 'cpu')}"
             f"{' (' + str(env['cpu_count']) + ' cores)' if env.get('cpu_count') else ''}. "
             f"Command: `{doc.get('command')}`; wall time of this command {doc.get('wall_seconds', 0) / 60:.1f} min.")
-    return "\n".join(lines) + "\n\n" + foot + "\n"
+    return unfinished_note(doc) + "\n".join(lines) + "\n\n" + foot + "\n"
 
 
 def training_text(doc: dict) -> str:
@@ -201,7 +285,7 @@ def fusion_table(doc: dict) -> str:
             f"difference to the best fixed fusion of that condition and shot count (*ref*), on the same episodes. "
             f"Corruption: {doc['corruption']} on {cmod} for a seeded 50% of items. Command: `{doc['command']}`; "
             f"wall time {doc.get('wall_seconds', '?')} s.")
-    return "\n".join(lines) + "\n" + foot + "\n"
+    return unfinished_note(doc) + "\n".join(lines) + "\n" + foot + "\n"
 
 
 def update_block(text: str, tag: str, content: str) -> str:
@@ -212,12 +296,19 @@ def update_block(text: str, tag: str, content: str) -> str:
     return pat.sub(lambda _: f"{start}\n{content}{end}", text)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fewmm.bench.report", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    from ..clihelp import HelpFormatter
+
+    p = argparse.ArgumentParser(prog="python -m fewmm.bench.report", description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("results", nargs="+", help="results JSON written by python -m fewmm.bench (several Omniglot backbone runs: "
                    "one combined table, --tag required with --readme)")
-    p.add_argument("--readme", help="Markdown file whose <!-- results:TAG --> block to rewrite")
+    p.add_argument("--readme", help="Markdown file whose <!-- results:TAG --> block to rewrite (default: print the table)")
     p.add_argument("--tag", help="block tag (default: the JSON file's stem)")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     docs = []
     for path in a.results:

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from ..episodes import sample_episodes
 from ..errors import DataNotFoundError, FewmmError
 from ..evaluate import evaluate_episodes
 from ..metrics import mean_ci, paired_difference
+from ..progress import format_seconds
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_METHODS = ["protonet", "protonet-cosine", "simpleshot", "linear-probe", "knn"]
@@ -210,10 +212,6 @@ class Reporter:
         self.fields = fields or RESULT_FIELDS
         self.rows: list[dict] = []
         self.skipped: list[dict] = []
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise FewmmError(f"cannot create the results folder {out_dir} (--out): {e.strerror or e}") from None
         self._printed_header = False
 
     @property
@@ -238,13 +236,40 @@ class Reporter:
         acc = f"{row['accuracy']:6.2f} ± {row['ci95']:.2f}"
         print(f"{row['dataset']:<22} {row['encoder']:<20} {row['method']:<16} {row['ways']:>3} {row['shots']:>4} {acc:>18} {row['episodes']:>8}", flush=True)
 
-    def flush(self, finished: bool = False) -> None:
+    def check_writable(self) -> None:
+        """Fail now (a clear error naming the folder) if results cannot be written there. Leaves
+        no file and creates no folder: the results folder is made with the first results."""
+        d = self.out_dir
+        if not d.exists():
+            parent = next((p for p in d.absolute().parents if p.exists()), None)
+            if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+                raise FewmmError(f"cannot create the results folder {d} (--out): {parent} is not a writable folder")
+            return
+        if not d.is_dir():
+            raise FewmmError(f"cannot create the results folder {d} (--out): a file of that name exists")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{self.stem}.", suffix=".check")
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as e:
+            raise FewmmError(f"cannot write results to {d} (--out): {e.strerror or e}") from None
+
+    def flush(self, finished: bool = False, force: bool = False) -> None:
+        """Rewrite the JSON and CSV. Nothing is written while no row has been measured (unless
+        ``force``, e.g. after a backbone's training, whose history is worth keeping): a run that
+        fails before measuring anything leaves no (empty) results file."""
+        if not self.rows and not force:
+            return
         try:
             self._write(finished)
         except OSError as e:
             raise FewmmError(f"cannot write results to {self.json_path} (--out/--name): {e.strerror or e}") from None
 
     def _write(self, finished: bool) -> None:
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FewmmError(f"cannot create the results folder {self.out_dir} (--out): {e.strerror or e}") from None
         doc = {**self.header, "finished": finished, "results": self.rows, "skipped": self.skipped}
         tmp = self.json_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
@@ -282,16 +307,26 @@ def run_suite(
 ) -> Reporter:
     """Run every (data set, encoder, way, shot) of ``suite`` with every method on shared episodes.
 
-    Returns the :class:`Reporter` holding the rows (also written to ``out_dir/stem.{json,csv}``).
+    First every data set is loaded and every cell (data set x encoder x way x shot) checked for
+    feasibility from the labels alone (enough classes for the ways, enough items per class for
+    shots + queries); infeasible cells are skipped with a note (in ``skipped`` of the results
+    and on screen) and the suite goes on; a block whose cells are all infeasible is not encoded.
+    A banner says what will run and where the results go; a progress line per block says how
+    far the suite is (block k of n, elapsed, a rough time left).
+
+    Returns the :class:`Reporter` holding the rows (also written to ``out_dir/stem.{json,csv}``;
+    nothing is written before the first row is measured, so a run that fails early leaves no file).
 
     Raises
     ------
     fewmm.errors.FewmmError
-        Unknown names, bad counts, a non-optional data set that is missing, unreadable items.
+        Unknown names, bad counts, a non-optional data set that is missing, unreadable items,
+        or nothing measurable at all (every cell infeasible or every data set missing).
     """
     from .. import data as D
     from .. import encoders as E
     from .. import methods as M
+    from ..episodes import infeasibility
 
     dev = E.resolve_device(device)
     for m in suite.methods:
@@ -319,9 +354,11 @@ def run_suite(
         "encoders": {},
     }
     rep = Reporter(Path(out_dir), stem, header, quiet=quiet)
-    rep.flush()  # fail now, not after the encoders ran, if the output folder is not writable
-    encoders: dict[str, object] = {}
+    rep.check_writable()  # fail now, not after the encoders ran, if the output folder is not writable
     t_start = time.time()
+
+    # --- phase 1: load the data sets, plan the blocks, check every cell (labels only, nothing encoded)
+    blocks = []
     for r in suite.runs:
         try:
             table = D.load(r.dataset, split=r.split, root=data_root, download=not r.optional, **r.options)
@@ -333,7 +370,6 @@ def run_suite(
             fix = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()]
             fix.append(f"or let fewmm download it: python -m fewmm.bench --dataset {r.dataset}")
             rep.say(f"[skip] {r.display}: {str(e).splitlines()[0]}" + "".join(f"\n       {ln}" for ln in fix))
-            rep.flush()
             continue
         base_table = None
         if r.base:
@@ -348,64 +384,113 @@ def run_suite(
             "options": r.options, "source": files_digest(table.source_files), "info": table.info,
             "base": r.base if base_table is not None else None,
         }
-        enc_names = r.encoders or [DEFAULT_ENCODER[m] for m in table.modalities]
-        for enc_name in enc_names:
-            if enc_name not in encoders:
-                encoders[enc_name] = E.create(enc_name, device=str(dev))
-            enc = encoders[enc_name]
-            if enc.modality not in table.modalities:
+        q = r.queries or suite.queries
+        for enc_name in r.encoders or [DEFAULT_ENCODER[m] for m in table.modalities]:
+            modality = getattr(E.ENCODERS.get(enc_name), "modality", None)
+            if modality and modality not in table.modalities:
                 raise FewmmError(
-                    f"encoder {enc_name!r} embeds {enc.modality}, but data set {table.name!r} has only "
+                    f"encoder {enc_name!r} embeds {modality}, but data set {table.name!r} has only "
                     f"{sorted(table.modalities)}; pick an encoder with `--encoder` (see list_encoders())"
                 )
-            header["encoders"][enc_name] = {"modality": enc.modality, "dim": enc.dim, "weights_id": enc.weights_id,
-                                            "preprocess": enc.preprocess_id}
-            t0 = time.time()
-            fs = embed_table(table, enc, cache=cache, progress=not quiet)
-            rep.say(f"[features] {table.name} x {enc_name}: {tuple(fs.features.shape)} "
-                    f"{'cache hit' if fs.cache_hit else f'encoded in {time.time() - t0:.1f}s'}")
-            keep = np.flatnonzero(fs.mask)
-            feats = fs.features[torch.as_tensor(keep)]
-            labels = table.labels[keep]
-            base_feats = None
-            if base_table is not None:
-                bfs = embed_table(base_table, enc, cache=cache, progress=not quiet)
-                base_feats = bfs.features[torch.as_tensor(np.flatnonzero(bfs.mask))]
-            feats_dev = feats.to(dev)
+            labels = table.labels[table.mask(modality)] if modality else table.labels
+            cells, infeasible = [], []
             for ways in suite.ways:
                 for shots in suite.shots:
-                    q = r.queries or suite.queries
-                    episodes = sample_episodes(labels, ways, shots, q, suite.episodes, seed=suite.seed,
-                                               class_names=table.class_names)
-                    per_method = {}
-                    for mname in suite.methods:
-                        method = M.create(mname)
-                        notes = ""
-                        if base_feats is not None:
-                            method.fit_base(base_feats.to(dev))
-                            notes = f"base statistics from {r.base}" if mname == "simpleshot" else ""
-                        elif mname == "simpleshot":
-                            notes = "centred on each episode's support mean (no base split)"
-                        t0 = time.time()
-                        acc = evaluate_episodes(method, feats_dev, episodes, chunk_size=chunk_size)
-                        per_method[mname] = acc
-                        est = mean_ci(acc)
-                        row = {
-                            "dataset": r.display, "split": r.split or table.name.partition("/")[2], "encoder": enc_name,
-                            "method": mname, "ways": ways, "shots": shots, "queries": q, "episodes": len(episodes),
-                            "accuracy": round(est.mean, 4), "ci95": round(est.ci95, 4), "std": round(est.std, 4),
-                            "queries_per_episode": ways * q, "total_queries": ways * q * len(episodes),
-                            "seed": suite.seed, "encoder_weights_id": enc.weights_id, "encoder_preprocess": enc.preprocess_id,
-                            "n_items": int(len(keep)), "n_classes": int(len(np.unique(labels))), "notes": notes,
-                            "eval_seconds": round(time.time() - t0, 3),
-                        }
-                        ref = suite.methods[0]
-                        if mname != ref:
-                            d = paired_difference(acc, per_method[ref])
-                            row.update(paired_ref=ref, paired_delta=round(d.mean, 4), paired_ci95=round(d.ci95, 4))
-                        rep.add(row)
-                        rep.flush()  # after every row: an interrupted or failing run keeps what it measured
+                    why = infeasibility(labels, ways, shots, q, class_names=table.class_names)
+                    (infeasible if why else cells).append((ways, shots, why))
+            for ways, shots, why in infeasible:
+                rep.skipped.append({"dataset": r.display, "split": r.split, "encoder": enc_name, "ways": ways,
+                                    "shots": shots, "queries": q, "reason": f"infeasible: {why}"})
+            blocks.append({"run": r, "table": table, "base": base_table, "encoder": enc_name, "queries": q,
+                           "cells": [(w, k) for w, k, _ in cells], "infeasible": infeasible})
+
+    # --- the banner -----------------------------------------------------------------------------
+    todo = [b for b in blocks if b["cells"]]
+    n_cells = sum(len(b["cells"]) for b in todo)
+    rep.say(
+        f"fewmm bench: suite {suite.name!r}, {len(todo)} block(s) (data set x encoder), {n_cells} cell(s) x "
+        f"{len(suite.methods)} method(s) [{', '.join(suite.methods)}]\n"
+        f"  {'/'.join(map(str, suite.ways))}-way, {'/'.join(map(str, suite.shots))}-shot, "
+        f"{suite.episodes} episodes per cell, seed {suite.seed}, device {dev}\n"
+        + "".join(f"  block {i + 1}: {b['run'].display} x {b['encoder']} ({len(b['table'])} items, "
+                  f"{b['table'].n_classes} classes, {b['queries']} queries)\n" for i, b in enumerate(todo))
+        + "".join(f"  [skip] {b['run'].display} x {b['encoder']} {w}-way {k}-shot: {why}\n"
+                  for b in blocks for w, k, why in b["infeasible"])
+        + f"  results: {rep.json_path} and {rep.csv_path} (written from the first measured row on)"
+    )
+    if not todo:
+        raise FewmmError("nothing to measure: " + ("; ".join(s["reason"].splitlines()[0] for s in rep.skipped)
+                                                   if rep.skipped else "no data set"))
+
+    # --- phase 2: encode (cached) and evaluate, block by block
+    encoders: dict[str, object] = {}
+    block_seconds: list[float] = []
+    for bi, b in enumerate(todo):
+        t_block = time.time()
+        r, table, base_table, enc_name, q = b["run"], b["table"], b["base"], b["encoder"], b["queries"]
+        elapsed = time.time() - t_start
+        left = (f", about {format_seconds(sum(block_seconds) / len(block_seconds) * (len(todo) - bi))} left"
+                if block_seconds else "")
+        rep.say(f"[block {bi + 1}/{len(todo)}] {r.display} x {enc_name}: {len(b['cells'])} cell(s); "
+                f"{format_seconds(elapsed)} elapsed{left}")
+        if enc_name not in encoders:
+            encoders[enc_name] = E.create(enc_name, device=str(dev))
+        enc = encoders[enc_name]
+        header["encoders"][enc_name] = {"modality": enc.modality, "dim": enc.dim, "weights_id": enc.weights_id,
+                                        "preprocess": enc.preprocess_id}
+        t0 = time.time()
+        fs = embed_table(table, enc, cache=cache, progress=not quiet)
+        rep.say(f"[features] {table.name} x {enc_name}: {tuple(fs.features.shape)} "
+                f"{'cache hit' if fs.cache_hit else f'encoded in {time.time() - t0:.1f}s'}"
+                + (f" (resumed: {fs.resumed_items} items from an interrupted run's cache parts)" if fs.resumed_items else ""))
+        keep = np.flatnonzero(fs.mask)
+        feats = fs.features[torch.as_tensor(keep)]
+        labels = table.labels[keep]
+        base_feats = None
+        if base_table is not None:
+            bfs = embed_table(base_table, enc, cache=cache, progress=not quiet)
+            base_feats = bfs.features[torch.as_tensor(np.flatnonzero(bfs.mask))]
+        feats_dev = feats.to(dev)
+        for ways, shots in b["cells"]:
+            episodes = sample_episodes(labels, ways, shots, q, suite.episodes, seed=suite.seed,
+                                       class_names=table.class_names)
+            per_method, cell_rows = {}, []
+            for mname in suite.methods:
+                method = M.create(mname)
+                notes = ""
+                if base_feats is not None:
+                    method.fit_base(base_feats.to(dev))
+                    notes = f"base statistics from {r.base}" if mname == "simpleshot" else ""
+                elif mname == "simpleshot":
+                    notes = "centred on each episode's support mean (no base split)"
+                t0 = time.time()
+                acc = evaluate_episodes(method, feats_dev, episodes, chunk_size=chunk_size)
+                per_method[mname] = acc
+                est = mean_ci(acc)
+                row = {
+                    "dataset": r.display, "split": r.split or table.name.partition("/")[2], "encoder": enc_name,
+                    "method": mname, "ways": ways, "shots": shots, "queries": q, "episodes": len(episodes),
+                    "accuracy": round(est.mean, 4), "ci95": round(est.ci95, 4), "std": round(est.std, 4),
+                    "queries_per_episode": ways * q, "total_queries": ways * q * len(episodes),
+                    "seed": suite.seed, "encoder_weights_id": enc.weights_id, "encoder_preprocess": enc.preprocess_id,
+                    "n_items": int(len(keep)), "n_classes": int(len(np.unique(labels))), "notes": notes,
+                    "eval_seconds": round(time.time() - t0, 3),
+                }
+                ref = suite.methods[0]
+                if mname != ref:
+                    d = paired_difference(acc, per_method[ref])
+                    row.update(paired_ref=ref, paired_delta=round(d.mean, 4), paired_ci95=round(d.ci95, 4))
+                rep.add(row)
+                cell_rows.append(row)
+                rep.flush()  # after every row: an interrupted or failing run keeps what it measured
+            # every pair of methods on the same episodes, for the report's "best of the row" test
+            for row in cell_rows:
+                row["paired"] = {o: [round(d.mean, 4), round(d.ci95, 4)] for o in suite.methods if o != row["method"]
+                                 for d in [paired_difference(per_method[row["method"]], per_method[o])]}
+            rep.flush()
+        block_seconds.append(time.time() - t_block)
     header["wall_seconds"] = round(time.time() - t_start, 1)
     rep.flush(finished=True)
-    rep.say(f"wrote {rep.json_path} and {rep.csv_path}")
+    rep.say(f"wrote {rep.json_path} and {rep.csv_path}"
+            + (f"; {len(rep.skipped)} skipped (see 'skipped' in the JSON)" if rep.skipped else ""))
     return rep

@@ -102,14 +102,24 @@ def maml_memory_md(d: dict, name: str) -> str:
             f"{d['environment']['cpu_count']} cores).\n")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    from ..clihelp import HelpFormatter
+
+    p = argparse.ArgumentParser(prog="python -m fewmm.bench.speed_report", description=__doc__.splitlines()[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--throughput", nargs="+", default=["results/episode_throughput.json", "results/episode_throughput_1thread.json"],
+                   help="episode throughput JSON files (benchmarks/episode_throughput.py)")
+    p.add_argument("--maml", default="results/maml_speed.json", help="MAML speed JSON (benchmarks/maml_speed.py)")
+    p.add_argument("--latency", default="results/adapter_latency.json", help="adapter latency JSON (benchmarks/adapter_latency.py)")
+    p.add_argument("--train-speed", default="results/protonet_train_speed.json",
+                   help="Conv-4 training speed JSON (benchmarks/protonet_train_speed.py)")
+    p.add_argument("--maml-memory", default="results/maml_conv4_memory.json", help="MAML memory JSON (benchmarks/maml_conv4_memory.py)")
+    p.add_argument("--readme", help="Markdown file whose <!-- results:speed --> block to rewrite (default: print the tables)")
+    return p
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fewmm.bench.speed_report", description=__doc__.splitlines()[0])
-    p.add_argument("--throughput", nargs="+", default=["results/episode_throughput.json", "results/episode_throughput_1thread.json"])
-    p.add_argument("--maml", default="results/maml_speed.json")
-    p.add_argument("--latency", default="results/adapter_latency.json")
-    p.add_argument("--train-speed", default="results/protonet_train_speed.json")
-    p.add_argument("--maml-memory", default="results/maml_conv4_memory.json")
-    p.add_argument("--readme")
+    p = build_parser()
     a = p.parse_args(argv)
     parts = []
     for path, fn in [(t, throughput_md) for t in a.throughput] + [(a.maml, maml_md), (a.latency, latency_md), (a.train_speed, train_speed_md),

@@ -81,22 +81,29 @@ def export_fewshot(table, shots: int, test: int, seed: int, out) -> tuple[Path, 
     return paths[0], paths[1], len(train_rows), len(test_rows)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    from ..clihelp import HelpFormatter
+
+    p = argparse.ArgumentParser(prog="python -m fewmm.data", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the data sets", formatter_class=HelpFormatter)
+    e = sub.add_parser("export", help="write few-shot train.csv / test.csv manifests of a data set", formatter_class=HelpFormatter)
+    e.add_argument("dataset", help="data set name (see `list`)")
+    e.add_argument("--split", default=None, help="data set split (default: the data set's default split)")
+    e.add_argument("--label", default=None, help="loader option, e.g. 'speaker' for fsdd (default: the data set's label)")
+    e.add_argument("--shots", type=int, default=5, help="training items per class")
+    e.add_argument("--test", type=int, default=20, help="test items per class, at most")
+    e.add_argument("--seed", type=int, default=0, help="seed of the draw of training and test items")
+    e.add_argument("--data-root", default=None, help="data folder (default: $FEWMM_DATA, then ~/.cache/fewmm/data)")
+    e.add_argument("--out", required=True, help="folder for train.csv and test.csv")
+    return p
+
+
 def main(argv=None) -> int:
     from . import list_datasets, load
     from ..errors import FewmmError
 
-    p = argparse.ArgumentParser(prog="python -m fewmm.data", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the data sets")
-    e = sub.add_parser("export", help="write few-shot train.csv / test.csv manifests of a data set")
-    e.add_argument("dataset")
-    e.add_argument("--split", default=None)
-    e.add_argument("--label", default=None, help="loader option, e.g. 'speaker' for fsdd")
-    e.add_argument("--shots", type=int, default=5, help="training items per class (default 5)")
-    e.add_argument("--test", type=int, default=20, help="test items per class, at most (default 20)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--data-root", default=None)
-    e.add_argument("--out", required=True, help="folder for train.csv and test.csv")
+    p = build_parser()
     a = p.parse_args(argv)
     try:
         if a.command == "list":

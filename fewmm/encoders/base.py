@@ -105,6 +105,8 @@ class Encoder(ABC):
         batch_size: int | None = None,
         progress: bool | None = None,
         desc: str | None = None,
+        on_batch=None,
+        progress_initial: int = 0,
     ) -> torch.Tensor:
         """Embed payloads.
 
@@ -114,7 +116,17 @@ class Encoder(ABC):
             ``None`` entries are not allowed (select present items first).
         batch_size : int, optional (default ``self.batch_size``)
         progress : bool, optional
-            Show a tqdm bar; default: when there are more than 4 batches.
+            Show progress (a bar on a terminal, periodic plain lines otherwise, see
+            :mod:`fewmm.progress`); default: when there are more than 4 batches.
+        desc : str, optional
+            Label of the progress display.
+        on_batch : callable ``(start, features)``, optional
+            Called after every batch with the index of its first payload and its features
+            (tensor of shape (batch, dim), float32, CPU); :func:`fewmm.cache.embed_table` uses it
+            to save finished chunks, so an interrupted extraction keeps what it encoded.
+        progress_initial : int, default 0
+            Items already encoded before this call (resumed extraction): the progress display
+            counts from there, out of ``progress_initial + len(payloads)``.
 
         Returns
         -------
@@ -125,7 +137,7 @@ class Encoder(ABC):
         DataError
             A payload cannot be read or decoded; the message names the item.
         """
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
         bs = batch_size if batch_size is not None else self.batch_size
         if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs < 1:
@@ -135,7 +147,8 @@ class Encoder(ABC):
         out = torch.empty((n, self.dim), dtype=torch.float32)
         n_batches = (n + bs - 1) // bs
         show = (n_batches > 4) if progress is None else progress
-        bar = tqdm(total=n, desc=desc or f"{self.name}", unit="item", disable=not show, leave=False)
+        bar = progress_bar(total=n + progress_initial, initial=progress_initial, desc=desc or f"{self.name}", unit="item",
+                           disable=not show, leave=False)
         with torch.inference_mode():
             for start in range(0, n, bs):
                 chunk = payloads[start : start + bs]
@@ -158,6 +171,8 @@ class Encoder(ABC):
                         f"{self.name}: forward returned shape {tuple(emb.shape)}, expected ({len(chunk)}, {self.dim})"
                     )
                 out[start : start + len(chunk)] = emb.detach().float().cpu()
+                if on_batch is not None:
+                    on_batch(start, out[start : start + len(chunk)])
                 bar.update(len(chunk))
         bar.close()
         return out

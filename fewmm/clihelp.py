@@ -1,0 +1,54 @@
+"""Shared command-line conventions of fewmm's CLIs.
+
+* :class:`HelpFormatter`: every flag's help shows its default (argparse's
+  ``ArgumentDefaultsHelpFormatter`` rule, worded for flags whose default is "off" or computed),
+  and the description keeps its line breaks.
+* :func:`add_device_argument`: one ``--device`` flag, default ``auto`` (CUDA when available, else
+  CPU), for ``python -m fewmm.bench``, ``fewmm.bench.fusion``, ``fewmm.bench.backbone`` and
+  ``fewmm.adapt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_HELP = "torch device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
+
+
+def help_text(action: argparse.Action) -> str:
+    """The help of ``action`` with its default appended, unless it already says it.
+
+    Flags (``store_true``) show ``(default: off)``; a default of None must be explained in the
+    help itself (it names what is used instead), so nothing is appended then.
+    """
+    h = action.help or ""
+    if h is argparse.SUPPRESS or "default" in h.lower() or not action.option_strings:
+        return h
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):  # argparse's own classes
+        return h + f" (default: {'off' if action.default is False else 'on'})"
+    if action.default is None or action.default is argparse.SUPPRESS:
+        return h
+    if isinstance(action.default, list) and not action.default:
+        return h + " (default: none)"
+    return h + " (default: %(default)s)"
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's line breaks and shows every flag's default (see :func:`help_text`)."""
+
+    def _get_help_string(self, action):  # the documented hook of argparse's formatters
+        return help_text(action)
+
+
+def device_type(value: str) -> str:
+    """``--device`` values: auto, cpu, cuda or cuda:N."""
+    v = value.strip().lower()
+    if v in DEVICE_CHOICES or (v.startswith("cuda:") and v[5:].isdigit()):
+        return v
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> argparse.Action:
+    """Add ``--device`` (default ``auto``); resolve it with :func:`fewmm.encoders.resolve_device`."""
+    return parser.add_argument("--device", default="auto", type=device_type, help=DEVICE_HELP)
