@@ -195,3 +195,21 @@ PINNED = {
     "query": [[[0], [33]], [[10], [53]], [[57], [34]]],
     "kshot": [1, 2, 5, 10, 18, 20],
 }
+
+
+def test_infeasibility_gives_the_sampler_message_or_none():
+    from fewmm.episodes import infeasibility
+
+    y = labels_of([20] * 4 + [3] * 2)
+    assert infeasibility(y, 4, 5, 15, classes=[0, 1, 2, 3]) is None
+    assert infeasibility(y, 2, 1, 2) is None  # every class has 3 >= 1 + 2 items
+    with pytest.raises(EpisodeError) as e:
+        sample_episodes(y, 2, 1, 5, 1, seed=0)
+    assert infeasibility(y, 2, 1, 5) == str(e.value) == (
+        "1-shot 5-query episodes need 6 items per class, but class 4 has 3, class 5 has 3. "
+        "Lower --queries to 2 (or pass allow_fewer_queries=True in Python).")
+    assert infeasibility(y, 5, 1, 5, classes=[0, 1, 2, 3]) == "5-way episodes need 5 classes with >= 6 items, only 4 have"
+    assert infeasibility(y, 2, 1, 5, classes=[0, 5], class_names=list("abcdef")).startswith(
+        "1-shot 5-query episodes need 6 items per class, but 'f' (class 5) has 3.")
+    # one class of exactly K+Q items is feasible (one episode is drawn, any seed)
+    assert infeasibility(labels_of([2, 2]), 2, 1, 1) is None
