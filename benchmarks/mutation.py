@@ -298,6 +298,12 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
     ("_class_index", 'order = np.argsort(labels, kind="stable")', 'order = np.argsort(labels, kind="STABLE")'):
         "numpy reads the sort kind case-insensitively: 'STABLE' is 'stable' (checked: identical order).",
+    ("FewShotMethod.get_params", 'return {p: getattr(self, p) for p in sig.parameters if p != "self" and hasattr(self, p)}',
+     'return {p: getattr(self, p) for p in sig.parameters if p != "XXselfXX" and hasattr(self, p)}'):
+        "The name test is redundant: a method has no attribute called 'self', so hasattr(self, 'self') already leaves that parameter out.",
+    ("FewShotMethod.get_params", 'return {p: getattr(self, p) for p in sig.parameters if p != "self" and hasattr(self, p)}',
+     'return {p: getattr(self, p) for p in sig.parameters if p != "SELF" and hasattr(self, p)}'):
+        "The name test is redundant: a method has no attribute called 'self', so hasattr(self, 'self') already leaves that parameter out.",
 }
 
 

@@ -154,3 +154,11 @@ def test_generic_episode_loop_equals_fit_predict():
     loop = [(NearestMeanLoop().fit(x[ep.support[e].ravel()], ep.support_labels()[e]).predict(x[ep.query[e].ravel()])
              == ep.query_labels()[e]).mean() for e in range(len(ep))]
     assert np.array_equal(acc, loop)
+
+
+def test_get_params_lists_the_stored_constructor_parameters():
+    class Partial(NearestMeanLoop):
+        def __init__(self, a=1, b=2):
+            self.a = a  # b is not stored: left out, not an AttributeError
+
+    assert Partial(a=5).get_params() == {"a": 5} and repr(Partial()) == "Partial(a=1)"
