@@ -304,6 +304,15 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("FewShotMethod.get_params", 'return {p: getattr(self, p) for p in sig.parameters if p != "self" and hasattr(self, p)}',
      'return {p: getattr(self, p) for p in sig.parameters if p != "SELF" and hasattr(self, p)}'):
         "The name test is redundant: a method has no attribute called 'self', so hasattr(self, 'self') already leaves that parameter out.",
+    ("infeasibility", 'sample_episodes(labels, n_way, n_shot, n_query, 1, seed=0, classes=classes, class_names=class_names)',
+     'sample_episodes(labels, n_way, n_shot, n_query, 1, classes=classes, class_names=class_names)'):
+        'seed defaults to 0: the same call.',
+    ("infeasibility", 'sample_episodes(labels, n_way, n_shot, n_query, 1, seed=0, classes=classes, class_names=class_names)',
+     'sample_episodes(labels, n_way, n_shot, n_query, 2, seed=0, classes=classes, class_names=class_names)'):
+        'Feasibility is decided by the checks before any draw (counts per class, number of classes), which do not depend on the number of episodes.',
+    ("infeasibility", 'sample_episodes(labels, n_way, n_shot, n_query, 1, seed=0, classes=classes, class_names=class_names)',
+     'sample_episodes(labels, n_way, n_shot, n_query, 1, seed=1, classes=classes, class_names=class_names)'):
+        'Feasibility is decided by the checks before any draw, which do not depend on the seed.',
 }
 
 
@@ -393,6 +402,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "fewmm-mutation")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "mutation.json")
     ap.add_argument("--target", type=float, default=0.90)
+    ap.add_argument("--explain-only", action="store_true",
+                    help="do not run mutmut: re-read --out and re-apply EQUIVALENT to its survivors (after editing the reasons)")
     ap.add_argument("--readme", type=Path, help="also rewrite the <!-- results:mutation --> block of this Markdown file")
     args = ap.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
@@ -405,6 +416,11 @@ def main(argv=None) -> int:
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "fewmm", "tests"], cwd=REPO, capture_output=True, text=True).stdout.strip())
     old = json.loads(args.out.read_text())["modules"] if args.out.exists() else {}
     results = dict(old)
+    if args.explain_only:
+        for r in results.values():
+            for sv in r["survivors"]:
+                sv["why_harmless"] = EQUIVALENT.get((sv["function"], sv["source"], sv["mutated"]), "UNEXPLAINED")
+        args.modules = []
     for m in args.modules:
         print(f"[mutation] {m} ...", flush=True)
         r = run_module(m, args.workdir, args.jobs, mutmut)
@@ -417,7 +433,8 @@ def main(argv=None) -> int:
 
     out = {
         "tool": f"mutmut {md.version('mutmut')}",
-        "command": "python benchmarks/mutation.py " + " ".join(args.modules),
+        "command": "python benchmarks/mutation.py" if args.explain_only or set(args.modules) == set(MODULES)
+        else "python benchmarks/mutation.py " + " ".join(args.modules),
         "target_kill_rate": args.target,
         "modules": {k: results[k] for k in MODULES if k in results},
     }
