@@ -6,9 +6,14 @@ handful of labelled items, saved, loaded and used to predict.
 >>> ad.predict(["new.wav"]), ad.predict_proba(["new.wav"]), ad.explain(["new.wav"])
 >>> ad.save("my_adapter/");  ad2 = Adapter.load("my_adapter/")
 
-It follows scikit-learn's estimator conventions: the constructor only stores its arguments,
-``fit`` returns ``self``, fitted attributes end with ``_`` (``classes_``, ``modalities_``,
-``encoders_``, ``weight_names_``).
+It is a scikit-learn classifier (``ClassifierMixin`` + ``BaseEstimator``) whose ``X`` is a list
+of items: the constructor only stores its arguments (checked at ``fit``), ``get_params`` /
+``set_params`` / ``sklearn.base.clone`` work, ``fit`` returns ``self``, ``score`` is accuracy,
+fitted attributes end with ``_`` (``classes_``, ``modalities_``, ``encoders_``,
+``weight_names_``). So it runs inside a ``Pipeline``, under ``cross_val_score`` with
+``StratifiedKFold`` on a list of file paths or item dicts, and in ``GridSearchCV`` (see the README,
+"With scikit-learn"; ``tests/test_sklearn.py``). Each ``fit`` embeds its items again (encoders
+are frozen, so clones give the same features).
 
 Items
 -----
@@ -55,6 +60,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .data.io import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 from .data.table import MODALITIES, AudioClip, FileRef, ItemTable
@@ -349,7 +355,7 @@ def _encoder_spec(spec) -> tuple[str, dict]:
     raise ValueError(f"an encoder is given by its name or {{'name': ..., **options}}, got {spec!r}")
 
 
-class Adapter(_HubMixin):
+class Adapter(ClassifierMixin, BaseEstimator, _HubMixin):
     """A few-shot classifier on frozen encoders: fit on a few labelled items, save, load, predict.
 
     Parameters
@@ -388,6 +394,25 @@ class Adapter(_HubMixin):
         self.head_params = head_params
         self.device = device
         self.batch_size = batch_size
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier"
+        tags.target_tags.required = False  # a manifest brings its own labels
+        # X is a sequence of items (file paths, inline text, dicts of modalities, images, audio
+        # tuples) or a manifest path; not a numeric 2-d array. ``transform`` gives MMFeatures,
+        # not an array: the adapter is not a scikit-learn transformer (transformer_tags None).
+        tags.input_tags.two_d_array = False
+        tags.input_tags.one_d_array = True
+        tags.input_tags.string = True
+        tags.input_tags.dict = True
+        tags.input_tags.allow_nan = False
+        tags.transformer_tags = None
+        tags.classifier_tags.multi_label = False
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "classes_")
 
     # -- building ------------------------------------------------------------------------------
     def _make_encoders(self, modalities) -> dict:
@@ -667,8 +692,26 @@ class Adapter(_HubMixin):
         """``(predict_proba(items), explain(items))`` from one pass."""
         return self._scores(items)
 
-    def score(self, items, labels=None) -> float:
-        """Accuracy (fraction) on labelled items."""
+    def score(self, items, labels=None, sample_weight=None) -> float:
+        """Accuracy on labelled items (scikit-learn's ``score``).
+
+        Parameters
+        ----------
+        items : items or a manifest
+        labels : array-like of shape (n,), optional
+            Default: the manifest's labels.
+        sample_weight : array-like of shape (n,), optional
+            Weights of the items in the mean (default all 1).
+
+        Returns
+        -------
+        float in [0, 1]: the (weighted) fraction of items predicted correctly.
+
+        Raises
+        ------
+        DataError
+            No labels, or labels that are not classes of the adapter.
+        """
         self._check_fitted()
         its, names, y = as_items(items, labels, require_labels=True)
         if y is None:
@@ -676,11 +719,10 @@ class Adapter(_HubMixin):
         unknown = sorted(set(np.asarray(y).tolist()) - set(self.classes_.tolist()))
         if unknown:
             raise DataError(f"score: labels {unknown[:10]} are not classes of the adapter ({self.classes_.tolist()[:20]})")
-        return float((self.predict(self._embed(its, names)) == y).mean())
-
-    def get_params(self, deep: bool = False) -> dict:
-        return {"encoders": self.encoders, "head": self.head, "head_params": self.head_params,
-                "device": self.device, "batch_size": self.batch_size}
+        correct = self.predict(self._embed(its, names)) == y
+        if sample_weight is None:
+            return float(correct.mean())
+        return float(np.average(correct, weights=np.asarray(sample_weight, dtype=np.float64)))
 
     def __repr__(self) -> str:
         head = self.head if isinstance(self.head, str) else f"<{type(self.head).__name__} {getattr(self.head, 'name', '')}>"

@@ -195,7 +195,8 @@ def evaluate_episodes(
     feats = _checked_features(features)
     if device is not None:
         feats = feats.to(device)
-    feats = method.transform(feats).contiguous()
+    method.check_params()
+    feats = method.transform_features(feats).contiguous()
     dev = feats.device
     e, n, k = episodes.support.shape
     q = episodes.query.shape[2]

@@ -267,14 +267,14 @@ def test_classifier_contract_and_batched_episodes():
     assert proba.shape == (40, 5) and np.allclose(proba.sum(1), 1, atol=1e-5)
     assert set(clf.predict(x[:40])) <= set(clf.classes_)
     eps = sample_episodes(y, n_way=N, n_shot=2, n_query=3, n_episodes=6, seed=1)
-    feats = clf.transform(x)
+    feats = clf.transform_features(x)
     sx, sy, qx, qy = episode_tensors(feats, eps.support, eps.query)
     batched = clf.episode_logits(sx.reshape(6, N, 2, D), qx)
     assert maml.path_ == "gram"
     for e in range(6):  # one episode at a time through the fit/predict contract
         clf.fit(x[eps.support[e].reshape(-1)], sy[e].numpy())
-        single = clf.decision_function(x[eps.query[e].reshape(-1)])
-        assert float((single - batched[e]).abs().max()) < 1e-4
+        single = clf.decision_function(x[eps.query[e].reshape(-1)])  # (n_query, 5): numpy
+        assert float(np.abs(single - batched[e].numpy()).max()) < 1e-4
     acc = evaluate_episodes(clf, x, eps, chunk_size=4)  # runs under torch.inference_mode
     assert acc.shape == (6,) and np.all((acc >= 0) & (acc <= 1))
     with pytest.raises(FeatureError, match="classes"):

@@ -1,8 +1,11 @@
-"""The scikit-learn style contract for fusion heads, and batched evaluation over episodes.
+"""The scikit-learn contract for fusion heads, and batched evaluation over episodes.
 
 :class:`HeadClassifier` wraps any :class:`~fewmm.heads.base.FusionHead` (trained or not) in the
 ``fit`` / ``predict_proba`` / ``predict`` contract of :mod:`fewmm.methods`, on
-:class:`~fewmm.multimodal.MMFeatures` instead of plain matrices, plus ``explain``::
+:class:`~fewmm.multimodal.MMFeatures` instead of plain matrices, plus ``explain``. It is a
+scikit-learn classifier as far as its input allows (``get_params`` / ``set_params``,
+``sklearn.base.clone``, ``score``, tags; see ``tests/test_sklearn.py`` for the checks it passes
+and why the array-based ones cannot run on MMFeatures)::
 
     clf = HeadClassifier(head).fit(support, support.labels)     # support: MMFeatures
     proba = clf.predict_proba(query)                              # (n_query, n_classes)
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ..episodes import Episodes
 from ..errors import FeatureError
@@ -84,8 +89,13 @@ def features_to(features: MMFeatures, device) -> MMFeatures:
     )
 
 
-class HeadClassifier:
+class HeadClassifier(ClassifierMixin, BaseEstimator):
     """A fusion head with the ``fit`` / ``predict_proba`` / ``predict`` / ``explain`` contract.
+
+    A scikit-learn classifier whose ``X`` is an :class:`~fewmm.multimodal.MMFeatures` (not an
+    array): the constructor only stores its arguments (checked at ``fit``), ``get_params`` /
+    ``set_params`` / ``sklearn.base.clone`` work (``clone`` deep-copies the head, trained
+    parameters included), ``score`` is accuracy.
 
     Parameters
     ----------
@@ -113,11 +123,38 @@ class HeadClassifier:
     """
 
     def __init__(self, head: FusionHead, device=None, query_chunk: int = 4096):
-        if not isinstance(head, FusionHead):
-            raise TypeError(f"head must be a fewmm.heads.FusionHead, got {type(head).__name__}")
         self.head = head
         self.device = device
-        self.query_chunk = int(query_chunk)
+        self.query_chunk = query_chunk
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier"
+        tags.target_tags.required = False  # y defaults to the support set's own labels
+        # X is a fewmm.multimodal.MMFeatures (per-modality feature tables + a presence mask),
+        # none of the array kinds scikit-learn's tags describe.
+        tags.input_tags.two_d_array = False
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        tags.classifier_tags.multi_label = False
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "classes_")
+
+    def check_params(self) -> None:
+        """Raise TypeError / ValueError for a ``head`` that is not a FusionHead, a ``query_chunk``
+        that is not an int >= 1, or a ``device`` torch does not know."""
+        if not isinstance(self.head, FusionHead):
+            raise TypeError(f"head must be a fewmm.heads.FusionHead, got {type(self.head).__name__}")
+        qc = self.query_chunk
+        if isinstance(qc, bool) or not isinstance(qc, (int, np.integer)) or qc < 1:
+            raise ValueError(f"query_chunk must be an int >= 1, got {qc!r}")
+        if self.device is not None:
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError) as e:
+                raise ValueError(f"device {self.device!r} is not a torch device (e.g. 'cpu', 'cuda'): {e}") from None
 
     @property
     def weight_names(self) -> tuple[str, ...]:
@@ -126,15 +163,16 @@ class HeadClassifier:
     def _dev(self) -> torch.device:
         return torch.device(self.device) if self.device is not None else self.head.device
 
-    def fit(self, support: MMFeatures, support_labels=None) -> "HeadClassifier":
+    def fit(self, X: MMFeatures, y=None) -> "HeadClassifier":
         """Store the support set.
 
         Parameters
         ----------
-        support : MMFeatures of n_support items
-        support_labels : array-like of shape (n_support,), optional
-            Default ``support.labels``. For class-text heads the labels must be integer class
-            indices into ``support.class_text``.
+        X : MMFeatures of n_support items
+            The support set.
+        y : array-like of shape (n_support,), optional
+            Support labels; default ``X.labels``. For class-text heads the labels must be integer
+            class indices into ``X.class_text``.
 
         Returns
         -------
@@ -146,9 +184,12 @@ class HeadClassifier:
             Modalities / dims not matching the head; a support item with no modality (named by
             row index); a class with no support item in any modality the head uses (named);
             class-text head without class text or with labels that do not index it.
+        TypeError, ValueError
+            Bad constructor arguments (see :meth:`check_params`).
         """
-        support = align_features(self.head, support, "support")
-        y = support.labels if support_labels is None else check_labels(support_labels, len(support))
+        self.check_params()
+        support = align_features(self.head, X, "support")
+        y = support.labels if y is None else check_labels(y, len(support))
         if len(support) == 0:
             raise FeatureError("support is empty")
         check_items_have_modality(support, "support")
@@ -203,8 +244,9 @@ class HeadClassifier:
         logits, weights = [], []
         try:
             with torch.inference_mode():
-                for s in range(0, len(query), self.query_chunk):
-                    sl = slice(s, s + self.query_chunk)
+                chunk = int(self.query_chunk)
+                for s in range(0, len(query), chunk):
+                    sl = slice(s, s + chunk)
                     qm = query.mask[sl].to(dev)
                     batch = MMBatch(
                         self._support, self._support_mask, {m: query.features[m][sl].to(dev).unsqueeze(0) for m in query.modalities},
@@ -224,23 +266,41 @@ class HeadClassifier:
                 self.head.train(was)
         return torch.cat(logits), torch.cat(weights)
 
-    def decision_function(self, query: MMFeatures) -> torch.Tensor:
-        """Class logits, shape (n_query, n_classes), float32 (CPU), columns as ``classes_``."""
-        return self._scores(query)[0]
+    def decision_function(self, X: MMFeatures) -> np.ndarray:
+        """Class logits, scikit-learn's convention.
 
-    def predict_proba(self, query: MMFeatures) -> np.ndarray:
+        Parameters
+        ----------
+        X : MMFeatures of n_query items
+
+        Returns
+        -------
+        numpy.ndarray, float32: shape (n_query, n_classes), columns as ``classes_``; with exactly
+        2 classes, shape (n_query,): the logit of ``classes_[1]`` minus that of ``classes_[0]``.
+        """
+        s = self._scores(X)[0]
+        if s.shape[1] == 2:
+            s = s[:, 1] - s[:, 0]
+        return s.numpy()
+
+    def predict_proba(self, X: MMFeatures) -> np.ndarray:
         """Class probabilities, shape (n_query, n_classes), float32, columns as ``classes_``.
+
+        Parameters
+        ----------
+        X : MMFeatures of n_query items
 
         Raises
         ------
         FeatureError
             Modalities / dims not matching the head, or a query item with no modality (named).
         """
-        return torch.softmax(self.decision_function(query), dim=1).numpy()
+        return torch.softmax(self._scores(X)[0], dim=1).numpy()
 
-    def predict(self, query: MMFeatures) -> np.ndarray:
-        """Predicted labels, shape (n_query,), values from ``classes_``."""
-        return self.classes_[self.decision_function(query).argmax(1).numpy()]
+    def predict(self, X: MMFeatures) -> np.ndarray:
+        """Predicted labels, shape (n_query,), values from ``classes_`` (X: MMFeatures)."""
+        pred = self._scores(X)[0].argmax(1).numpy()  # raises NotFittedError before fit
+        return self.classes_[pred]
 
     def explain(self, query: MMFeatures) -> np.ndarray:
         """Weight the head gave each modality for each query.
@@ -259,11 +319,9 @@ class HeadClassifier:
         lg, w = self._scores(query)
         return torch.softmax(lg, 1).numpy(), w.numpy()
 
-    def get_params(self) -> dict:
-        return {"head": self.head, "device": self.device, "query_chunk": self.query_chunk}
-
     def __repr__(self) -> str:
-        return f"HeadClassifier(head={self.head.name!r}, device={self.device!r})"
+        head = getattr(self.head, "name", type(self.head).__name__)
+        return f"HeadClassifier(head={head!r}, device={self.device!r}, query_chunk={self.query_chunk!r})"
 
 
 def evaluate_head(

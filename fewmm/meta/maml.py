@@ -500,7 +500,7 @@ class MAMLClassifier(FewShotMethod):
     ----------
     maml : MAML
         The meta-learner (its head, inner-loop settings, variant, path and feature
-        normalisation are used as they are; ``transform`` applies its ``feature_norm``).
+        normalisation are used as they are; ``transform_features`` applies its ``feature_norm``).
     task_chunk : int, optional
         Episodes adapted together in :meth:`episode_logits` (bounds memory). Default: 1024 on the
         Gram path, 64 on the functional path (which holds per-task copies of every weight).
@@ -514,13 +514,26 @@ class MAMLClassifier(FewShotMethod):
     name = "maml"
 
     def __init__(self, maml: MAML, task_chunk: int | None = None):
-        if not isinstance(maml, MAML):
-            raise ValueError(f"maml must be a fewmm.meta.MAML, got {type(maml).__name__}")
         self.maml = maml
         self.task_chunk = task_chunk
 
-    def transform(self, features: torch.Tensor) -> torch.Tensor:
+    def check_params(self) -> None:
+        """Raise ValueError unless ``maml`` is a :class:`MAML` and ``task_chunk`` None or an int >= 1."""
+        if not isinstance(self.maml, MAML):
+            raise ValueError(f"maml must be a fewmm.meta.MAML, got {type(self.maml).__name__}")
+        tc = self.task_chunk
+        if tc is not None and (isinstance(tc, bool) or not isinstance(tc, (int, np.integer)) or tc < 1):
+            raise ValueError(f"task_chunk must be None or an int >= 1, got {tc!r}")
+
+    def transform_features(self, features: torch.Tensor) -> torch.Tensor:
         return self.maml._norm(features)
+
+    def __repr__(self) -> str:  # one line (the head's module tree is long)
+        m = self.maml
+        if not isinstance(m, MAML):
+            return f"MAMLClassifier(maml={m!r}, task_chunk={self.task_chunk!r})"
+        return (f"MAMLClassifier(maml=MAML(variant={m.variant!r}, inner_lr={m.inner_lr}, inner_steps={m.inner_steps}, "
+                f"first_order={m.first_order}), task_chunk={self.task_chunk!r})")
 
     def _chunk(self) -> int:
         if self.task_chunk is not None:
@@ -547,6 +560,9 @@ class MAMLClassifier(FewShotMethod):
         return torch.cat(out).to(torch.float32)
 
     def _fit(self, x, y, n_classes):
+        in_dim = self.maml._in_dim
+        if in_dim is not None and x.shape[-1] != in_dim:
+            raise FeatureError(f"support_features has feature dim {x.shape[-1]}, but the head's first layer expects {in_dim}")
         n_out = self.maml.n_way(x)
         if n_classes > n_out:
             raise FeatureError(f"support_labels has {n_classes} classes, but the meta-learned head has only {n_out} outputs")

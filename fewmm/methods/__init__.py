@@ -24,8 +24,23 @@ METHODS.register("knn", "k-nearest neighbours, cosine (k=1 default)")(KNN)
 
 
 def create(name: str, **kwargs) -> FewShotMethod:
-    """Build the method registered as ``name``; unknown names raise UnknownNameError."""
-    return METHODS.get(name)(**kwargs)
+    """Build the method registered as ``name`` with hyper-parameters ``kwargs``.
+
+    Returns
+    -------
+    FewShotMethod: an unfitted scikit-learn classifier.
+
+    Raises
+    ------
+    UnknownNameError
+        Unknown ``name`` (the message lists close matches).
+    ValueError
+        A bad hyper-parameter value (:meth:`FewShotMethod.check_params`); TypeError for an
+        unknown hyper-parameter name.
+    """
+    m = METHODS.get(name)(**kwargs)
+    m.check_params()
+    return m
 
 
 def list_methods() -> list[str]:

@@ -1,25 +1,58 @@
-"""The one contract every few-shot method and head follows.
+"""The one contract every few-shot method follows: a scikit-learn classifier.
 
-scikit-learn style: the constructor stores hyper-parameters only; ``fit`` returns ``self``;
-``predict_proba`` returns class probabilities in the order of ``classes_``::
+Every method is a genuine scikit-learn classifier (``ClassifierMixin`` + ``BaseEstimator``): the
+constructor stores hyper-parameters only, ``get_params`` / ``set_params`` / ``sklearn.base.clone``
+work, ``fit`` returns ``self``, ``predict_proba`` returns class probabilities in the order of
+``classes_``, ``score`` is accuracy, and ``__sklearn_tags__`` says it is a classifier of dense 2-d
+numeric features (no NaN, no sparse input)::
 
     m = fewmm.methods.create("protonet")
-    m.fit(support_features, support_labels)        # (n_support, d), (n_support,)
+    m.fit(support_features, support_labels)        # X (n_support, d), y (n_support,)
     proba = m.predict_proba(query_features)        # (n_query, n_classes)
+
+so it works with ``Pipeline``, ``cross_val_score`` and ``GridSearchCV`` (search hyper-parameters on
+base classes only, e.g. with :class:`fewmm.model_selection.EpisodeSplit`), and passes
+scikit-learn's ``check_estimator`` (``tests/test_sklearn.py``).
 
 For evaluation over thousands of episodes, :meth:`FewShotMethod.episode_logits` scores a whole
 batch of episodes at once on tensors of shape (episodes, items, dim); methods with a closed form
 (ProtoNet, SimpleShot, kNN) override it with batched tensor code, the others fall back to a loop of
-``fit`` / ``predict_proba`` per episode. :meth:`FewShotMethod.transform` is applied once to the
-whole feature table before episodes are gathered (e.g. L2 normalisation), not once per episode.
+``_fit`` / ``_logits`` per episode. :meth:`FewShotMethod.transform_features` is applied once to
+the whole feature table before episodes are gathered (e.g. L2 normalisation), not once per
+episode. (It is not called ``transform``: scikit-learn takes an estimator with ``transform`` for a
+transformer.)
+
+Writing a new method
+--------------------
+Subclass :class:`FewShotMethod` and
+
+1. write ``__init__`` with explicit keyword hyper-parameters (no ``*args`` / ``**kwargs``) that
+   only stores each one under its own name (``self.C = C``): no validation, no conversion, no
+   other attribute;
+2. validate them in :meth:`~FewShotMethod.check_params` (raise ``ValueError`` naming the
+   parameter); ``fit``, :func:`fewmm.methods.create` and :func:`fewmm.evaluate.evaluate_episodes`
+   call it;
+3. implement ``_fit(x, y, n_classes)`` (float32 tensor (n, d) already passed through
+   ``transform_features``, int64 labels ``0..n_classes-1``; store what it learns in attributes
+   ending with ``_``) and ``_logits(q)`` -> (n_query, n_classes) float32 tensor;
+4. optionally override ``transform_features`` (row-wise), ``episode_logits`` (batched) and
+   ``fit_base`` (base-class statistics);
+5. register it in :mod:`fewmm.methods` -- ``tests/test_sklearn.py`` then runs scikit-learn's
+   checks on it automatically. A check that truly cannot pass for a few-shot method goes, with
+   its reason, into ``EXPECTED_FAILED_CHECKS`` there (the one such list; keep it short).
+
+A subclass that still defines ``transform`` (the hook's former name) has it moved to
+``transform_features`` at class creation, with a ``DeprecationWarning``.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import warnings
+from abc import abstractmethod
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ..errors import FeatureError
 
@@ -28,30 +61,69 @@ def _as_tensor(x, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         t = x.detach()
     else:
+        import scipy.sparse
+
+        if scipy.sparse.issparse(x):
+            raise FeatureError(f"{name} is a scipy sparse matrix; few-shot methods need dense features: pass {name}.toarray()")
         try:
-            t = torch.as_tensor(np.asarray(x))
-        except Exception as e:  # ragged lists, objects
+            a = np.asarray(x)
+            if a.dtype.kind == "c":
+                raise FeatureError(f"{name} has complex values (dtype {a.dtype}): Complex data not supported; pass real features")
+            if a.dtype == object:  # numbers stored as objects (e.g. from a DataFrame)
+                try:
+                    a = a.astype(np.float64)
+                except (TypeError, ValueError) as e:
+                    raise TypeError(f"{name} must hold numbers only: {e}") from None
+            if not a.flags.writeable:  # e.g. a read-only memmap: torch needs a writable buffer
+                a = a.copy()
+            t = torch.as_tensor(a)
+        except (FeatureError, TypeError):
+            raise
+        except Exception as e:  # ragged lists
             raise FeatureError(f"{name} must be a numeric array of shape (n, dim): {e}") from None
-    if t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8)):
+    if t.is_complex():
+        raise FeatureError(f"{name} has complex values (dtype {t.dtype}): Complex data not supported; pass real features")
+    if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64, torch.int16, torch.int8, torch.uint8)):
         raise FeatureError(f"{name} must be a real numeric array, got dtype {t.dtype}")
     return t.to(torch.float32)
 
 
-def check_features(x, name: str = "features", dim: int | None = None) -> torch.Tensor:
+def check_features(x, name: str = "features", dim: int | None = None, owner: str = "the method") -> torch.Tensor:
     """Validate a feature matrix -> float32 tensor of shape (n, d).
+
+    Parameters
+    ----------
+    x : array-like, numpy.ndarray or torch.Tensor of shape (n, d), real numbers
+    name : str
+        What to call ``x`` in messages (``"support_features"``, ``"query_features"``).
+    dim : int, optional
+        Required ``d`` (the dimension the method was fitted on).
+    owner : str
+        The class name used in the dimension-mismatch message (scikit-learn's wording).
+
+    Returns
+    -------
+    torch.Tensor of shape (n, d), float32, on the device of ``x`` (a CPU tensor otherwise).
 
     Raises
     ------
-    FeatureError
-        Not 2-d, empty, wrong ``dim``, or NaN/inf values (the message gives the first bad rows).
+    FeatureError (a ValueError)
+        Sparse or complex input, not 2-d, empty, wrong ``dim``, or NaN/inf values (the message
+        gives the first bad rows).
     """
     t = _as_tensor(x, name)
     if t.ndim != 2:
-        raise FeatureError(f"{name} must have shape (n, dim), got shape {tuple(t.shape)}")
+        hint = ": Reshape your data with x.reshape(1, -1) if it is one item" if t.ndim == 1 else ""
+        raise FeatureError(f"{name} must have shape (n, dim), got shape {tuple(t.shape)}{hint}")
     if t.shape[0] == 0:
         raise FeatureError(f"{name} is empty (0 rows)")
+    if t.shape[1] == 0:
+        raise FeatureError(f"{name} has 0 feature(s) (shape={tuple(t.shape)}) while a minimum of 1 is required.")
     if dim is not None and t.shape[1] != dim:
-        raise FeatureError(f"{name} has dim {t.shape[1]}, but the method was fitted on dim {dim}")
+        raise FeatureError(
+            f"{name} has dim {t.shape[1]}, but the method was fitted on dim {dim} "
+            f"(X has {t.shape[1]} features, but {owner} is expecting {dim} features as input)"
+        )
     bad = ~torch.isfinite(t).all(dim=1)
     if bad.any():
         rows = torch.nonzero(bad).flatten()[:5].tolist()
@@ -60,39 +132,107 @@ def check_features(x, name: str = "features", dim: int | None = None) -> torch.T
 
 
 def check_labels(y, n: int, name: str = "support_labels") -> np.ndarray:
+    """Validate class labels -> numpy array of shape (n,).
+
+    A column vector of shape (n, 1) is flattened with a ``DataConversionWarning`` (scikit-learn's
+    convention).
+
+    Raises
+    ------
+    FeatureError (a ValueError)
+        ``y`` is None, not 1-d, of another length than ``n``, contains NaN, or is not class labels
+        (continuous values: "Unknown label type").
+    """
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import column_or_1d
+
+    if y is None:
+        raise FeatureError(f"{name} is None: fit requires y to be passed, but the target y is None (one label per support item)")
     y = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = column_or_1d(y, warn=True)
     if y.ndim != 1:
         raise FeatureError(f"{name} must have shape (n,), got shape {y.shape}")
     if y.shape[0] != n:
         raise FeatureError(f"{name} has {y.shape[0]} labels for {n} feature rows")
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise FeatureError(f"{name} contains NaN")
+    try:
+        check_classification_targets(y)
+    except ValueError as e:
+        raise FeatureError(f"{name} must be class labels: {e}") from None
     return y
 
 
-class FewShotMethod(ABC):
-    """Base class: validation, label encoding, and the batched-episode fallback.
+class FewShotMethod(ClassifierMixin, BaseEstimator):
+    """Base class: a scikit-learn classifier with validation, label encoding and the
+    batched-episode fallback.
 
-    Subclasses implement :meth:`_fit` (encoded labels ``0..C-1``) and :meth:`_logits`.
+    Subclasses store hyper-parameters in ``__init__``, validate them in :meth:`check_params`,
+    and implement :meth:`_fit` (encoded labels ``0..C-1``) and :meth:`_logits` (see the module
+    notes, "Writing a new method").
 
     Attributes (after fit)
     ----------------------
     classes_ : numpy.ndarray of shape (n_classes,)
         The distinct support labels, sorted; columns of ``predict_proba``.
     n_features_in_ : int
+        Feature dimension ``d`` seen in ``fit``.
     """
 
     name: str = ""
 
-    # -- the scikit-learn style contract ------------------------------------------------
-    def fit(self, support_features, support_labels) -> "FewShotMethod":
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "transform" in cls.__dict__ and "transform_features" not in cls.__dict__:
+            warnings.warn(
+                f"{cls.__name__}.transform: the feature-transform hook of FewShotMethod is now called transform_features "
+                "(scikit-learn takes an estimator with `transform` for a transformer); it was moved there",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            cls.transform_features = cls.__dict__["transform"]
+            delattr(cls, "transform")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier"
+        tags.transformer_tags = None  # transform_features is an evaluation hook, not a transformer
+        tags.target_tags.required = True
+        tags.target_tags.single_output = True
+        tags.target_tags.multi_output = False
+        tags.input_tags.two_d_array = True  # (n_items, dim) float features (numpy, lists or torch)
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        tags.input_tags.string = False
+        tags.input_tags.dict = False
+        tags.input_tags.categorical = False
+        tags.classifier_tags.multi_class = True
+        tags.classifier_tags.multi_label = False
+        tags.non_deterministic = False
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "classes_")
+
+    # -- the scikit-learn contract ---------------------------------------------------------
+    def check_params(self) -> None:
+        """Validate the hyper-parameters; raise ``ValueError`` naming the bad one.
+
+        Called by :meth:`fit`, :func:`fewmm.methods.create` and
+        :func:`fewmm.evaluate.evaluate_episodes` (never by ``__init__``: scikit-learn's
+        ``clone`` / ``set_params`` need a constructor that only stores). Default: nothing.
+        """
+
+    def fit(self, X, y) -> "FewShotMethod":
         """Fit on a labelled support set.
 
         Parameters
         ----------
-        support_features : array-like or torch.Tensor of shape (n_support, dim)
-        support_labels : array-like of shape (n_support,)
-            Any hashable labels; at least one item per class.
+        X : array-like, numpy.ndarray or torch.Tensor of shape (n_support, dim)
+            Support features (real numbers; the "support_features" of the messages).
+        y : array-like of shape (n_support,)
+            Support labels: class labels of any type (str, int, ...); at least one item per class.
 
         Returns
         -------
@@ -100,31 +240,89 @@ class FewShotMethod(ABC):
 
         Raises
         ------
-        FeatureError
-            Bad shapes, NaN/inf features, or label/feature count mismatch.
+        FeatureError (a ValueError)
+            Bad shapes, sparse / complex / NaN / inf features, label/feature count mismatch,
+            ``y`` missing or continuous ("Unknown label type").
+        ValueError
+            A bad hyper-parameter (from :meth:`check_params`).
         """
-        x = check_features(support_features, "support_features")
-        y = check_labels(support_labels, x.shape[0])
+        from sklearn.utils.validation import validate_data
+
+        self.check_params()
+        x = check_features(X, "support_features")
+        y = check_labels(y, x.shape[0])
+        validate_data(self, X, reset=True, skip_check_array=True)  # n_features_in_, feature_names_in_
         self.classes_, enc = np.unique(y, return_inverse=True)
         self.n_features_in_ = int(x.shape[1])
-        xt = self.transform(x)
-        self._fit(xt, torch.as_tensor(enc, dtype=torch.int64), len(self.classes_))
+        xt = self.transform_features(x)
+        self._fit(xt, torch.as_tensor(enc.reshape(-1), dtype=torch.int64), len(self.classes_))
         return self
 
-    def predict_proba(self, query_features) -> np.ndarray:
-        """Class probabilities, shape (n_query, n_classes), float32, columns as ``classes_``."""
-        return torch.softmax(self.decision_function(query_features), dim=1).numpy()
+    def _scores(self, X) -> torch.Tensor:
+        """Validated logits, (n_query, n_classes) float32 tensor."""
+        from sklearn.utils.validation import validate_data
 
-    def decision_function(self, query_features) -> torch.Tensor:
-        """Unnormalised class scores (logits), shape (n_query, n_classes), float32."""
         self._check_fitted()
-        q = check_features(query_features, "query_features", dim=self.n_features_in_)
-        return self._logits(self.transform(q))
+        q = check_features(X, "query_features", dim=self.n_features_in_, owner=type(self).__name__)
+        validate_data(self, X, reset=False, skip_check_array=True)  # feature names as in fit
+        return self._logits(self.transform_features(q))
 
-    def predict(self, query_features) -> np.ndarray:
-        """Predicted labels, shape (n_query,), values from ``classes_``."""
-        scores = self.decision_function(query_features)
-        return self.classes_[scores.argmax(dim=1).numpy()]
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities (softmax of the logits).
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_query, dim)
+            Query features.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_query, n_classes), float32, columns as ``classes_``.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        FeatureError (a ValueError)
+            Bad shape, other dimension than in ``fit``, NaN / inf.
+        """
+        return torch.softmax(self._scores(X), dim=1).cpu().numpy()
+
+    def decision_function(self, X) -> np.ndarray:
+        """Unnormalised class scores (logits), scikit-learn's convention.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_query, dim)
+
+        Returns
+        -------
+        numpy.ndarray, float32: shape (n_query, n_classes), columns as ``classes_``; with exactly
+        2 classes, shape (n_query,): the logit of ``classes_[1]`` minus that of ``classes_[0]``
+        (positive means ``classes_[1]``; ``predict_proba[:, 1]`` is its sigmoid).
+
+        Raises
+        ------
+        As :meth:`predict_proba`.
+        """
+        s = self._scores(X)
+        if s.shape[1] == 2:
+            s = s[:, 1] - s[:, 0]
+        return s.cpu().numpy()
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted labels (argmax of the logits).
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_query, dim)
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_query,), values from ``classes_``.
+        """
+        scores = self._scores(X)
+        return self.classes_[scores.argmax(dim=1).cpu().numpy()]
 
     # -- hooks -----------------------------------------------------------------------------
     def fit_base(self, base_features) -> "FewShotMethod":
@@ -132,9 +330,18 @@ class FewShotMethod(ABC):
         Default: nothing. Returns self."""
         return self
 
-    def transform(self, features: torch.Tensor) -> torch.Tensor:
+    def transform_features(self, features: torch.Tensor) -> torch.Tensor:
         """Per-item feature transform applied before fitting/scoring; default identity.
-        Must act row by row (so it can be applied once to a whole table)."""
+
+        Parameters
+        ----------
+        features : torch.Tensor of shape (..., dim), float32
+
+        Returns
+        -------
+        torch.Tensor of the same shape. Must act row by row (so it can be applied once to a whole
+        table).
+        """
         return features
 
     @abstractmethod
@@ -156,8 +363,8 @@ class FewShotMethod(ABC):
         Parameters
         ----------
         support : torch.Tensor of shape (E, N, K, d)
-            Support features, already passed through :meth:`transform`, class-major: episode-local
-            class ``c`` is ``support[:, c]``.
+            Support features, already passed through :meth:`transform_features`, class-major:
+            episode-local class ``c`` is ``support[:, c]``.
         query : torch.Tensor of shape (E, M, d)
             Query features, already transformed.
 
@@ -174,17 +381,6 @@ class FewShotMethod(ABC):
             self._fit(support[i].reshape(n * k, d), y.to(support.device), n)
             out[i] = self._logits(query[i])
         return out
-
-    def get_params(self) -> dict:
-        """Constructor parameters (scikit-learn convention)."""
-        import inspect
-
-        sig = inspect.signature(type(self).__init__)
-        return {p: getattr(self, p) for p in sig.parameters if p != "self" and hasattr(self, p)}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

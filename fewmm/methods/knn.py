@@ -7,6 +7,7 @@ is the nearest-neighbour baseline of Vinyals et al. 2016 (Matching Networks, tab
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .base import FewShotMethod, l2_normalize
@@ -24,11 +25,15 @@ class KNN(FewShotMethod):
     name = "knn"
 
     def __init__(self, k: int = 1):
-        if int(k) < 1:
-            raise ValueError(f"k must be >= 1, got {k!r}")
-        self.k = int(k)
+        self.k = k
 
-    def transform(self, features):
+    def check_params(self) -> None:
+        """Raise ValueError unless ``k`` is an int >= 1."""
+        k = self.k
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}")
+
+    def transform_features(self, features):
         return l2_normalize(features)
 
     def _fit(self, x, y, n_classes):
@@ -41,7 +46,7 @@ class KNN(FewShotMethod):
     def _vote(self, q, s, y, n):
         """q (E, M, d), s (E, S, d), y (E, S) -> (E, M, n) scores."""
         sim = torch.bmm(q, s.transpose(1, 2))  # (E, M, S)
-        k = min(self.k, s.shape[1])
+        k = min(int(self.k), s.shape[1])
         top, idx = sim.topk(k, dim=2)
         lab = torch.gather(y.unsqueeze(1).expand(-1, q.shape[1], -1), 2, idx)  # (E, M, k)
         votes = torch.zeros((q.shape[0], q.shape[1], n), dtype=q.dtype, device=q.device)

@@ -33,6 +33,15 @@ class LinearProbe(FewShotMethod):
         converges in a few iterations; "lbfgs" reaches the same optimum much more slowly.
     exact_span : bool, default True
         Fit in the row space of the support features (same solution, faster; see module doc).
+
+    Attributes (after fit)
+    ----------------------
+    clf_ : sklearn.linear_model.LogisticRegression or None
+        The fitted probe (None with a single support class: every query gets that class).
+    basis_ : torch.Tensor of shape (dim, r), float64, or None
+        Orthonormal basis of the support span the probe was fitted in (None when not used).
+    n_iter_ : int
+        Solver iterations (0 with a single class).
     """
 
     name = "linear-probe"
@@ -44,7 +53,22 @@ class LinearProbe(FewShotMethod):
         self.max_iter = max_iter
         self.exact_span = exact_span
 
-    def transform(self, features):
+    def check_params(self) -> None:
+        """Raise ValueError for a non-positive ``C`` / ``tol``, a ``max_iter`` < 1, a ``solver``
+        that is not a str, or a non-bool ``exact_span`` (scikit-learn checks the solver name)."""
+        for key in ("C", "tol"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) or v <= 0:
+                raise ValueError(f"{key} must be a positive finite number, got {v!r}")
+        mi = self.max_iter
+        if isinstance(mi, bool) or not isinstance(mi, (int, np.integer)) or mi < 1:
+            raise ValueError(f"max_iter must be an int >= 1, got {mi!r}")
+        if not isinstance(self.solver, str):
+            raise ValueError(f"solver must be a scikit-learn LogisticRegression solver name, got {self.solver!r}")
+        if not isinstance(self.exact_span, (bool, np.bool_)):
+            raise ValueError(f"exact_span must be True or False, got {self.exact_span!r}")
+
+    def transform_features(self, features):
         return l2_normalize(features)
 
     def _fit(self, x, y, n_classes):
@@ -54,6 +78,7 @@ class LinearProbe(FewShotMethod):
         yy = y.cpu().numpy()
         if n_classes == 1:
             self.clf_ = None
+            self.n_iter_ = 0
             return
         xx = x.detach().cpu().double()
         self.basis_ = None
@@ -62,6 +87,7 @@ class LinearProbe(FewShotMethod):
             self.basis_ = vh[s > s[0] * 1e-7].T.contiguous()  # (d, r), orthonormal columns
             xx = xx @ self.basis_
         self.clf_ = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=self.tol, solver=self.solver).fit(xx.numpy(), yy)
+        self.n_iter_ = int(np.max(self.clf_.n_iter_))
 
     def _logits(self, q):
         if self.clf_ is None:

@@ -8,6 +8,7 @@ L2-normalised once, prototypes are the mean of normalised shots).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .base import FewShotMethod, l2_normalize, sq_euclidean_logits
@@ -27,12 +28,19 @@ class ProtoNet(FewShotMethod):
     name = "protonet"
 
     def __init__(self, metric: str = "euclidean", temperature: float = 10.0):
-        if metric not in ("euclidean", "cosine"):
-            raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
         self.metric = metric
         self.temperature = temperature
 
-    def transform(self, features: torch.Tensor) -> torch.Tensor:
+    def check_params(self) -> None:
+        """Raise ValueError for a ``metric`` other than "euclidean" / "cosine" or a
+        ``temperature`` that is not a positive finite number."""
+        if self.metric not in ("euclidean", "cosine"):
+            raise ValueError(f"metric must be 'euclidean' or 'cosine', got {self.metric!r}")
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not np.isfinite(t) or t <= 0:
+            raise ValueError(f"temperature must be a positive finite number, got {t!r}")
+
+    def transform_features(self, features: torch.Tensor) -> torch.Tensor:
         return l2_normalize(features) if self.metric == "cosine" else features
 
     def _fit(self, x, y, n_classes):
@@ -47,6 +55,8 @@ class ProtoNet(FewShotMethod):
         """(E, M, d) queries x (E, N, d) prototypes -> (E, M, N) logits."""
         if self.metric == "euclidean":
             return sq_euclidean_logits(query, protos)
+        if self.metric != "cosine":
+            self.check_params()
         return self.temperature * torch.bmm(query, l2_normalize(protos).transpose(1, 2))
 
     def episode_logits(self, support, query):

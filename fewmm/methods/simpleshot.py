@@ -17,26 +17,28 @@ class SimpleShot(FewShotMethod):
 
     Attributes
     ----------
-    base_mean_ : torch.Tensor of shape (dim,) or None
-        Mean of the base-class features given to :meth:`fit_base`.
+    base_mean_ : torch.Tensor of shape (dim,)
+        Mean of the base-class features given to :meth:`fit_base` (absent before; kept by
+        ``fit``, dropped by ``sklearn.base.clone``, which copies hyper-parameters only).
     """
 
     name = "simpleshot"
 
     def __init__(self):
-        self.base_mean_ = None
+        pass  # no hyper-parameters; ``base_mean_`` exists only after fit_base
 
     @property
     def centering(self) -> str:
-        return "base" if self.base_mean_ is not None else "support"
+        """"base" after :meth:`fit_base`, else "support" (each support set's own mean)."""
+        return "base" if getattr(self, "base_mean_", None) is not None else "support"
 
     def fit_base(self, base_features):
         """Set the centering mean from base-class features of shape (n_base, dim)."""
         self.base_mean_ = check_features(base_features, "base_features").mean(dim=0)
         return self
 
-    def transform(self, features):
-        if self.base_mean_ is None:
+    def transform_features(self, features):
+        if getattr(self, "base_mean_", None) is None:
             return features  # centred per episode on the support mean in _fit / episode_logits
         if features.shape[-1] != self.base_mean_.shape[0]:
             from ..errors import FeatureError
@@ -45,7 +47,7 @@ class SimpleShot(FewShotMethod):
         return l2_normalize(features - self.base_mean_.to(features.device))
 
     def _fit(self, x, y, n_classes):
-        self._center = None if self.base_mean_ is not None else x.mean(dim=0)
+        self._center = None if getattr(self, "base_mean_", None) is not None else x.mean(dim=0)
         if self._center is not None:
             x = l2_normalize(x - self._center)
         protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)
@@ -58,7 +60,7 @@ class SimpleShot(FewShotMethod):
         return sq_euclidean_logits(q.unsqueeze(0), self.prototypes_.unsqueeze(0))[0]
 
     def episode_logits(self, support, query):
-        if self.base_mean_ is None:
+        if getattr(self, "base_mean_", None) is None:
             center = support.mean(dim=(1, 2), keepdim=True)  # (E, 1, 1, d)
             support = l2_normalize(support - center)
             query = l2_normalize(query - center[:, 0])
