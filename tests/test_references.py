@@ -176,9 +176,9 @@ def test_cosine_protonet_matches_reference(ref_data):
     e = 0
     sx, sy, qx = x[ep.support[e].ravel()], ep.support_labels()[e], x[ep.query[e].ravel()]
     m = M.create("protonet-cosine").fit(xt[ep.support[e].ravel()], sy)
-    np.testing.assert_allclose(m.decision_function(xt[ep.query[e].ravel()]).numpy(), ref_protonet_cosine(sx, sy, qx, 5), atol=1e-5)
+    np.testing.assert_allclose(m.decision_function(xt[ep.query[e].ravel()]), ref_protonet_cosine(sx, sy, qx, 5), atol=1e-5)
     m2 = M.create("protonet-cosine", temperature=3.0).fit(xt[ep.support[e].ravel()], sy)
-    np.testing.assert_allclose(m2.decision_function(xt[ep.query[e].ravel()]).numpy(), ref_protonet_cosine(sx, sy, qx, 5, 3.0), atol=1e-5)
+    np.testing.assert_allclose(m2.decision_function(xt[ep.query[e].ravel()]), ref_protonet_cosine(sx, sy, qx, 5, 3.0), atol=1e-5)
     # every episode through the batched path: the predictions
     acc, pred = evaluate_episodes(M.create("protonet-cosine"), xt, ep, return_predictions=True)
     ref = _episode_reference(ref_protonet_cosine, x, ep)
@@ -205,7 +205,7 @@ def test_knn_matches_reference(ref_data, k):
     e = 1
     sx, sy, qx = x[ep.support[e].ravel()], ep.support_labels()[e], x[ep.query[e].ravel()]
     m = M.create("knn", k=k).fit(xt[ep.support[e].ravel()], sy)
-    np.testing.assert_allclose(m.decision_function(xt[ep.query[e].ravel()]).numpy(), ref_knn(sx, sy, qx, 5, k), atol=1e-5)
+    np.testing.assert_allclose(m.decision_function(xt[ep.query[e].ravel()]), ref_knn(sx, sy, qx, 5, k), atol=1e-5)
     acc, pred = evaluate_episodes(M.create("knn", k=k), xt, ep, return_predictions=True)
     ref = _episode_reference(ref_knn, x, ep, k=k)
     assert np.array_equal(pred, ref)
@@ -218,16 +218,18 @@ def test_knn_hand_computed():
     s = np.stack([np.cos(ang), np.sin(ang)], 1) * np.array([[1.0], [5.0], [0.2]])  # norms do not matter
     q = np.array([[np.cos(np.deg2rad(60)), np.sin(np.deg2rad(60))]])
     y = np.array([0, 0, 1])
-    # k=1: nearest is class 1 (30 deg away): 1 vote + 1e-3 cos 30
-    got1 = M.create("knn", k=1).fit(s, y).decision_function(q).numpy()[0]
-    assert got1 == pytest.approx([0.0, 1 + 1e-3 * math.cos(math.radians(30))], abs=1e-6)
+    # two classes: decision_function is the score of class 1 minus that of class 0 (scikit-learn)
+    # k=1: nearest is class 1 (30 deg away): 1 vote + 1e-3 cos 30; class 0 scores 0
+    c1 = 1 + 1e-3 * math.cos(math.radians(30))
+    got1 = M.create("knn", k=1).fit(s, y).decision_function(q)
+    assert got1.shape == (1,) and got1[0] == pytest.approx(c1 - 0.0, abs=1e-6)
     # k=3: class 0 has 2 votes (50 and 60 deg away), class 1 one
-    got3 = M.create("knn", k=3).fit(s, y).decision_function(q).numpy()[0]
+    got3 = M.create("knn", k=3).fit(s, y).decision_function(q)[0]
     c0 = 2 + 1e-3 * (math.cos(math.radians(50)) + math.cos(math.radians(60))) / 2
-    assert got3 == pytest.approx([c0, 1 + 1e-3 * math.cos(math.radians(30))], abs=1e-6)
+    assert got3 == pytest.approx(c1 - c0, abs=1e-6)
     assert M.create("knn", k=3).fit(s, y).predict(q).tolist() == [0]
     # k larger than the support set is clipped to it
-    assert M.create("knn", k=99).fit(s, y).decision_function(q).numpy()[0] == pytest.approx(got3, abs=1e-6)
+    assert M.create("knn", k=99).fit(s, y).decision_function(q)[0] == pytest.approx(got3, abs=1e-6)
 
 
 def test_simpleshot_support_centring_matches_reference(ref_data):
@@ -236,7 +238,7 @@ def test_simpleshot_support_centring_matches_reference(ref_data):
     e = 2
     sx, sy, qx = x[ep.support[e].ravel()], ep.support_labels()[e], x[ep.query[e].ravel()]
     m = M.create("simpleshot").fit(xt[ep.support[e].ravel()], sy)
-    np.testing.assert_allclose(m.decision_function(xt[ep.query[e].ravel()]).numpy(), ref_simpleshot(sx, sy, qx, 5, sx.mean(0)), atol=1e-5)
+    np.testing.assert_allclose(m.decision_function(xt[ep.query[e].ravel()]), ref_simpleshot(sx, sy, qx, 5, sx.mean(0)), atol=1e-5)
     acc, pred = evaluate_episodes(M.create("simpleshot"), xt, ep, return_predictions=True)
     preds = []
     for i in range(len(ep)):
@@ -255,7 +257,7 @@ def test_simpleshot_base_centring_matches_reference(ref_data):
     e = 3
     sx, sy, qx = x[ep.support[e].ravel()], ep.support_labels()[e], x[ep.query[e].ravel()]
     m.fit(xt[ep.support[e].ravel()], sy)
-    np.testing.assert_allclose(m.decision_function(xt[ep.query[e].ravel()]).numpy(), ref_simpleshot(sx, sy, qx, 5, base.mean(0)), atol=1e-5)
+    np.testing.assert_allclose(m.decision_function(xt[ep.query[e].ravel()]), ref_simpleshot(sx, sy, qx, 5, base.mean(0)), atol=1e-5)
     acc, pred = evaluate_episodes(m, xt, ep, return_predictions=True)
     ref = _episode_reference(ref_simpleshot, x, ep, mean=base.mean(0))
     assert np.array_equal(pred, ref)
