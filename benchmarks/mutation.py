@@ -42,7 +42,8 @@ MODULES = {
     "episodes": (["fewmm/episodes.py"], ["tests/test_episodes.py", "tests/test_episodes_properties.py"], []),
     "evaluate": (["fewmm/evaluate.py"], ["tests/test_evaluate.py", "tests/test_references.py"], []),
     "methods": (["fewmm/methods/*"], ["tests/test_methods.py", "tests/test_method_details.py", "tests/test_references.py",
-                                      "tests/test_evaluate.py", "tests/test_method_params.py", "tests/test_sklearn.py"], FAST),
+                                      "tests/test_evaluate.py", "tests/test_method_params.py", "tests/test_sklearn.py",
+                                      "tests/test_transfer.py"], FAST),
 }
 
 #: Surviving mutants that are harmless, keyed by (function, source line, mutated line) with
@@ -296,6 +297,16 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ('SimpleShot.transform', 'return l2_normalize(features - self.base_mean_.to(features.device))',
      'return l2_normalize(features - self.base_mean_.to(None))'):
         'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('FewShotMethod.fit', 'validate_data(self, X, reset=True, skip_check_array=True)  # n_features_in_, feature_names_in_',
+     'validate_data(self, X, skip_check_array=True)  # n_features_in_, feature_names_in_'):
+        "reset defaults to True in sklearn.utils.validation.validate_data: the same call.",
+    ('FewShotMethod._scores', 'validate_data(self, X, reset=False, skip_check_array=True)  # feature names as in fit',
+     'validate_data(self, X, reset=None, skip_check_array=True)  # feature names as in fit'):
+        "scikit-learn only tests reset for truth (`if reset:` in _check_feature_names and _check_n_features, scikit-learn "
+        "1.9); None is falsy like False: the same checks. (reset=True and reset left out are killed by "
+        "test_feature_names_of_a_dataframe.)",
+    ('_as_tensor', 'a = a.astype(np.float64)', 'a = a.astype(None)'):
+        "numpy reads dtype None as float64 (np.dtype(None) is float64): the same conversion of an object array.",
     ("_class_index", 'order = np.argsort(labels, kind="stable")', 'order = np.argsort(labels, kind="STABLE")'):
         "numpy reads the sort kind case-insensitively: 'STABLE' is 'stable' (checked: identical order).",
     ("FewShotMethod.get_params", 'return {p: getattr(self, p) for p in sig.parameters if p != "self" and hasattr(self, p)}',
@@ -357,12 +368,11 @@ def run_module(name: str, workdir: Path, jobs: int, mutmut: str) -> dict:
     wd = workdir / name
     if wd.exists():
         shutil.rmtree(wd)
-    (wd / "tests").mkdir(parents=True)
+    wd.mkdir(parents=True)
     shutil.copytree(REPO / "fewmm", wd / "fewmm", ignore=shutil.ignore_patterns("__pycache__"))
-    for t in ["tests/conftest.py", *tests]:
-        shutil.copy2(REPO / t, wd / t)
-    if (REPO / "tests" / "fixtures").is_dir():
-        shutil.copytree(REPO / "tests" / "fixtures", wd / "tests" / "fixtures")
+    # all of tests/ (conftest, fixtures, test modules that others import fixtures from, e.g.
+    # test_transfer imports test_encoders'); only `tests` are run
+    shutil.copytree(REPO / "tests", wd / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     cfg = [
         "[tool.mutmut]",
         'source_paths = ["fewmm"]',

@@ -152,3 +152,80 @@ def test_old_transform_hook_is_moved_with_a_warning():
                 return features * 3
 
     assert "transform" in New.__dict__ and New().transform_features(torch.ones(1, 1)).item() == 3.0
+
+
+def test_old_transform_hook_warning_points_at_its_def():
+    # warn_explicit at the hook's def line: independent of the call stack (mutation testing wraps calls).
+    with pytest.warns(DeprecationWarning) as rec:
+        class Old(M.ProtoNet):
+            def transform(self, features):
+                return features
+
+    assert (rec[0].filename, rec[0].lineno) == (__file__, Old.transform_features.__code__.co_firstlineno)
+    with pytest.warns(DeprecationWarning) as rec:
+        class Static(M.ProtoNet):
+            @staticmethod
+            def transform(features):
+                return features
+
+    assert (rec[0].filename, rec[0].lineno) == (__file__, Static.transform_features.__code__.co_firstlineno)
+    import functools
+
+    with pytest.warns(DeprecationWarning) as rec:
+        class Partial(M.ProtoNet):  # no code object: no location to point at
+            transform = functools.partial(lambda self, features: features)
+
+    assert (rec[0].filename, rec[0].lineno) == ("<unknown>", 0)
+    with warnings.catch_warnings():  # a filter by the subclass's module applies to it
+        warnings.simplefilter("ignore")
+        warnings.filterwarnings("error", category=DeprecationWarning, module=__name__.replace(".", r"\."))
+        with pytest.raises(DeprecationWarning, match=r"^Mod\.transform: "):
+            class Mod(M.ProtoNet):
+                def transform(self, features):
+                    return features
+
+
+def test_read_only_input_is_copied_writable_input_is_not():
+    ro = X.copy()
+    ro.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns on a non-writable numpy buffer
+        t = check_features(ro)
+    assert not np.shares_memory(t.numpy(), ro) and torch.equal(t, torch.from_numpy(X))
+    rw = X.copy()  # float32 and writable: the table is used in place, not copied
+    assert np.shares_memory(check_features(rw).numpy(), rw)
+
+
+def test_object_numbers_become_float32():
+    t = check_features(X.astype(object))
+    assert t.dtype == torch.float32 and torch.equal(t, torch.from_numpy(X))
+
+
+@pytest.mark.parametrize("name", ["protonet", "knn", "linear-probe", "simpleshot"])
+def test_tensors_that_require_grad(name):
+    # _as_tensor detaches; scikit-learn's check_array would call .numpy() on it and fail, so the
+    # feature-name bookkeeping must not run check_array (skip_check_array=True) in fit or predict.
+    xg = torch.from_numpy(X).requires_grad_(True)
+    m = M.create(name).fit(xg, Y)
+    ref = M.create(name).fit(X, Y)
+    assert np.array_equal(m.predict(xg), ref.predict(X)) and m.n_features_in_ == 3
+    np.testing.assert_array_equal(m.predict_proba(xg), ref.predict_proba(X))
+    np.testing.assert_array_equal(m.decision_function(xg), ref.decision_function(X))
+
+
+def test_feature_names_of_a_dataframe():
+    # scikit-learn's feature-name tracking (validate_data): names recorded in fit, checked in predict.
+    import pandas as pd  # a dev dependency (scikit-learn's DataFrame checks use it too)
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    m = M.create("protonet").fit(df, Y)
+    assert m.feature_names_in_.tolist() == ["a", "b", "c"] and m.n_features_in_ == 3
+    np.testing.assert_array_equal(m.predict_proba(df), M.create("protonet").fit(X, Y).predict_proba(X))
+    with pytest.raises(ValueError, match=r"The feature names should match those that were passed during fit"):
+        m.predict(pd.DataFrame(X, columns=["a", "c", "b"]))
+    assert m.feature_names_in_.tolist() == ["a", "b", "c"]  # predict does not reset them
+    with pytest.warns(UserWarning, match=r"^X does not have valid feature names, but ProtoNet was fitted with feature names$"):
+        m.predict(X)
+    m.fit(X, Y)  # refit without names: the old ones are dropped
+    assert not hasattr(m, "feature_names_in_")
+    with pytest.warns(UserWarning, match=r"^X has feature names, but ProtoNet was fitted without feature names$"):
+        m.predict(df)

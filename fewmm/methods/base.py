@@ -42,7 +42,8 @@ Subclass :class:`FewShotMethod` and
    its reason, into ``EXPECTED_FAILED_CHECKS`` there (the one such list; keep it short).
 
 A subclass that still defines ``transform`` (the hook's former name) has it moved to
-``transform_features`` at class creation, with a ``DeprecationWarning``.
+``transform_features`` at class creation, with a ``DeprecationWarning`` that points at the
+``def transform`` line (module: the subclass's module, so ``warnings`` filters by module apply).
 """
 
 from __future__ import annotations
@@ -185,11 +186,18 @@ class FewShotMethod(ClassifierMixin, BaseEstimator):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "transform" in cls.__dict__ and "transform_features" not in cls.__dict__:
-            warnings.warn(
+            # The warning points at the old hook's ``def`` (not at a caller frame: class creation
+            # goes through type.__new__, and wrappers would move a stacklevel); "<unknown>", line 0
+            # for a hook without code (e.g. a functools.partial).
+            hook = cls.__dict__["transform"]
+            code = getattr(getattr(hook, "__func__", hook), "__code__", None)
+            warnings.warn_explicit(
                 f"{cls.__name__}.transform: the feature-transform hook of FewShotMethod is now called transform_features "
                 "(scikit-learn takes an estimator with `transform` for a transformer); it was moved there",
                 DeprecationWarning,
-                stacklevel=2,
+                code.co_filename if code is not None else "<unknown>",
+                code.co_firstlineno if code is not None else 0,
+                module=cls.__module__,
             )
             cls.transform_features = cls.__dict__["transform"]
             delattr(cls, "transform")
