@@ -307,6 +307,9 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
         "test_feature_names_of_a_dataframe.)",
     ('_as_tensor', 'a = a.astype(np.float64)', 'a = a.astype(None)'):
         "numpy reads dtype None as float64 (np.dtype(None) is float64): the same conversion of an object array.",
+    ('text_methods', 'return [n for n in METHODS.names() if getattr(METHODS.get(n), "uses_class_text", False)]',
+     'return [n for n in METHODS.names() if getattr(METHODS.get(n), "uses_class_text", None)]'):
+        "The default is only tested for truth in the filter; None is falsy like False: the same list.",
     ("_class_index", 'order = np.argsort(labels, kind="stable")', 'order = np.argsort(labels, kind="STABLE")'):
         "numpy reads the sort kind case-insensitively: 'STABLE' is 'stable' (checked: identical order).",
     ("FewShotMethod.get_params", 'return {p: getattr(self, p) for p in sig.parameters if p != "self" and hasattr(self, p)}',

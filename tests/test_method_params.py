@@ -229,3 +229,13 @@ def test_feature_names_of_a_dataframe():
     assert not hasattr(m, "feature_names_in_")
     with pytest.warns(UserWarning, match=r"^X has feature names, but ProtoNet was fitted without feature names$"):
         m.predict(df)
+
+
+@pytest.mark.parametrize("name", ["zero-shot", "tip-adapter", "lp++"])
+def test_class_text_methods_refuse_episode_local_labels(name):
+    m = M.create(name, class_text="support-means")
+    with pytest.raises(FeatureError) as e:
+        m.episode_logits(torch.zeros(1, 2, 1, 3), torch.zeros(1, 2, 3))
+    assert str(e.value) == (f"{type(m).__name__} uses class text and needs each episode's real class labels: "
+                            "score it with fit(support_features, support_labels) / predict_proba(query_features) "
+                            "per episode (fewmm.bench.transfer does), not with episode-local labels")

@@ -190,6 +190,3 @@ class TextMethod(FewShotMethod):
         raise FeatureError(f"{type(self).__name__} uses class text and needs each episode's real class labels: "
                            "score it with fit(support_features, support_labels) / predict_proba(query_features) "
                            "per episode (fewmm.bench.transfer does), not with episode-local labels")
-
-    def _seed_generator(self, seed: int) -> torch.Generator:
-        return torch.Generator().manual_seed(int(seed))
