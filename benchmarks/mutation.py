@@ -310,6 +310,12 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ('text_methods', 'return [n for n in METHODS.names() if getattr(METHODS.get(n), "uses_class_text", False)]',
      'return [n for n in METHODS.names() if getattr(METHODS.get(n), "uses_class_text", None)]'):
         "The default is only tested for truth in the filter; None is falsy like False: the same list.",
+    ('CrossModalLinearProbe._logits', 'return torch.log(torch.as_tensor(p, dtype=torch.float32).clamp_min(1e-30))',
+     'return torch.log(torch.as_tensor(p, dtype=None).clamp_min(1e-30))'):
+        'probe_ is a LinearProbe, whose predict_proba (FewShotMethod.predict_proba: softmax of float32 logits, .numpy()) returns float32: as_tensor keeps float32 without the dtype argument.',
+    ('CrossModalLinearProbe._logits', 'return torch.log(torch.as_tensor(p, dtype=torch.float32).clamp_min(1e-30))',
+     'return torch.log(torch.as_tensor(p, ).clamp_min(1e-30))'):
+        'probe_ is a LinearProbe, whose predict_proba (FewShotMethod.predict_proba: softmax of float32 logits, .numpy()) returns float32: as_tensor keeps float32 without the dtype argument.',
     ("_class_index", 'order = np.argsort(labels, kind="stable")', 'order = np.argsort(labels, kind="STABLE")'):
         "numpy reads the sort kind case-insensitively: 'STABLE' is 'stable' (checked: identical order).",
     ("FewShotMethod.get_params", 'return {p: getattr(self, p) for p in sig.parameters if p != "self" and hasattr(self, p)}',
