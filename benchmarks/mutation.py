@@ -316,6 +316,15 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ('CrossModalLinearProbe._logits', 'return torch.log(torch.as_tensor(p, dtype=torch.float32).clamp_min(1e-30))',
      'return torch.log(torch.as_tensor(p, ).clamp_min(1e-30))'):
         'probe_ is a LinearProbe, whose predict_proba (FewShotMethod.predict_proba: softmax of float32 logits, .numpy()) returns float32: as_tensor keeps float32 without the dtype argument.',
+    ('text_prototypes', 't = t.detach().cpu() if isinstance(t, torch.Tensor) else torch.as_tensor(np.asarray(t, dtype=np.float32))',
+     't = t.detach().cpu() if isinstance(t, torch.Tensor) else torch.as_tensor(np.asarray(t, dtype=None))'):
+        "The next line casts to float32 anyway (t.to(torch.float32)); for real numbers (bool, int, float lists or arrays) numpy's and torch's float64/int -> float32 casts round the same way (to nearest), so the prototypes are identical. (Only numbers written as strings differ: numpy parses them with dtype=float32, torch refuses a string array; not an accepted input.)",
+    ('text_prototypes', 't = t.detach().cpu() if isinstance(t, torch.Tensor) else torch.as_tensor(np.asarray(t, dtype=np.float32))',
+     't = t.detach().cpu() if isinstance(t, torch.Tensor) else torch.as_tensor(np.asarray(t, ))'):
+        "The next line casts to float32 anyway (t.to(torch.float32)); for real numbers (bool, int, float lists or arrays) numpy's and torch's float64/int -> float32 casts round the same way (to nearest), so the prototypes are identical. (Only numbers written as strings differ: numpy parses them with dtype=float32, torch refuses a string array; not an accepted input.)",
+    ('CLIPAdapter._build', 'with torch.random.fork_rng(devices=[]):', 'with torch.random.fork_rng(devices=None):'):
+        "devices=None also saves and restores the RNG state of every CUDA device (none on CPU); the block seeds and draws from "
+        "the CPU generator only (nn.Linear's initialisation), which both fork and restore: the same weights, the same state after.",
     ("_class_index", 'order = np.argsort(labels, kind="stable")', 'order = np.argsort(labels, kind="STABLE")'):
         "numpy reads the sort kind case-insensitively: 'STABLE' is 'stable' (checked: identical order).",
     ("FewShotMethod.get_params", 'return {p: getattr(self, p) for p in sig.parameters if p != "self" and hasattr(self, p)}',

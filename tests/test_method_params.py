@@ -239,3 +239,37 @@ def test_class_text_methods_refuse_episode_local_labels(name):
     assert str(e.value) == (f"{type(m).__name__} uses class text and needs each episode's real class labels: "
                             "score it with fit(support_features, support_labels) / predict_proba(query_features) "
                             "per episode (fewmm.bench.transfer does), not with episode-local labels")
+
+
+def test_text_prototypes_messages_and_shapes():
+    from fewmm.methods.text import text_prototypes
+
+    def msg(ct, classes=("a",), dim=2):
+        with pytest.raises(FeatureError) as e:
+            text_prototypes(ct, list(classes), dim=dim)
+        return str(e.value)
+
+    assert msg([[1.0, 0.0]]) == "class_text must be a mapping {class label: embedding}, got list"
+    many = {i: [1.0, 0.0] for i in range(10)}
+    assert msg(many, classes=[np.int64(42)]) == ("class_text has no entry for class 42 (a support label); it has 10 classes, "
+                                                 "e.g. [0, 1, 2, 3, 4, 5, 6, 7]")
+    assert msg({"a": np.ones((1, 1, 2))}) == "class_text['a'] must have shape (d,) or (n_templates, d), got (1, 1, 2)"
+    assert msg({"a": np.ones((0, 2))}) == "class_text['a'] must have shape (d,) or (n_templates, d), got (0, 2)"
+    assert msg({"a": [1.0, 0.0, 0.0]}) == ("class_text['a'] has dim 3, but the item features have dim 2: "
+                                           "text and items must live in one space (an aligned pair)")
+    assert msg({"a": [[1.0, 0.0], [0.0, 0.0]]}) == "class_text['a'] has a zero vector (cannot be normalised)"  # one template row
+    assert msg({"a": [np.nan, 1.0]}) == "class_text['a'] contains NaN or inf"
+    # a float64 tensor that requires grad: detached, float32, prompt-ensembled (rows normalised, averaged, normalised)
+    t = torch.tensor([[3.0, 4.0], [0.0, 2.0]], dtype=torch.float64, requires_grad=True)
+    p = text_prototypes({"a": t, "b": [0.0, -5.0]}, ["a", "b"], dim=2)
+    ref = np.array([[0.6, 0.8 + 1.0], [0.0, -2.0]]) / np.array([[np.hypot(0.6, 1.8)], [2.0]])
+    assert p.dtype == torch.float32 and not p.requires_grad
+    np.testing.assert_allclose(p.numpy(), ref, rtol=1e-6)
+
+
+def test_clip_adapter_bottleneck_width_is_at_least_one():
+    x3 = X[:, :3]
+    m = M.create("clip-adapter", class_text="support-means", reduction=4, epochs=1).fit(x3, Y)  # 3 // 4 = 0 -> width 1
+    assert tuple(m.adapter_[0].weight.shape) == (1, 3) and tuple(m.adapter_[2].weight.shape) == (3, 1)
+    m = M.create("clip-adapter", class_text="support-means", reduction=1, epochs=1).fit(x3, Y)
+    assert tuple(m.adapter_[0].weight.shape) == (3, 3)
