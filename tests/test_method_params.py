@@ -273,3 +273,99 @@ def test_clip_adapter_bottleneck_width_is_at_least_one():
     assert tuple(m.adapter_[0].weight.shape) == (1, 3) and tuple(m.adapter_[2].weight.shape) == (3, 1)
     m = M.create("clip-adapter", class_text="support-means", reduction=1, epochs=1).fit(x3, Y)
     assert tuple(m.adapter_[0].weight.shape) == (3, 3)
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"reduction": 0}, "CLIPAdapter: reduction must be an integer >= 1, got 0"),
+    ({"reduction": 2.0}, "CLIPAdapter: reduction must be an integer >= 1, got 2.0"),
+    ({"epochs": -1}, "CLIPAdapter: epochs must be an integer >= 0, got -1"),
+    ({"ratio": 1.5}, "CLIPAdapter: ratio must be a number in [0, 1], got 1.5"),
+    ({"ratio": True}, "CLIPAdapter: ratio must be a number in [0, 1], got True"),
+    ({"ratio": "x"}, "CLIPAdapter: ratio must be a number in [0, 1], got 'x'"),
+    ({"lr": 0.0}, "CLIPAdapter: lr must be a finite number > 0, got 0.0"),
+    ({"weight_decay": -1e-3}, "CLIPAdapter: weight_decay must be a finite number >= 0, got -0.001"),
+])
+def test_text_method_parameter_rules(kw, msg):
+    with pytest.raises(ValueError) as e:
+        M.create("clip-adapter", **kw)
+    assert str(e.value) == msg
+
+
+def test_text_method_parameter_rule_boundaries_and_finite():
+    M.create("clip-adapter", ratio=1, reduction=1, epochs=0).check_params()  # [0, 1] is closed; 1 is an integer >= 1
+    M.create("clip-adapter", ratio=0.0, reduction=np.int64(3)).check_params()
+    M.create("cross-modal-lp", text_copies=1).check_params()
+    with pytest.raises(ValueError) as e:
+        M.create("cross-modal-lp", text_copies=0)
+    assert str(e.value) == "CrossModalLinearProbe: text_copies must be an integer >= 1, got 0"
+    M.create("lp++", alpha_init=-3.0).check_params()  # "finite": any sign
+    with pytest.raises(ValueError) as e:
+        M.create("lp++", alpha_init=float("inf"))
+    assert str(e.value) == "LPPlusPlus: alpha_init must be a finite number, got inf"
+
+
+@pytest.mark.parametrize("ct, got", [(3, "'int'"), ("means", "'means'")])
+def test_class_text_kind_message(ct, got):
+    with pytest.raises(FeatureError) as e:
+        M.create("zero-shot", class_text=ct)
+    assert str(e.value) == f"class_text must be a mapping {{class label: embedding}} or 'support-means', got {got}"
+
+
+def test_text_methods_store_their_class_text_prototypes():
+    from fewmm.methods.text import text_prototypes
+
+    ct = {0: [1.0, 0.0, 0.0], 1: [0.0, 2.0, 0.0], 2: [0.0, 0.0, -1.0]}
+    m = M.create("zero-shot", class_text=ct).fit(X, Y)
+    assert torch.equal(m.text_, text_prototypes(ct, [0, 1, 2], dim=3))
+    m = M.create("zero-shot", class_text="support-means").fit(X, Y)
+    u = X / np.linalg.norm(X, axis=1, keepdims=True)
+    means = np.stack([u[Y == c].sum(0) for c in range(3)])
+    np.testing.assert_allclose(m.text_.numpy(), means / np.linalg.norm(means, axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
+
+
+def _adamw_reference(p0, grad, steps, lr, wd, eps, cosine):
+    """AdamW (Loshchilov & Hutter 2019; torch's defaults betas 0.9, 0.999) with an optional cosine
+    schedule over `steps` (lr_t = lr (1 + cos(pi t / steps)) / 2), in float64 numpy."""
+    p, m, v = np.array(p0, dtype=np.float64), 0.0, 0.0
+    for t in range(1, steps + 1):
+        a = lr * (1 + np.cos(np.pi * (t - 1) / steps)) / 2 if cosine else lr
+        g = grad(p)
+        p = p * (1 - a * wd)
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        p = p - a * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + eps)
+    return p
+
+
+@pytest.mark.parametrize("cosine", [True, False])
+def test_train_full_batch_is_adamw_with_a_cosine_schedule(cosine):
+    from fewmm.methods.text import train_full_batch
+
+    target = np.array([1.0, -2.0, 1e-6])  # tiny last gradient: eps matters there
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    kw = {} if cosine else {"cosine": False}
+    losses = train_full_batch([w], lambda: ((w - torch.from_numpy(target)) ** 2).sum(), 4, 0.1, weight_decay=0.05, **kw)
+    ref = _adamw_reference(np.zeros(3), lambda p: 2 * (p - target), 4, 0.1, 0.05, 1e-8, cosine)
+    np.testing.assert_allclose(w.detach().numpy(), ref, rtol=1e-10, atol=1e-14)
+    assert len(losses) == 4 and losses[0] == pytest.approx(float((target ** 2).sum()))
+
+
+def test_clip_adapter_training_uses_its_lr_weight_decay_and_logit_scale():
+    from fewmm.methods.base import l2_normalize
+    from fewmm.methods.text import train_full_batch
+
+    m = M.create("clip-adapter", class_text="support-means", epochs=3, lr=0.05, weight_decay=0.3, logit_scale=7.0).fit(X, Y)
+    ref = M.create("clip-adapter", class_text="support-means", seed=0)
+    x = l2_normalize(torch.from_numpy(X))
+    adapter = ref._build(3)
+    y = torch.as_tensor(Y)
+    text = m.text_
+
+    def loss():
+        f = 0.2 * adapter(x) + 0.8 * x
+        return torch.nn.functional.cross_entropy(7.0 * l2_normalize(f) @ text.T, y)
+
+    losses = train_full_batch(list(adapter.parameters()), loss, 3, 0.05, 0.3)
+    assert m.losses_ == losses
+    for a, b in zip(m.adapter_.parameters(), adapter.parameters()):
+        assert torch.equal(a, b)
