@@ -340,6 +340,12 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ('train_full_batch', 'sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps)) if cosine else None',
      'sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(2, steps)) if cosine else None'):
         "Differs only for steps <= 1, where at most one update is made, with the initial learning rate in both (the schedule's T_max only changes the later rates).",
+    ('CLIPAdapter._build', 'return nn.Sequential(nn.Linear(d, h, bias=False), nn.ReLU(), nn.Linear(h, d, bias=False), nn.ReLU())',
+     'return nn.Sequential(nn.Linear(d, h, bias=None), nn.ReLU(), nn.Linear(h, d, bias=False), nn.ReLU())'):
+        'nn.Linear tests bias for truth (`if bias:`); None is falsy like False: no bias parameter either way (checked: nn.Linear(3, 2, bias=None).bias is None).',
+    ('CLIPAdapter._build', 'return nn.Sequential(nn.Linear(d, h, bias=False), nn.ReLU(), nn.Linear(h, d, bias=False), nn.ReLU())',
+     'return nn.Sequential(nn.Linear(d, h, bias=False), nn.ReLU(), nn.Linear(h, d, bias=None), nn.ReLU())'):
+        'nn.Linear tests bias for truth (`if bias:`); None is falsy like False: no bias parameter either way (checked: nn.Linear(3, 2, bias=None).bias is None).',
     ("_class_index", 'order = np.argsort(labels, kind="stable")', 'order = np.argsort(labels, kind="STABLE")'):
         "numpy reads the sort kind case-insensitively: 'STABLE' is 'stable' (checked: identical order).",
     ("FewShotMethod.get_params", 'return {p: getattr(self, p) for p in sig.parameters if p != "self" and hasattr(self, p)}',
