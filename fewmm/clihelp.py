@@ -52,3 +52,28 @@ def device_type(value: str) -> str:
 def add_device_argument(parser: argparse.ArgumentParser) -> argparse.Action:
     """Add ``--device`` (default ``auto``); resolve it with :func:`fewmm.encoders.resolve_device`."""
     return parser.add_argument("--device", default="auto", type=device_type, help=DEVICE_HELP)
+
+
+def seed_type(value: str) -> int:
+    """argparse ``type`` of ``--seed`` / ``--split-seed``: an int >= 0 (numpy's generators refuse
+    negative seeds deep inside; this says so at parsing, naming the flag)."""
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (numpy seeds are non-negative), got {v}")
+    return v
+
+
+def check_unique(values, flag: str) -> None:
+    """Raise ``ValueError`` naming ``flag`` when ``values`` (a parsed comma-separated list, e.g.
+    ``--shots 1,1`` or ``--methods protonet,protonet``) repeats an entry: a repeated setting would
+    run twice and be written twice into the results."""
+    seen, dup = set(), []
+    for v in values:
+        if v in seen and v not in dup:
+            dup.append(v)
+        seen.add(v)
+    if dup:
+        raise ValueError(f"{flag} lists {', '.join(map(str, dup))} more than once: give each value once")

@@ -306,3 +306,54 @@ def test_exported_manifests_use_relative_paths_and_move_with_their_folder(tmp_pa
     moved = D.load_manifest(tmp_path / "moved" / "split" / "train.csv")
     files = [str(p) for m in ("image", "audio") for p in moved.modalities[m] if p is not None]
     assert files and all(f.startswith(str(tmp_path / "moved" / "data")) for f in files)
+
+
+# ------------------------------------------------- CLI argument checks (adversarial review, fix2)
+
+
+@pytest.mark.parametrize("module", ["fewmm.bench.fusion", "fewmm.bench.backbone"])
+@pytest.mark.parametrize("flag", ["--seed", "--split-seed"])
+def test_negative_seed_is_refused_at_parsing_naming_the_flag(module, flag, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(module).main([flag, "-1"])
+    assert e.value.code == 2
+    assert f"argument {flag}: must be >= 0 (numpy seeds are non-negative), got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("template, msg", [
+    ("a {lab}", "the only field a template may use is {label}, it has {lab}"),
+    ("{label} {}", "it has {}"),
+    ("{label} {0}", "it has {0}"),
+    ("a {label", "is not a valid template (expected '}' before end of string)"),
+    ("a } {label}", "is not a valid template (Single '}' encountered"),
+    ("{label:d}", "cannot be filled with a class name (Unknown format code 'd'"),
+])
+def test_fusion_class_text_template_is_checked_up_front(template, msg, capsys):
+    from fewmm.bench.fusion import main
+
+    with pytest.raises(SystemExit):
+        main(["--task", "nope-task", "--class-text", template])
+    err = capsys.readouterr().err
+    assert f"--class-text {template!r}" in err and msg in err and "Traceback" not in err
+
+
+def test_class_text_template_check_accepts_good_templates_and_names_class_text():
+    from fewmm.tasks import TaskError
+    from fewmm.tasks.manifest import check_label_template
+
+    assert check_label_template("a photo of a {label} {{sic}}") == "a photo of a {label} {{sic}}"
+    assert check_label_template("{label!r}") == "{label!r}"
+    with pytest.raises(TaskError, match=r"class_text 'x \{y\}'"):
+        check_label_template("x {y}")
+
+
+@pytest.mark.parametrize("args, msg", [(["--shots", "1,1"], "--shots lists 1 more than once"),
+                                       (["--heads", "gmu,concat,gmu"], "--heads lists gmu more than once")])
+def test_fusion_duplicate_list_values_are_refused(args, msg, capsys):
+    from fewmm.bench.fusion import main
+
+    with pytest.raises(SystemExit):
+        main(["--task", "nope-task", *args])
+    assert msg in capsys.readouterr().err

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..clihelp import HelpFormatter, add_device_argument
+from ..clihelp import HelpFormatter, add_device_argument, check_unique, seed_type
 from ..data.manifest import DEFAULT_SPLIT_FRACTIONS as DEFAULT_FRACTIONS
 from ..errors import FewmmError
 from ..metrics import mean_ci, paired_difference
@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-text", default="column",
                    help="manifest tasks: 'column' (the class_text column, if any; default), 'none', or a template "
                         "such as 'a photo of a {label}'")
-    p.add_argument("--split-seed", type=int, default=0,
+    p.add_argument("--split-seed", type=seed_type, default=0,
                    help="manifest tasks without a split column: seed of the class-disjoint split (default 0)")
     p.add_argument("--split-fractions", default=None, metavar="BASE,VAL,NOVEL",
                    help="manifest tasks without a split column: fractions of the classes (default 0.6,0.2,0.2)")
@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "as many as the smallest novel class allows)")
     p.add_argument("--episodes", type=int, default=600, help="test episodes per setting")
     p.add_argument("--steps", type=int, default=400, help="training steps per head (8 episodes each)")
-    p.add_argument("--seed", type=int, default=0, help="seed of training, corruption and episodes")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of training, corruption and episodes")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small ops on a busy CPU)")
     add_device_argument(p)
     p.add_argument("--data-root", help="data folder (default: $FEWMM_DATA, then ~/.cache/fewmm/data)")
@@ -358,6 +358,18 @@ def main(argv=None) -> int:
                         ("--queries", a.queries if a.queries is not None else 1, 1), ("--shots", min(shots), 1)):
         if v < lo:
             p.error(f"{name} must be >= {lo}, got {v}")
+    try:
+        check_unique(shots, "--shots")
+        check_unique([h.strip() for h in a.heads.split(",")] if a.heads else [], "--heads")
+    except ValueError as e:
+        p.error(str(e))
+    if a.class_text not in ("column", "none"):
+        from ..tasks.manifest import check_label_template
+
+        try:
+            check_label_template(a.class_text, "--class-text")
+        except FewmmError as e:
+            p.error(str(e) + " (or 'column' / 'none')")
     try:
         import_plugins(a.plugin)
         run(a)

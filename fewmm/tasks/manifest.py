@@ -51,6 +51,44 @@ DEFAULT_ENCODERS = {"image": "efficientnet-lite2", "audio": "whisper-tiny-en", "
 DEFAULT_CORRUPTIONS = (("audio", Corruption("noise", 0.0)), ("image", Corruption("occlude", 0.25)))
 
 
+def check_label_template(template: str, name: str = "class_text") -> str:
+    """Validate a class-text template such as ``"a photo of a {label}"`` -> the template.
+
+    The only replacement field allowed is ``{label}`` (conversions / format specs such as
+    ``{label!r}`` or ``{label:>10}`` are fine); write a literal brace as ``{{`` or ``}}``.
+
+    Parameters
+    ----------
+    template : str
+    name : str
+        What messages call it (``"--class-text"`` from the fusion CLI).
+
+    Raises
+    ------
+    TaskError (a ValueError)
+        Not a str, no ``{label}`` field, another field (``{name}``, ``{}``, ``{0}``), an unmatched
+        brace, or a format spec that does not apply to a str label.
+    """
+    import string
+
+    if not isinstance(template, str):
+        raise TaskError(f"{name} must be a str template with {{label}}, got {type(template).__name__}")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise TaskError(f"{name} {template!r} is not a valid template ({e}); write a literal brace as '{{{{' or '}}}}'") from None
+    other = [f for f in fields if f != "label"]
+    if other or not fields:
+        bad = ", ".join("{" + f + "}" for f in other)
+        raise TaskError(f"{name} {template!r}: the only field a template may use is {{label}}"
+                        + (f", it has {bad}" if other else ", and it has none") + "; write a literal brace as '{{' or '}}'")
+    try:
+        template.format(label="label")
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise TaskError(f"{name} {template!r}: cannot be filled with a class name ({e})") from None
+    return template
+
+
 def _class_texts(table, class_text) -> tuple[list[list[str]] | None, str | None]:
     names = list(table.class_names)
     if class_text is None or class_text == "none":
@@ -66,7 +104,8 @@ def _class_texts(table, class_text) -> tuple[list[list[str]] | None, str | None]
                             f"{', '.join(map(repr, missing[:10]))}{' ...' if len(missing) > 10 else ''}; give each class a text, "
                             "or drop the column")
         return texts, "the manifest's 'class_text' column (mean of each class's distinct texts)"
-    if isinstance(class_text, str) and "{label}" in class_text:
+    if isinstance(class_text, str) and "{" in class_text:
+        check_label_template(class_text)
         return [[class_text.format(label=n)] for n in names], f"template {class_text!r}"
     raise TaskError(f"class_text must be 'column', None or a template with {{label}}, got {class_text!r}")
 
