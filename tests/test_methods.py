@@ -245,3 +245,9 @@ def test_plugin_logits_of_wrong_type_or_shape_name_the_method(out, msg):
     ep = sample_episodes(y, 5, 1, 2, 3, seed=0)
     with pytest.raises(MethodError, match=r"_logits returned .* = \(10, 5\)"):  # via the default episode loop
         evaluate_episodes(_Plugin(out), x, ep)
+
+
+def test_linear_probe_on_all_zero_support_says_so():
+    x = torch.zeros((6, 20))  # dim 20 > 6 support items: the span path
+    with pytest.raises(FeatureError, match="linear-probe: the 6 support features are all zero"):
+        M.create("linear-probe").fit(x, [0, 0, 1, 1, 2, 2])
