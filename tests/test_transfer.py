@@ -526,3 +526,25 @@ def test_support_means_ablation_replaces_text_by_class_means():
 def test_bad_hyper_parameters_are_named(name, kw, msg):
     with pytest.raises(ValueError, match=msg):
         M.create(name, **{"class_text": CT, **kw}).fit(XS, YS)
+
+
+# -- argument checks before any task is built (adversarial review, fix2: M2, M10) ----------------------
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--methods", "nope"], "unknown method 'nope'"),
+    (["--methods", "protonet,protonet"], "--methods lists protonet more than once"),
+    (["--shots", "1,1"], "--shots lists 1 more than once"),
+])
+def test_transfer_checks_method_names_and_duplicates_before_building_the_task(args, msg, capsys, monkeypatch):
+    def boom(*a, **k):  # the task must not be built
+        raise AssertionError("run() reached")
+
+    monkeypatch.setattr(TR, "run", boom)
+    try:
+        rc = TR.main(["--task", "digits-av", *args])
+    except SystemExit as e:
+        rc = e.code
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err

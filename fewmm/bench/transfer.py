@@ -504,6 +504,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _unique(p, values, flag: str) -> None:
+    """argparse error (exit 2) naming ``flag`` when ``values`` repeats an entry."""
+    from ..clihelp import check_unique
+
+    try:
+        check_unique(values, flag)
+    except ValueError as e:
+        p.error(str(e))
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = build_parser()
@@ -529,6 +539,12 @@ def main(argv=None) -> int:
         a.folds = [s.strip() for s in a.folds.split(",")] if a.folds else None
         a.modalities = [s.strip() for s in a.modalities.split(",")] if a.modalities else None
         a.methods = [s.strip() for s in a.methods.split(",")] if a.methods else None
+        if a.methods:  # names checked before any task is built (features embedded, bridge trained)
+            from .. import methods as M
+
+            _unique(p, a.methods, "--methods")
+            for name in a.methods:
+                M.METHODS.get(name)  # UnknownNameError (a FewmmError) naming the method, with suggestions
         a.protocol = a.protocol or "both"
         a.shots = [int(s) for s in str(a.shots or "1,5").split(",")]
         for k, dflt, lo in (("ways", 5, 2), ("queries", None, 1), ("episodes", 600, 1), ("seed", 0, 0),
@@ -540,11 +556,12 @@ def main(argv=None) -> int:
             setattr(a, k, v)
         if min(a.shots) < 1:
             p.error(f"--shots must be >= 1, got {a.shots}")
-    except ValueError as e:
-        p.error(f"expected integers: {e}")
+        _unique(p, a.shots, "--shots")
     except FewmmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:
+        p.error(f"expected integers: {e}")
     a.command = "python -m fewmm.bench.transfer " + shlex.join(argv)
     try:
         run(a)
