@@ -131,6 +131,48 @@ def check_features(x, name: str = "features", dim: int | None = None, owner: str
     return t
 
 
+def _label_kind(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "bool"
+    if isinstance(v, (str, np.str_)):
+        return "str"
+    if isinstance(v, (int, np.integer)):
+        return "int"
+    if isinstance(v, (float, np.floating)):
+        return "float"
+    return type(v).__name__
+
+
+def check_label_types(y, name: str = "labels") -> None:
+    """Raise when the labels ``y`` mix Python types (e.g. ints and strs).
+
+    numpy would either turn ``[1, "a"]`` silently into the strings ``"1", "a"`` or fail deep in
+    ``np.unique`` on an object array; one clear message instead (the wording of
+    :class:`fewmm.adapter.Adapter`).
+
+    Parameters
+    ----------
+    y : sequence or numpy.ndarray of shape (n,)
+        Only lists, tuples and object arrays are inspected (a typed numpy array has one type).
+    name : str
+        What messages call ``y``.
+
+    Raises
+    ------
+    FeatureError (a ValueError)
+        ``"{name}: labels mix types ['int', 'str']; use one type (e.g. all str)"``.
+    """
+    if isinstance(y, torch.Tensor) or (isinstance(y, np.ndarray) and y.dtype != object):
+        return
+    try:
+        values = np.asarray(y, dtype=object).reshape(-1)
+    except Exception:  # ragged: the shape checks report it
+        return
+    kinds = {_label_kind(v) for v in values}
+    if len(kinds) > 1:
+        raise FeatureError(f"{name}: labels mix types {sorted(kinds)}; use one type (e.g. all str)")
+
+
 def check_labels(y, n: int, name: str = "support_labels") -> np.ndarray:
     """Validate class labels -> numpy array of shape (n,).
 
@@ -140,14 +182,15 @@ def check_labels(y, n: int, name: str = "support_labels") -> np.ndarray:
     Raises
     ------
     FeatureError (a ValueError)
-        ``y`` is None, not 1-d, of another length than ``n``, contains NaN, or is not class labels
-        (continuous values: "Unknown label type").
+        ``y`` is None, not 1-d, of another length than ``n``, contains NaN, mixes types (ints and
+        strs: "labels mix types"), or is not class labels (continuous values: "Unknown label type").
     """
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import column_or_1d
 
     if y is None:
         raise FeatureError(f"{name} is None: fit requires y to be passed, but the target y is None (one label per support item)")
+    check_label_types(y, name)
     y = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = column_or_1d(y, warn=True)
