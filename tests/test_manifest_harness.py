@@ -120,6 +120,8 @@ def test_dataset_specs_name_manifests(tmp_path):
     assert (r.split, r.base) == ("novel", f"manifest:{tmp_path}/my.csv:base")
     with pytest.raises(FewmmError, match="manifest .*nope.csv not found"):
         RunSpec(*parse_dataset(f"manifest:{tmp_path}/nope.csv"))
+    with pytest.raises(FewmmError, match=r"manifest .*my.csv: 'bogus' is not a split; expected one of all, base, val, novel"):
+        RunSpec(*parse_dataset(f"manifest:{tmp_path}/my.csv:bogus"))  # was: "manifest ...my.csv:bogus not found"
 
 
 def test_bench_cli_on_a_manifest_with_a_split_column(tmp_path, data_root):

@@ -121,6 +121,10 @@ def _resolve_manifest_spec(r: "RunSpec", relative_to: Path | None = None) -> Non
     p = Path(os.path.normpath(p))
     r.options["path"] = str(p)
     if not p.is_file():
+        head, _, tail = str(p).rpartition(":")
+        if head and tail and Path(head).is_file():  # manifest:PATH:SPLIT with an unknown SPLIT
+            raise FewmmError(f"manifest {head}: {tail!r} is not a split; expected one of {', '.join(MANIFEST_SPLITS)} "
+                             f"(--dataset manifest:PATH[:{'|'.join(MANIFEST_SPLITS)}])")
         raise FewmmError(f"manifest {p} not found (from --dataset manifest:PATH or a suite's dataset = \"manifest:PATH\")")
     if r.split is None:
         r.split = "novel" if has_split_column(p) else "all"
