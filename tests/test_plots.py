@@ -78,3 +78,19 @@ def test_plot_one_line_errors(tmp_path, capsys):
     assert plot.main([str(tmp_path / "none.json")]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {tmp_path / 'none.json'}: no such results file\n"
+
+
+def test_report_readme_missing_is_one_line_error(tmp_path, capsys):
+    """``report --readme missing.md``: exit 2 with one line naming --readme (was a FileNotFoundError traceback)."""
+    from pathlib import Path
+
+    from fewmm.bench import speed_report
+    from fewmm.bench.report import main
+
+    res = str(Path(__file__).resolve().parents[1] / "results" / "default.json")
+    missing = tmp_path / "missing.md"
+    assert main([res, "--readme", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: --readme {missing}: no such file (give an existing Markdown file with a <!-- results:TAG --> block)"
+    assert speed_report.main(["--readme", str(missing)]) == 2
+    assert "error: --readme" in capsys.readouterr().err and not missing.exists()

@@ -345,9 +345,21 @@ def main(argv=None) -> int:
         return 2
     if a.readme:
         path = Path(a.readme)
-        before = path.read_text()
+        try:
+            before = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            print(f"error: --readme {path}: no such file (give an existing Markdown file with a <!-- results:TAG --> block)",
+                  file=sys.stderr)
+            return 2
+        except (OSError, UnicodeDecodeError) as e:
+            print(f"error: --readme {path}: cannot read it ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
         after = update_block(before, a.tag or Path(a.results[0]).stem, table)
-        path.write_text(after)
+        try:
+            path.write_text(after, encoding="utf-8")
+        except OSError as e:
+            print(f"error: --readme {path}: cannot write it ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
         print(f"{'updated' if after != before else 'unchanged:'} {path}", file=sys.stderr)
     else:
         print(table)
