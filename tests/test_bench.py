@@ -62,6 +62,9 @@ def test_config_file_equals_flags(tmp_path):
         (["--dataset", "digits", "--shots", "0"], "--shots must be positive"),
         (["--dataset", "digits", "--seed", "-1"], "--seed must be >= 0"),
         (["--dataset", "digits", "--ways", "1"], "--ways must be >= 2"),
+        (["--dataset", "digits", "--shots", "1,1"], "--shots lists 1 more than once"),
+        (["--dataset", "digits", "--methods", "protonet,knn,protonet"], "--methods lists protonet more than once"),
+        (["--dataset", "digits,digits"], "--dataset lists digits more than once"),
         (["--config", "/nonexistent.toml"], "does not exist"),
     ],
 )

@@ -98,6 +98,16 @@ def suite_from_args(a: argparse.Namespace) -> Suite:
         if a.seed < 0:
             raise FewmmError(f"--seed must be >= 0, got {a.seed}")
         suite.seed = a.seed
+    from ..clihelp import check_unique
+
+    lists = [("--methods", suite.methods), ("--ways", suite.ways), ("--shots", suite.shots)]
+    if a.dataset:
+        lists += [("--dataset", _strs(a.dataset)), ("--encoder", _strs(a.encoder) if a.encoder else [])]
+    for flag, values in lists:  # a repeated value would run twice and be written twice into the results
+        try:
+            check_unique(values, flag + (" (or the suite's " + flag[2:] + ")" if a.config else ""))
+        except ValueError as e:
+            raise FewmmError(str(e)) from None
     return suite
 
 
