@@ -323,3 +323,21 @@ def test_select_modalities_superset(feats):
     sup.mask[:, 0] = True
     clf = H.HeadClassifier(head).fit(sup)
     assert clf.explain(sup).shape == (6, 1)
+
+
+def test_head_classifier_cuda_without_gpu_and_empty_query_get_clean_messages(monkeypatch):
+    """Adversarial review, fix2 M8: was torch's "Found no NVIDIA driver" / "torch.cat(): expected a non-empty list"."""
+    from fewmm.errors import FeatureError
+
+    sup = _mk([[1, 0], [0, 1]], [[0, 0], [1, 0]], [[True, False], [True, True]], [0, 1])
+    clf = H.HeadClassifier(H.create("avg-proto", sup.dims, sup.modalities)).fit(sup)
+    empty = MMFeatures({"image": torch.zeros((0, 2)), "audio": torch.zeros((0, 2))}, torch.zeros((0, 2), dtype=torch.bool),
+                       ("image", "audio"), np.zeros(0, dtype=np.int64), ["c0", "c1"])
+    with pytest.raises(FeatureError, match="query has 0 items"):
+        clf.predict_proba(empty)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU machine, also on a GPU runner
+    with pytest.raises(ValueError, match="device='cuda' was asked for but torch sees no CUDA GPU; use device='cpu'"):
+        H.HeadClassifier(H.create("avg-proto", sup.dims, sup.modalities), device="cuda").fit(sup)
+    clf.set_params(device="cuda")  # changed after fit: checked when predicting
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+        clf.predict(sup)
