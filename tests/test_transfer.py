@@ -548,3 +548,16 @@ def test_transfer_checks_method_names_and_duplicates_before_building_the_task(ar
     assert rc == 2
     err = capsys.readouterr().err
     assert msg in err and "Traceback" not in err
+
+
+def test_class_text_given_an_array_or_raw_strings_names_class_text():
+    x = torch.randn(4, 3)
+    y = [0, 0, 1, 1]
+    with pytest.raises(FeatureError, match="class_text must be a mapping .*got .ndarray.: a bare array has no class labels"):
+        M.create("zero-shot", class_text=np.zeros((2, 3))).fit(x, y)
+    with pytest.raises(FeatureError, match=r"class_text\[0\] is text \('a dog'\); class_text takes text EMBEDDINGS"):
+        M.create("zero-shot", class_text={0: "a dog", 1: "a cat"}).fit(x, y)
+    with pytest.raises(FeatureError, match=r"class_text\[0\] is text"):
+        M.create("tip-adapter", class_text={0: ["a dog", "dog"], 1: ["a cat"]}).fit(x, y)
+    with pytest.raises(FeatureError, match=r"class_text\[0\] must be a numeric array"):
+        M.create("zero-shot", class_text={0: {"a": 1}, 1: [1.0, 0, 0]}).fit(x, y)
