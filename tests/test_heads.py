@@ -341,3 +341,17 @@ def test_head_classifier_cuda_without_gpu_and_empty_query_get_clean_messages(mon
     clf.set_params(device="cuda")  # changed after fit: checked when predicting
     with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
         clf.predict(sup)
+
+
+def test_head_classifier_rechecks_nan_edited_in_after_construction():
+    from fewmm.errors import FeatureError
+
+    sup = _mk([[1, 0], [0, 1]], [[0, 0], [1, 0]], [[True, False], [True, True]], [0, 1])
+    qry = _mk([[1, 0], [0.6, 0.8]], [[1, 0], [0, 0]], [[True, True], [True, False]], [0, 0])
+    clf = H.HeadClassifier(H.create("avg-proto", sup.dims, sup.modalities)).fit(sup)
+    qry.features["audio"][1, 0] = float("nan")  # after MMFeatures checked it
+    with pytest.raises(FeatureError, match=r"query features\['audio'\] contain NaN or inf \(rows \[1\]"):
+        clf.predict(qry)
+    sup.features["image"][0, 1] = float("inf")
+    with pytest.raises(FeatureError, match=r"support features\['image'\] contain NaN or inf \(rows \[0\]"):
+        H.HeadClassifier(H.create("avg-proto", sup.dims, sup.modalities)).fit(sup)

@@ -78,6 +78,16 @@ def check_items_have_modality(features: MMFeatures, name: str = "features", item
         )
 
 
+def _check_finite(features: MMFeatures, name: str) -> None:
+    """FeatureError when a modality's features hold NaN/inf. MMFeatures checks this when built;
+    this catches values edited in afterwards (one isfinite pass per modality)."""
+    for m in features.modalities:
+        f = features.features[m]
+        if not bool(torch.isfinite(f).all()):
+            rows = torch.nonzero(~torch.isfinite(f).all(dim=1)).flatten()[:5].tolist()
+            raise FeatureError(f"{name} features[{m!r}] contain NaN or inf (rows {rows}; edited after the MMFeatures was built?)")
+
+
 def features_to(features: MMFeatures, device) -> MMFeatures:
     """A copy of ``features`` with its tensors on ``device`` (the same object if already there)."""
     dev = torch.device(device)
@@ -199,6 +209,7 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
         """
         self.check_params()
         support = align_features(self.head, X, "support")
+        _check_finite(support, "support")
         y = support.labels if y is None else check_labels(y, len(support))
         if len(support) == 0:
             raise FeatureError("support is empty")
@@ -248,6 +259,7 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
         query = align_features(self.head, query, "query")
         if len(query) == 0:
             raise FeatureError("query has 0 items: give at least one query item to predict")
+        _check_finite(query, "query")
         check_items_have_modality(query, "query")
         dev = self._dev()
         was = self.head.training
