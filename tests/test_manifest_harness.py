@@ -359,3 +359,13 @@ def test_fusion_duplicate_list_values_are_refused(args, msg, capsys):
     with pytest.raises(SystemExit):
         main(["--task", "nope-task", *args])
     assert msg in capsys.readouterr().err
+
+
+def test_backbone_negative_seed_from_config_is_refused(tmp_path, capsys):
+    from fewmm.bench.backbone import main
+
+    cfg = tmp_path / "neg.toml"
+    cfg.write_text("seed = -1\n", encoding="utf-8")  # a --config value bypasses argparse's type
+    with pytest.raises(SystemExit):
+        main(["--config", str(cfg)])
+    assert "--seed must be an integer >= 0, got -1" in capsys.readouterr().err
