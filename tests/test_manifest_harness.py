@@ -306,3 +306,43 @@ def test_exported_manifests_use_relative_paths_and_move_with_their_folder(tmp_pa
     moved = D.load_manifest(tmp_path / "moved" / "split" / "train.csv")
     files = [str(p) for m in ("image", "audio") for p in moved.modalities[m] if p is not None]
     assert files and all(f.startswith(str(tmp_path / "moved" / "data")) for f in files)
+
+
+def _image_manifest(folder, n_classes, n=6):
+    """``folder/items.csv``: n images of each of the first n_classes scikit-learn digits."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    (folder / "img").mkdir(parents=True)
+    lines = ["label,image"]
+    for c in range(n_classes):
+        for i, j in enumerate(np.flatnonzero(d.target == c)[:n]):
+            Image.fromarray((d.images[j] * 255 / 16).astype(np.uint8)).save(folder / "img" / f"{c}_{i}.png")
+            lines.append(f"{WORDS[c]},img/{c}_{i}.png")
+    (folder / "items.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder / "items.csv"
+
+
+def test_two_manifests_with_the_same_stem_keep_apart(tmp_path):
+    """a/items.csv (3 classes) and b/items.csv (4 classes) in one suite: each row and each
+    'datasets' entry names its own file (the name was the stem 'items' for both)."""
+    from fewmm.bench.runner import Suite, path_tag, run_suite
+
+    pa, pb = _image_manifest(tmp_path / "a", 3), _image_manifest(tmp_path / "b", 4)
+    suite = Suite("two", [RunSpec(*parse_dataset(f"manifest:{p}"), encoders=["pixels"]) for p in (pa, pb)],
+                  ["protonet"], [2], [1], queries=2, episodes=5)
+    rep = run_suite(suite, out_dir=tmp_path / "out", stem="two", cache_dir=tmp_path / "c", quiet=True)
+    doc = json.loads(rep.json_path.read_text())
+    names = {p: f"items-{path_tag(p)}" for p in (pa, pb)}
+    assert len(set(names.values())) == 2
+    assert set(doc["datasets"]) == {f"{names[pa]}:all", f"{names[pb]}:all"}
+    for p, k in ((pa, 3), (pb, 4)):
+        ds = doc["datasets"][f"{names[p]}:all"]
+        assert ds["options"]["path"] == str(p) and ds["n_classes"] == k and ds["n_items"] == 6 * k
+        (row,) = [r for r in doc["results"] if r["dataset"] == names[p]]
+        assert row["n_classes"] == k and row["n_items"] == 6 * k
+    # one manifest alone keeps its plain name
+    one = Suite("one", [RunSpec(*parse_dataset(f"manifest:{pa}"), encoders=["pixels"])], ["protonet"], [2], [1],
+                queries=2, episodes=5)
+    rep = run_suite(one, out_dir=tmp_path / "out", stem="one", cache_dir=tmp_path / "c", quiet=True)
+    assert {r["dataset"] for r in rep.rows} == {"items"}

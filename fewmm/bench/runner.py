@@ -130,6 +130,23 @@ def _resolve_manifest_spec(r: "RunSpec", relative_to: Path | None = None) -> Non
         r.label = p.stem
 
 
+def path_tag(path: str | os.PathLike) -> str:
+    """A short, stable tag of a file's resolved path: the first 6 hex digits of its sha256."""
+    return hashlib.sha256(str(Path(path).expanduser().resolve()).encode()).hexdigest()[:6]
+
+
+def _disambiguate_labels(runs: list[RunSpec]) -> None:
+    """Give manifest runs that would share a name (same file stem, different files, e.g.
+    ``a/items.csv`` and ``b/items.csv``) a unique one: ``<stem>-<path_tag(path)>``, so rows and the
+    results' ``datasets`` entry always name the right file. Runs of one file keep their name."""
+    by_name: dict[str, set] = {}
+    for r in runs:
+        by_name.setdefault(r.display, set()).add(r.options.get("path") if r.dataset == "manifest" else r.dataset)
+    for r in runs:
+        if r.dataset == "manifest" and len(by_name[r.display]) > 1:
+            r.label = f"{r.label or Path(r.options['path']).stem}-{path_tag(r.options['path'])}"
+
+
 def _ints(v, arg: str) -> list[int]:
     if isinstance(v, int):
         return [v]
@@ -414,6 +431,7 @@ def run_suite(
         for e in r.encoders:
             if e not in known_enc:
                 E.ENCODERS.get(e)  # raises UnknownNameError with suggestions
+    _disambiguate_labels(suite.runs)
     cache = FeatureCache(cache_dir)
     stem = stem or f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     header = {
