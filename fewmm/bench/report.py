@@ -123,10 +123,14 @@ def markdown_table(doc: dict) -> str:
         f"wall time {doc.get('wall_seconds', '?')} s. Command: `{doc.get('command')}`."
     )
     skipped = doc.get("skipped") or []
-    missing = [s for s in skipped if "ways" not in s]
+    mismatch = [s for s in skipped if s.get("reason", "").startswith("modality mismatch")]
+    missing = [s for s in skipped if "ways" not in s and s not in mismatch]
     cells_skipped = [s for s in skipped if "ways" in s]
     if missing:
         foot += " Skipped (data not found): " + ", ".join(s["dataset"] for s in missing) + "."
+    if mismatch:
+        foot += (" Skipped (encoder of another modality): "
+                 + ", ".join(f"{s['dataset']} x {s['encoder']}" for s in mismatch) + ".")
     if cells_skipped:
         foot += (" Skipped cells (infeasible): "
                  + "; ".join(f"{s['dataset']} x {s['encoder']} {s['ways']}-way {s['shots']}-shot "
