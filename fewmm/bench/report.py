@@ -342,7 +342,13 @@ def main(argv=None) -> int:
         else:
             doc = docs[0]
             exp = doc.get("experiment")
-            table = backbone_table(doc) if exp and "backbone from scratch" in exp else fusion_table(doc) if exp else markdown_table(doc)
+            if str(exp or "").startswith("transfer"):  # also: python -m fewmm.bench.transfer --report FILE
+                from .transfer import markdown_table as transfer_table
+
+                table = transfer_table(doc)
+            else:
+                table = (backbone_table(doc) if exp and "backbone from scratch" in exp else fusion_table(doc) if exp
+                         else markdown_table(doc))
     except (KeyError, TypeError, ValueError) as e:
         print(f"error: {', '.join(a.results)}: {'cannot combine' if len(docs) > 1 else 'malformed result rows'} ({type(e).__name__}: {e})",
               file=sys.stderr)
@@ -354,8 +360,20 @@ def main(argv=None) -> int:
         path.write_text(after)
         print(f"{'updated' if after != before else 'unchanged:'} {path}", file=sys.stderr)
     else:
-        print(table)
+        print_to_pipe(table)
     return 0
+
+
+def print_to_pipe(text: str) -> None:
+    """Print ``text``; when the reader has gone (``report ... | head``), stop quietly instead of
+    ending with a BrokenPipeError traceback (the recipe of Python's ``signal`` documentation)."""
+    import os
+
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail either
 
 
 if __name__ == "__main__":

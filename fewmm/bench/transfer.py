@@ -517,7 +517,9 @@ def _main(argv=None) -> int:
             else:
                 import json
 
-                print(markdown_table(json.loads(Path(a.report).read_text())))
+                from .report import print_to_pipe
+
+                print_to_pipe(markdown_table(json.loads(Path(a.report).read_text())))
         except (FewmmError, OSError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
