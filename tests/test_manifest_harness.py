@@ -416,3 +416,13 @@ def test_fusion_help_says_steps_is_a_maximum():
 
     h = " ".join(build_parser().format_help().split())
     assert "maximum training steps per head" in h and "--patience PATIENCE" in h and "(default: 4)" in h
+
+
+@pytest.mark.parametrize("n_classes, n_novel", [(7, 1), (8, 2), (22, 4), (23, 5)])
+def test_readme_novel_class_counts_of_the_seeded_split(tmp_path, n_classes, n_novel):
+    """The README: 5-way on ':novel' of a seeded 60/20/20 split needs 23 classes, 2-way needs 8."""
+    from fewmm.data.manifest import class_splits
+
+    names = [f"c{i:02d}" for i in range(n_classes)]
+    (tmp_path / "m.csv").write_text("label,text\n" + "".join(f"{c},x {c}\n{c},y {c}\n" for c in names), encoding="utf-8")
+    assert len(class_splits(D.load("manifest", path=tmp_path / "m.csv"), 0)["novel"]) == n_novel
