@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shlex
 import sys
@@ -112,9 +113,10 @@ def run(args) -> Path:
     rep = Reporter(Path(args.out), stem, header, fields=FUSION_FIELDS)
     rep.check_writable()
     t0 = time.time()
+    patience = getattr(args, "patience", 4)
     trained_heads = args.heads.split(",") if args.heads else list(TRAINED)
     rep.say(f"fewmm fusion: task {task_label}, fold(s) {', '.join(folds)}; trained heads {', '.join(trained_heads)} "
-            f"(up to {args.steps} steps each{f', early stop after {args.patience} validations without gain' if args.patience else ''}){'' if args.no_controls else ', + single-modality controls if the task has several item modalities'}; "
+            f"(up to {args.steps} steps each{f', early stop after {patience} validations without gain' if patience else ''}){'' if args.no_controls else ', + single-modality controls if the task has several item modalities'}; "
             f"{args.ways}-way {'/'.join(map(str, shots))}-shot {queries or 'auto'}-query, {args.episodes} test episodes per setting, "
             f"seed {args.seed}, device {dev}\n  results: {rep.json_path} and {rep.csv_path} (written after the first fold)")
     if task_name == "manifest":  # --ways/--shots/--queries against the labels and splits, before any encoding
@@ -193,8 +195,6 @@ def _run_folds(args, rep, header, folds, task_name, task_kw, spec, shots, querie
                 note["resumable"] = f"head checkpoints in {args.checkpoints} (the rerun resumes each head's training there)"
             resumed = None
             if ckpt is not None and (ckpt / "last.json").exists():
-                import json
-
                 try:
                     resumed = int(json.loads((ckpt / "last.json").read_text())["step"])
                 except (OSError, ValueError, KeyError, TypeError):
