@@ -311,3 +311,37 @@ def test_interrupted_message_says_nothing_of_the_cache_when_nothing_was_saved(tm
     with sigterm_as_interrupt():
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before  # restored: nothing is installed on import or left behind
+
+
+@pytest.mark.parametrize("module", ["fewmm.bench.cli", "fewmm.bench.backbone", "fewmm.bench.transfer", "fewmm.adapt.cli",
+                                    "fewmm.bench.fusion"])
+def test_every_cli_turns_sigterm_into_a_clean_interrupt(module, monkeypatch, capsys):
+    """SIGTERM to the process while a CLI works: one 'interrupted (signal SIGTERM)' line, exit 130,
+    the handler gone afterwards. (The work is replaced by a stand-in that signals itself, only when
+    the handler is in place, so a missing handler fails the test instead of killing pytest.)"""
+    import importlib
+    import os
+    import signal
+    import time
+
+    mod = importlib.import_module(module)
+    before = signal.getsignal(signal.SIGTERM)
+
+    def work(*a, **k):
+        if signal.getsignal(signal.SIGTERM) in (before, signal.SIG_DFL, signal.SIG_IGN):
+            return 99  # no handler: do not signal
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        return 0
+
+    if module == "fewmm.bench.fusion":
+        monkeypatch.setattr(mod, "run", work)
+        monkeypatch.setattr(mod, "import_plugins", lambda *a: None)
+        argv = ["--task", "digits-av"]
+    else:
+        monkeypatch.setattr(mod, "_main", work)
+        argv = []
+    assert mod.main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted (signal SIGTERM); ") and err.count("\n") == 1 and "feature cache" not in err
+    assert signal.getsignal(signal.SIGTERM) is before
