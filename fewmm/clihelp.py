@@ -6,11 +6,19 @@
 * :func:`add_device_argument`: one ``--device`` flag, default ``auto`` (CUDA when available, else
   CPU), for ``python -m fewmm.bench``, ``fewmm.bench.fusion``, ``fewmm.bench.backbone`` and
   ``fewmm.adapt``.
+* :func:`sigterm_as_interrupt`: inside it, SIGTERM (plain ``kill``, ``timeout``, a Slurm
+  walltime) raises :class:`KeyboardInterrupt` like Ctrl-C, so a CLI stops the same clean way
+  (encoded feature chunks and measured rows kept, one line, exit 130). Entered by the CLI entry
+  points only, never on import; the previous handler comes back on exit.
+* :func:`interrupted_message`: that one line, saying what was kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import threading
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DEVICE_HELP = "torch device: auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
@@ -77,3 +85,43 @@ def check_unique(values, flag: str) -> None:
         seen.add(v)
     if dup:
         raise ValueError(f"{flag} lists {', '.join(map(str, dup))} more than once: give each value once")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises :class:`KeyboardInterrupt` (as SIGINT does).
+
+    Only from the main thread (signal handlers can only be set there; elsewhere it does nothing).
+    The previous SIGTERM handler is restored on exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def interrupted_message(exc: BaseException, kept: str = "the rows measured so far (if any) are in the output folder") -> str:
+    """The one line a CLI prints when interrupted (Ctrl-C or SIGTERM).
+
+    Names the signal, what ``kept`` says, and the feature-cache parts saved by
+    :func:`fewmm.cache.embed_table` when the interruption came during encoding (the items saved
+    and the folder; the next run resumes after them). Says nothing of the cache when nothing was
+    saved.
+    """
+    from .cache import saved_parts
+
+    how = str(exc) if str(exc).startswith("signal ") else "Ctrl-C"
+    msg = f"interrupted ({how}); {kept}"
+    saved = saved_parts(exc)
+    if saved:
+        msg += (f"; {saved['items']} item(s) of {saved['table']} x {saved['encoder']} encoded so far are saved in the "
+                f"feature cache ({saved['parts']}): the next run resumes the encoding after them")
+    return msg

@@ -114,7 +114,9 @@ def test_fsdd_digit_disjoint_audio_task(data_root):
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
     acc = evaluate_backbone(res.backbone, t["test"], 5, 1, 15, 100, seed=0).mean()
     print(f"fsdd digits 5-9, 5-way 1-shot after 20 episodes: {acc:.3f}")
-    assert acc > 0.3  # chance 0.2; measured 0.392 here
+    # chance 0.2; measured 0.392 (twice, on this machine, 2026-11 and 2026-12-01). Seeded CPU training is
+    # deterministic here; the band allows another machine's float path through 20 training episodes.
+    assert acc == pytest.approx(0.392, abs=0.03)
 
 
 # --- MAML on a whole backbone (fewmm.backbones.maml) -------------------------------------------------

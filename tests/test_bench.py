@@ -25,8 +25,14 @@ def test_flags_run_writes_reproducible_json_and_csv(tmp_path):
     assert [(r["method"], r["shots"]) for r in rows] == [("protonet", 1), ("knn", 1), ("protonet", 5), ("knn", 5)]
     for r in rows:
         assert r["episodes"] == 50 and r["queries_per_episode"] == 50 and r["total_queries"] == 2500
-        assert 30 < r["accuracy"] <= 100 and 0 < r["ci95"] < 10
-    assert rows[1]["paired_ref"] == "protonet" and "paired_delta" in rows[1]
+    # measured (deterministic: raw pixels, seeded episodes; the JSON rounds to 4 decimals):
+    # accuracy = correct / 2500 queries, e.g. 77.16 = 1929 / 2500
+    assert [r["accuracy"] for r in rows] == [77.16, 76.56, 89.68, 92.0]
+    assert [r["ci95"] for r in rows] == [2.4309, 2.5144, 1.7792, 1.5397]
+    assert rows[1]["paired_ref"] == rows[3]["paired_ref"] == "protonet"
+    assert (rows[1]["paired_delta"], rows[1]["paired_ci95"]) == (-0.6, 1.0401)
+    assert (rows[3]["paired_delta"], rows[3]["paired_ci95"]) == (2.32, 1.4532)
+    assert "paired_delta" not in rows[0] and "paired_delta" not in rows[2]
     with open(tmp_path / "res" / "a.csv") as f:
         csv_rows = list(csv.DictReader(f))
     assert len(csv_rows) == 4 and float(csv_rows[0]["accuracy"]) == pytest.approx(rows[0]["accuracy"], abs=1e-4)
@@ -243,3 +249,27 @@ def test_report_marks_an_unfinished_file():
     assert table.startswith("**Unfinished run**")
     assert "| d | e | 5-5 (15) | 71.00 ± 1.00 | *not run* |" in table
     assert "Unfinished" not in markdown_table({"results": rows, "seed": 0, "finished": True})
+
+
+def test_encoders_of_another_modality_are_skipped_pairwise_with_a_note(tmp_path, capsys, data_root):
+    """digits (image) and a small audio manifest of FSDD recordings x pixels and logmel-stats: the two
+    pairs that fit run, the two that do not are skipped with a note on screen and in the results
+    (the run used to stop at the first mismatch)."""
+    from fewmm.bench.report import markdown_table
+
+    rec = data_root / "fsdd" / "recordings"
+    (tmp_path / "snd.csv").write_text("label,audio\n" + "".join(f"{d},{rec / f'{d}_jackson_{i}.wav'}\n"
+                                                               for d in range(5) for i in range(4)), encoding="utf-8")
+    assert main(["--dataset", f"digits,manifest:{tmp_path / 'snd.csv'}", "--encoder", "pixels,logmel-stats",
+                 "--methods", "protonet", "--ways", "5", "--shots", "1", "--queries", "3", "--episodes", "5",
+                 "--out", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache"), "--name", "mix"]) == 0
+    doc = json.loads((tmp_path / "res" / "mix.json").read_text())
+    assert doc["finished"] is True
+    assert sorted((r["dataset"], r["encoder"]) for r in doc["results"]) == [("digits", "pixels"), ("snd", "logmel-stats")]
+    reasons = {(s["dataset"], s["encoder"]): s["reason"] for s in doc["skipped"]}
+    assert set(reasons) == {("digits", "logmel-stats"), ("snd", "pixels")}
+    assert reasons[("snd", "pixels")] == ("modality mismatch: encoder 'pixels' embeds image, but data set 'manifest/snd' "
+                                          "has only ['audio']")
+    err = capsys.readouterr().err
+    assert "[skip] digits x logmel-stats: encoder 'logmel-stats' embeds audio, but data set 'digits/all' has only ['image']" in err
+    assert "Skipped (encoder of another modality): digits x logmel-stats, snd x pixels." in markdown_table(doc)

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,127 @@ def test_huge_episode_counts_are_refused_up_front_naming_episodes(monkeypatch):
     assert EP.sample_episodes(labels, 5, 1, 15, 1000, seed=0).n_episodes == 1000
     with pytest.raises(EpisodeError, match=r"1001 episodes \(--episodes / n_episodes\) need about 0\.0 GiB .* lower --episodes \(at most ~1000 here\)"):
         EP.sample_episodes(labels, 5, 1, 15, 1001, seed=0)
+
+
+# -- exact messages and pinned draws (found by mutation testing: benchmarks/mutation.py) ---------
+
+
+@pytest.mark.parametrize("arg", ["n_way", "n_shot", "n_query", "n_episodes"])
+@pytest.mark.parametrize("bad", [0, 2.0, "3"])
+def test_bad_count_messages_name_the_argument(arg, bad):
+    y = labels_of([20] * 6)
+    args = dict(n_way=5, n_shot=1, n_query=5, n_episodes=10) | {arg: bad}
+    with pytest.raises(EpisodeError, match=rf"^{arg} must be an integer >= 1, got {bad!r}$"):
+        sample_episodes(y, **args)
+
+
+def test_one_episode_of_one_shot_one_query_is_allowed():
+    ep = sample_episodes(labels_of([2, 2]), n_way=1, n_shot=1, n_query=1, n_episodes=1, seed=0)
+    assert ep.support.shape == ep.query.shape == (1, 1, 1)
+
+
+@pytest.mark.parametrize("seed", [-1, True, 1.5, "0", None])
+def test_bad_seed_message(seed):
+    with pytest.raises(EpisodeError, match=rf"^seed must be an integer >= 0, got {seed!r}$"):
+        sample_episodes(labels_of([5] * 5), 2, 1, 1, 3, seed=seed)
+
+
+@pytest.mark.parametrize("labels", [np.zeros((4, 5), dtype=np.int64), np.repeat([0.0, 1.0], 10), np.array(["a", "b"] * 5)])
+def test_bad_labels_message(labels):
+    with pytest.raises(EpisodeError, match="^" + re.escape(f"labels must be a 1-d integer array, got shape {labels.shape} dtype {labels.dtype}") + "$"):
+        sample_episodes(labels, 2, 1, 1, 3)
+
+
+def test_messages_for_missing_and_small_classes():
+    y = labels_of([20] * 4 + [3] * 7)  # classes 4..10 have 3 items
+    with pytest.raises(EpisodeError, match=r"^classes \[11, 12\] have no items$"):
+        sample_episodes(y, 2, 1, 1, 3, classes=[0, 11, 12])
+    many = list(range(20, 32))
+    with pytest.raises(EpisodeError, match=r"^classes \[20, 21, 22, 23, 24, 25, 26, 27, 28, 29\] have no items$"):
+        sample_episodes(y, 2, 1, 1, 3, classes=[0, *many])
+    # seven short classes: five named, then "and 2 more"; lower the queries to 3 - 1 = 2
+    with pytest.raises(EpisodeError, match=(
+            r"^1-shot 5-query episodes need 6 items per class, but class 4 has 3, class 5 has 3, class 6 has 3, class 7 has 3, "
+            r"class 8 has 3 and 2 more\. Lower --queries to 2 \(or pass allow_fewer_queries=True in Python\)\.$")):
+        sample_episodes(y, 2, 1, 5, 3)
+    # six short classes: five named, "and 1 more"
+    with pytest.raises(EpisodeError, match=r"class 8 has 3 and 1 more\. Lower"):
+        sample_episodes(y, 2, 1, 5, 3, classes=[0, 4, 5, 6, 7, 8, 9])
+    # exactly five short classes: no "more"
+    with pytest.raises(EpisodeError, match=r"class 8 has 3\. Lower --queries to 2 "):
+        sample_episodes(y, 2, 1, 5, 3, classes=[0, 4, 5, 6, 7, 8])
+    # one short class with names; queries cannot be lowered enough
+    with pytest.raises(EpisodeError, match=(
+            r"^3-shot 1-query episodes need 4 items per class, but 'e' \(class 4\) has 3\. "
+            r"Lower --shots/--queries, or leave out the classes that are too small\.$")):
+        sample_episodes(y, 2, 3, 1, 3, classes=[0, 4], class_names=list("abcdefghijk"))
+    # Q can be lowered to exactly 1
+    with pytest.raises(EpisodeError, match=r"Lower --queries to 1 \("):
+        sample_episodes(y, 2, 2, 4, 3, classes=[0, 4])
+    # allow_fewer_queries but not even one query: the smallest class is named
+    with pytest.raises(EpisodeError, match=r"^'e' \(class 4\) has 3 items: not enough for 3 shots and 1 query$"):
+        sample_episodes(y, 2, 3, 4, 3, classes=[0, 1, 4], allow_fewer_queries=True, class_names=list("abcdefghijk"))
+    with pytest.raises(EpisodeError, match=r"^5-way episodes need 5 classes with >= 16 items, only 4 have$"):
+        sample_episodes(y, 5, 1, 15, 3, classes=[0, 1, 2, 3])
+
+
+def test_episodes_are_pinned_for_a_seed():
+    """The exact draws for a fixed seed (measured): a change to the sampler that moves episodes
+    (e.g. an unstable sort of the items of a class) changes every published number."""
+    y = labels_of([7, 30, 12, 18])[np.random.default_rng(0).permutation(67)]
+    ep = sample_episodes(y, 2, 2, 1, 3)  # default seed 0
+    assert ep.seed == 0 and isinstance(ep.seed, int)
+    assert ep.classes.tolist() == PINNED["classes"]
+    assert ep.support.tolist() == PINNED["support"]
+    assert ep.query.tolist() == PINNED["query"]
+    assert ep.support_labels().tolist() == [[0, 0, 1, 1]] * 3 and ep.query_labels().tolist() == [[0, 1]] * 3
+
+
+def test_slicing_episodes():
+    y = labels_of([10] * 8)
+    ep = sample_episodes(y, 3, 2, 2, 6, seed=4)
+    one = ep[2]
+    assert len(one) == 1 and one.seed == 4
+    assert np.array_equal(one.classes, ep.classes[2:3]) and np.array_equal(one.support, ep.support[2:3])
+    assert np.array_equal(one.query, ep.query[2:3])
+    part = ep[1:4]
+    assert len(part) == 3 and np.array_equal(part.query, ep.query[1:4]) and np.array_equal(part.classes, ep.classes[1:4])
+    assert np.array_equal(part.support, ep.support[1:4]) and part.seed == 4
+    assert (ep.n_episodes, ep.n_way, ep.n_shot, ep.n_query) == (6, 3, 2, 2)
+
+
+def test_kshot_split_messages_and_pinned_draws():
+    y = labels_of([5, 7, 9])
+    with pytest.raises(EpisodeError, match=r"^n_shot must be >= 1, got 0$"):
+        kshot_splits(y, 0)
+    with pytest.raises(EpisodeError, match=r"^5-shot split needs 6 items per class, but 'a' \(class 0\) has 5$"):
+        kshot_splits(y, 5, class_names=["a", "b", "c"])
+    s = kshot_splits(y, 2, seeds=(1,))[0]
+    assert s.support.tolist() == PINNED["kshot"]
+
+
+# measured with the code of this commit (python: see test_episodes_are_pinned_for_a_seed)
+PINNED = {
+    "classes": [[1, 0], [1, 2], [3, 0]],
+    "support": [[[66, 40], [25, 34]], [[63, 42], [5, 49]], [[27, 62], [33, 7]]],
+    "query": [[[0], [33]], [[10], [53]], [[57], [34]]],
+    "kshot": [1, 2, 5, 10, 18, 20],
+}
+
+
+def test_infeasibility_gives_the_sampler_message_or_none():
+    from fewmm.episodes import infeasibility
+
+    y = labels_of([20] * 4 + [3] * 2)
+    assert infeasibility(y, 4, 5, 15, classes=[0, 1, 2, 3]) is None
+    assert infeasibility(y, 2, 1, 2) is None  # every class has 3 >= 1 + 2 items
+    with pytest.raises(EpisodeError) as e:
+        sample_episodes(y, 2, 1, 5, 1, seed=0)
+    assert infeasibility(y, 2, 1, 5) == str(e.value) == (
+        "1-shot 5-query episodes need 6 items per class, but class 4 has 3, class 5 has 3. "
+        "Lower --queries to 2 (or pass allow_fewer_queries=True in Python).")
+    assert infeasibility(y, 5, 1, 5, classes=[0, 1, 2, 3]) == "5-way episodes need 5 classes with >= 6 items, only 4 have"
+    assert infeasibility(y, 2, 1, 5, classes=[0, 5], class_names=list("abcdef")).startswith(
+        "1-shot 5-query episodes need 6 items per class, but 'f' (class 5) has 3.")
+    # one class of exactly K+Q items is feasible (one episode is drawn, any seed)
+    assert infeasibility(labels_of([2, 2]), 2, 1, 1) is None

@@ -94,9 +94,10 @@ def test_shapes_and_weights(name, kw, feats, batch):
         assert (w[..., 1 - j] == 0).all()
     else:
         assert torch.allclose(rows, torch.ones_like(rows), atol=1e-5)
-    # better than chance on these easy episodes for the parameter-free heads
+    # the parameter-free heads on these easy episodes
+    # (measured, deterministic: 61 / 120 correct for avg-proto, 60 / 120 for concat; chance 24)
     if name in ("avg-proto", "concat"):
-        assert (logits.argmax(-1) == batch.query_labels).float().mean() > 0.4
+        assert int((logits.argmax(-1) == batch.query_labels).sum()) == {"avg-proto": 61, "concat": 60}[name]
 
 
 @pytest.mark.parametrize("name,kw", SPECS, ids=IDS)

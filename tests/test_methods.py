@@ -54,7 +54,8 @@ def test_contract_shapes_labels_and_fit_returns_self(name):
     assert list(m.classes_) == sorted(set(labels))
     pred = m.predict(x[qry])
     assert pred.shape == (len(qry),) and set(pred) <= set(labels)
-    assert (pred == labels[qry]).mean() > 0.9  # well-separated blobs
+    # well-separated blobs: every method gets all 136 queries right (measured, deterministic)
+    assert (pred == labels[qry]).sum() == len(qry) == 136
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -63,6 +64,12 @@ def test_deterministic(name):
     a = create(name, x, y).fit(x[::2], y[::2]).predict_proba(x[1::2])
     b = create(name, x, y).fit(x[::2], y[::2]).predict_proba(x[1::2])
     assert np.array_equal(a, b)
+
+
+# Correct queries out of 40 episodes x 20 queries in test_batched_episodes_equal_per_episode_fit_predict,
+# measured on this machine (deterministic: seeded blobs and episodes, CPU float32; linear-probe runs
+# scikit-learn's Newton-Cholesky to tol 1e-8). A one-query change is a real change of the scorer.
+BATCHED_CORRECT = {"knn": 747, "linear-probe": 756, "protonet": 766, "protonet-cosine": 760, "simpleshot": 766}
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -78,7 +85,7 @@ def test_batched_episodes_equal_per_episode_fit_predict(name):
         m = M.create(name).fit(x[ep.support[e].ravel()], ep.support_labels()[e])
         loop.append((m.predict(x[ep.query[e].ravel()]) == ep.query_labels()[e]).mean())
     assert np.allclose(batched, loop)
-    assert 0.3 < batched.mean() < 1.0  # a real signal, not trivial
+    assert round(batched.sum() * 20) == BATCHED_CORRECT[name]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -168,7 +175,8 @@ def test_compiled_protonet_matches_default_path(shots):
     assert pred_c.shape == pred.shape == (130, 20)
     assert (pred_c == pred).mean() >= 0.995  # summation order differs: a near-tie may flip
     assert np.abs(acc_c - acc).max() <= 0.05
-    assert 0.3 < acc.mean() < 1.0
+    # measured (deterministic default path): 2548 / 2600 correct with 1 shot, 2590 / 2600 with 3
+    assert round(acc.sum() * 20) == {1: 2548, 3: 2590}[shots]
     # compile=True is ignored (default path, identical results) for other methods
     cos = evaluate_episodes(M.create("protonet-cosine"), x, ep, compile=True)
     assert np.array_equal(cos, evaluate_episodes(M.create("protonet-cosine"), x, ep))

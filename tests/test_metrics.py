@@ -45,3 +45,30 @@ def test_per_episode_accuracy():
     p = np.array([[0, 1, 1], [2, 2, 2]])
     t = np.array([[0, 1, 2], [2, 2, 2]])
     assert per_episode_accuracy(p, t).tolist() == pytest.approx([2 / 3, 1.0])
+
+
+def test_error_messages_name_the_problem():
+    with pytest.raises(ValueError, match=r"^mean_ci needs at least one episode$"):
+        mean_ci([])
+    with pytest.raises(ValueError, match=r"^mean_ci got NaN or infinite per-episode accuracies$"):
+        mean_ci([0.5, np.inf])
+
+
+def test_two_episodes_have_a_spread():
+    # n = 2: std = |a - b| / sqrt(2) (ddof=1), ci = 1.96 * std / sqrt(2) = 1.96 * |a - b| / 2
+    e = mean_ci([0.25, 0.75])
+    assert e.std == pytest.approx(100 * 0.5 / np.sqrt(2))
+    assert e.ci95 == pytest.approx(100 * 1.959963984540054 * 0.25)
+
+
+def test_float32_input_is_computed_in_float64():
+    """Per-episode accuracies often arrive as float32 tensors: the statistics are computed in
+    float64 on the float32 values (same result as converting first)."""
+    rng = np.random.default_rng(3)
+    a32 = rng.uniform(size=1000).astype(np.float32)
+    b32 = np.clip(a32 + rng.normal(0, 0.05, 1000).astype(np.float32), 0, 1).astype(np.float32)
+    a64, b64 = a32.astype(np.float64), b32.astype(np.float64)
+    for got, ref in ((mean_ci(a32), mean_ci(a64)), (paired_difference(a32, b32), paired_difference(a64, b64))):
+        assert got.mean == ref.mean and got.std == ref.std and got.ci95 == ref.ci95
+    # and the float64 result is not what float32 arithmetic gives
+    assert paired_difference(a32, b32).std != pytest.approx(100 * float((a32 - b32).std(ddof=1)), abs=0, rel=1e-9)

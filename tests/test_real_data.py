@@ -2,8 +2,8 @@
 
 Each test embeds a subset of a real data set (to keep the suite fast; the encoders really run,
 into a fresh feature cache unless FEWMM_TEST_CACHE is set) and asserts 5-way 1-shot ProtoNet
-accuracy above a floor set a few points under what the full default-suite run measured
-(results/default.json, 600 episodes, seed 0; the measured values are quoted in each test).
+accuracy equal to the value measured on these subsets (quoted below; the full default-suite run,
+results/default.json, is quoted for comparison).
 """
 
 import numpy as np
@@ -24,11 +24,17 @@ pytestmark = pytest.mark.needs_data
 #   omniglot/evaluation  efficientnet-lite2 (128 px)  66.67 +- 0.95
 #   fsdd/all (digits)    whisper-tiny-en              89.59 +- 0.56
 #   banking77/test       minilm-l6                    87.19 +- 0.69
-# Floors sit a few points under those. The subsets below measured (300 episodes, seed 0):
+# The subsets below are deterministic (frozen encoders, seeded classes and episodes): each test
+# asserts the value it measured (300 episodes x 75 queries, seed 0; re-measured 2026-12-01 with
+# `FEWMM_TEST_CACHE=~/.cache/fewmm/features pytest -s tests/test_real_data.py`):
 # omniglot 64.82 +- 1.35, fsdd 92.05 +- 0.69, banking77 90.05 +- 0.82.
-OMNIGLOT_FLOOR = 62.0
-FSDD_FLOOR = 85.0
-BANKING_FLOOR = 82.0
+# Tolerance 0.05 points (about 11 of the 22,500 queries): the encoders' float32 kernels can differ
+# in the last bits on another CPU or thread count and flip a near-tie; on this machine the value
+# is reproduced to the printed two decimals.
+OMNIGLOT_ACC = 64.82
+FSDD_ACC = 92.05
+BANKING_ACC = 90.05
+TOL = 0.05
 
 
 def five_way_one_shot(table, encoder_name, cache, episodes=300, queries=15):
@@ -56,16 +62,16 @@ def classes_subset(table, n_classes, per_class=None, seed=0):
 def test_omniglot_evaluation_efficientnet(data_root, feature_cache):
     table = classes_subset(D.load("omniglot", split="evaluation", root=data_root), 80)
     est = five_way_one_shot(table, "efficientnet-lite2", feature_cache)
-    assert est.mean > OMNIGLOT_FLOOR
+    assert est.mean == pytest.approx(OMNIGLOT_ACC, abs=TOL)
 
 
 def test_fsdd_whisper(data_root, feature_cache):
     table = classes_subset(D.load("fsdd", root=data_root), 10, per_class=40)
     est = five_way_one_shot(table, "whisper-tiny-en", feature_cache)
-    assert est.mean > FSDD_FLOOR
+    assert est.mean == pytest.approx(FSDD_ACC, abs=TOL)
 
 
 def test_banking77_minilm(data_root, feature_cache):
     table = classes_subset(D.load("banking77", split="test", root=data_root), 25)
     est = five_way_one_shot(table, "minilm-l6", feature_cache)
-    assert est.mean > BANKING_FLOOR
+    assert est.mean == pytest.approx(BANKING_ACC, abs=TOL)

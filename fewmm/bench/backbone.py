@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..clihelp import HelpFormatter, add_device_argument, seed_type
+from ..clihelp import HelpFormatter, add_device_argument, interrupted_message, seed_type, sigterm_as_interrupt
 from ..encoders.base import resolve_device
 from ..errors import FewmmError
 from ..metrics import mean_ci, paired_difference
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = build_parser()
     pre, _ = p.parse_known_args(argv)
@@ -421,6 +421,17 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv=None) -> int:
+    """The command line (see ``--help``). SIGTERM stops it like Ctrl-C: one line, exit 130, with
+    what was kept (:func:`fewmm.clihelp.interrupted_message`)."""
+    with sigterm_as_interrupt():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt as e:
+            print(interrupted_message(e, 'the training history and rows measured so far (if any) are in the output folder, and with --checkpoints the run continues with --resume'), file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

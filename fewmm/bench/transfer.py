@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..clihelp import interrupted_message, sigterm_as_interrupt
 from ..errors import FewmmError
 from ..metrics import mean_ci, paired_difference
 from .runner import Reporter, environment
@@ -514,7 +515,7 @@ def _unique(p, values, flag: str) -> None:
         p.error(str(e))
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = build_parser()
     a = p.parse_args(argv)
@@ -526,7 +527,9 @@ def main(argv=None) -> int:
             else:
                 import json
 
-                print(markdown_table(json.loads(Path(a.report).read_text())))
+                from .report import print_to_pipe
+
+                print_to_pipe(markdown_table(json.loads(Path(a.report).read_text())))
         except (FewmmError, OSError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -569,6 +572,17 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv=None) -> int:
+    """The command line (see ``--help``). SIGTERM stops it like Ctrl-C: one line, exit 130, with
+    what was kept (:func:`fewmm.clihelp.interrupted_message`)."""
+    with sigterm_as_interrupt():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt as e:
+            print(interrupted_message(e, 'the rows measured so far (if any) are in the output folder'), file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

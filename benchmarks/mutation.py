@@ -1,0 +1,504 @@
+"""Mutation testing of the statistics, samplers, evaluation loop and scorers (mutmut 3).
+
+Not part of CI (minutes on 2 cores). For each module group below, a scratch copy of ``fewmm/``
+and of a FAST targeted test selection is made, mutmut mutates only that module, and every mutant
+runs only the selected tests that reach the mutated function (mutmut records which tests call
+which function in a first clean run, then forks one worker per mutant from a warm process:
+seconds per mutant). The kill rate per module and every surviving mutant, with the reason it is
+harmless (an equivalent mutant) or "UNEXPLAINED", are written to ``results/mutation.json`` and
+``results/mutation.md``.
+
+Usage::
+
+    pip install -c constraints.txt "mutmut==3.8.1"      # or: pip install -e ".[mutation]"
+    python benchmarks/mutation.py                        # all modules
+    python benchmarks/mutation.py metrics episodes       # some
+    python benchmarks/mutation.py --jobs 2 --workdir /tmp/fewmm-mutation
+
+Exit code 1 when a module is below ``--target`` (default 0.90) or a survivor is unexplained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: module group -> (files to mutate, fast test files that exercise them, extra pytest arguments).
+#: The torch.compile test of test_methods.py is left out (a mutant of the compiled function would
+#: recompile for minutes); tests/test_evaluate.py runs the same compiled-path code eagerly.
+FAST = ["-k", "not compiled_protonet_matches_default_path"]
+MODULES = {
+    "metrics": (["fewmm/metrics.py"], ["tests/test_metrics.py", "tests/test_references.py"], []),
+    "episodes": (["fewmm/episodes.py"], ["tests/test_episodes.py", "tests/test_episodes_properties.py"], []),
+    "evaluate": (["fewmm/evaluate.py"], ["tests/test_evaluate.py", "tests/test_references.py"], []),
+    "methods": (["fewmm/methods/*"], ["tests/test_methods.py", "tests/test_method_details.py", "tests/test_references.py",
+                                      "tests/test_evaluate.py", "tests/test_method_params.py", "tests/test_sklearn.py"], FAST),
+}
+
+#: Surviving mutants that are harmless, keyed by (function, source line, mutated line) with
+#: whitespace stripped, so the key survives renumbering. Each says why the mutant is equivalent.
+EQUIVALENT: dict[tuple[str, str, str], str] = {
+    ("wilson_interval", "return 100.0 * p, 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)",
+     "return 100.0 * p, 100.0 * max(0.0, centre - half), 100.0 * min(2.0, centre + half)"):
+        "The Wilson upper bound never exceeds 1 (it equals 1 exactly only at k = n, where floating point rounds it "
+        "to <= 1: checked for every n < 3000), so clamping at 1 or at 2 gives the same value.",
+    ("paired_difference", "a = np.asarray(a, dtype=np.float64).ravel()", "a = np.asarray(a, dtype=None).ravel()"):
+        "Only one of the two operands stays un-converted; numpy promotes it to float64 in `a - b` because the other "
+        "is float64, so the difference is computed exactly as if both were converted first (bool, integer, float16/32 "
+        "inputs; both un-converted is killed by test_float32_input_is_computed_in_float64).",
+    ("paired_difference", "a = np.asarray(a, dtype=np.float64).ravel()", "a = np.asarray(a, ).ravel()"):
+        "Only one of the two operands stays un-converted; numpy promotes it to float64 in `a - b` because the other "
+        "is float64, so the difference is computed exactly as if both were converted first (bool, integer, float16/32 "
+        "inputs; both un-converted is killed by test_float32_input_is_computed_in_float64).",
+    ("paired_difference", "b = np.asarray(b, dtype=np.float64).ravel()", "b = np.asarray(b, dtype=None).ravel()"):
+        "Only one of the two operands stays un-converted; numpy promotes it to float64 in `a - b` because the other "
+        "is float64, so the difference is computed exactly as if both were converted first (bool, integer, float16/32 "
+        "inputs; both un-converted is killed by test_float32_input_is_computed_in_float64).",
+    ("paired_difference", "b = np.asarray(b, dtype=np.float64).ravel()", "b = np.asarray(b, ).ravel()"):
+        "Only one of the two operands stays un-converted; numpy promotes it to float64 in `a - b` because the other "
+        "is float64, so the difference is computed exactly as if both were converted first (bool, integer, float16/32 "
+        "inputs; both un-converted is killed by test_float32_input_is_computed_in_float64).",
+    ("sample_episodes", "ep_cls_pos = np.argsort(rng.random((n_episodes, pool.size)), axis=1)[:, :n_way]",
+     "ep_cls_pos = np.argsort(rng.random((n_episodes, pool.size)), )[:, :n_way]"):
+        "argsort's default axis is -1, the last axis, which is axis 1 of this 2-d array: the same call.",
+    ("sample_episodes", "pick = np.argsort(keys, axis=2)[..., :need]  # (E, N, K+Q) positions within class",
+     "pick = np.argsort(keys, )[..., :need]  # (E, N, K+Q) positions within class"):
+        "argsort's default axis is -1, the last axis, which is axis 2 of this 3-d array: the same call.",
+    ("sample_episodes", "keys[np.arange(max_count)[None, None, :] >= c_counts[..., None]] = 2.0  # padding sorts last",
+     "keys[np.arange(max_count)[None, None, :] >= c_counts[..., None]] = 3.0  # padding sorts last"):
+        "The real keys are uniform in [0, 1); any padding value >= 1 sorts after all of them, 2.0 or 3.0 alike.",
+    ("sample_episodes", "keys[np.arange(max_count)[None, None, :] >= c_counts[..., None]] = 2.0  # padding sorts last",
+     "keys[np.arange(max_count)[None, None, :] >= c_counts[..., None]] = None  # padding sorts last"):
+        "None assigned into a float array is NaN, and numpy's argsort puts NaN after every number: padding still sorts last.",
+    ("sample_episodes", "pool = np.unique(np.asarray(classes, dtype=np.int64))", "pool = np.unique(np.asarray(classes, dtype=None))"):
+        "For the integer class lists this accepts (any non-integer class is not found among the labels and raises), the "
+        "pool keeps an integer dtype either way; it is used for searchsorted/indexing and the classes are cast to int64 "
+        "on output.",
+    ("sample_episodes", "pool = np.unique(np.asarray(classes, dtype=np.int64))", "pool = np.unique(np.asarray(classes, ))"):
+        "Same as dtype=None (asarray's default): integer class lists keep an integer dtype; output cast to int64.",
+    ("kshot_splits", "sup.append(np.sort(rng.choice(members, size=n_shot, replace=False)))",
+     "sup.append(np.sort(rng.choice(members, size=n_shot, replace=None)))"):
+        "Generator.choice tests `replace` for truth; None is falsy like False: the same draws (checked).",
+    ('_protonet_argmax', 'logits = 2.0 * dots - row_sq[qry_idx].unsqueeze(2) - p2.unsqueeze(1)',
+     'logits = 2.0 * dots + row_sq[qry_idx].unsqueeze(2) - p2.unsqueeze(1)'):
+        "The query's own squared norm is the same for every class of its row; adding or subtracting it does not move the argmax (the function returns only the argmax).",
+    ('_row_sq_norms', 'block = max(1, block_bytes // max(1, d * feats.element_size()))',
+     'block = max(2, block_bytes // max(1, d * feats.element_size()))'):
+        "Only the number of rows per pass changes (or only for d * itemsize < 2); every row's norm is the same reduction over the same row.",
+    ('_row_sq_norms', 'block = max(1, block_bytes // max(1, d * feats.element_size()))',
+     'block = max(1, block_bytes // max(2, d * feats.element_size()))'):
+        "Only the number of rows per pass changes (or only for d * itemsize < 2); every row's norm is the same reduction over the same row.",
+    ('_row_sq_norms', 'out = torch.empty(n, dtype=feats.dtype, device=feats.device)',
+     'out = torch.empty(n, dtype=feats.dtype, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('_row_sq_norms', 'out = torch.empty(n, dtype=feats.dtype, device=feats.device)',
+     'out = torch.empty(n, dtype=feats.dtype, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('_row_sq_norms', 'buf = torch.empty((min(block, n), d), dtype=feats.dtype, device=feats.device)',
+     'buf = torch.empty((min(block, n), d), dtype=feats.dtype, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('_row_sq_norms', 'buf = torch.empty((min(block, n), d), dtype=feats.dtype, device=feats.device)',
+     'buf = torch.empty((min(block, n), d), dtype=feats.dtype, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('_row_sq_norms', 'for s in range(0, n, block):',
+     'for s in range(0, n, ):'):
+        "Step 1 instead of one block: the blocks overlap and each row's norm is computed again, identically, into the same place (slower, same values).",
+    ('_row_sq_norms', 'sq = torch.mul(x, x, out=buf[: x.shape[0]])',
+     'sq = torch.mul(x, x, out=None)'):
+        'Writes the squares to a fresh tensor instead of the reused buffer: the same values (memory use only).',
+    ('_row_sq_norms', 'sq = torch.mul(x, x, out=buf[: x.shape[0]])',
+     'sq = torch.mul(x, x, )'):
+        'Writes the squares to a fresh tensor instead of the reused buffer: the same values (memory use only).',
+    ('_row_sq_norms', 'torch.sum(sq, dim=-1, out=out[s : s + x.shape[0]])',
+     'torch.sum(sq, dim=+1, out=out[s : s + x.shape[0]])'):
+        'sq is 2-d: dim 1 is dim -1.',
+    ('_checked_features', 'and features.shape[0] > 0',
+     'and features.shape[0] > 1'):
+        'A one-row table then takes the full check instead of the fast one; both return the same tensor (the fast path only skips work).',
+    ('_checked_features', 'and features.shape[0] > 0',
+     'and features.shape[1] > 0'):
+        'Tables with rows and 0 columns then take the full check, which returns the same tensor; tables with 0 rows still take the full check and raise (tested).',
+    ('evaluate_episodes', 'if device is not None:',
+     'if device is None:'):
+        "Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite. (feats.to(None) and feats.to('cpu') leave a CPU tensor where it is.)",
+    ('evaluate_episodes', 'feats = feats.to(device)',
+     'feats = feats.to(None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), device=dev)',
+     'sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), device=dev)',
+     'sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), device=dev)',
+     'sup_idx = torch.as_tensor(episodes.support.reshape(e, -2), device=dev)'):
+        "numpy's reshape treats any negative size as the one inferred dimension: -2 is -1.",
+    ('evaluate_episodes', 'qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), device=dev)',
+     'qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), device=dev)',
+     'qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), device=dev)',
+     'qry_idx = torch.as_tensor(episodes.query.reshape(e, -2), device=dev)'):
+        "numpy's reshape treats any negative size as the one inferred dimension: -2 is -1.",
+    ('evaluate_episodes', 'target = torch.arange(n, device=dev).repeat_interleave(q)',
+     'target = torch.arange(n, device=None).repeat_interleave(q)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'target = torch.arange(n, device=dev).repeat_interleave(q)',
+     'target = torch.arange(n, ).repeat_interleave(q)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'preds = torch.empty((e, n * q), dtype=torch.int64, device=dev)',
+     'preds = torch.empty((e, n * q), dtype=torch.int64, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'preds = torch.empty((e, n * q), dtype=torch.int64, device=dev)',
+     'preds = torch.empty((e, n * q), dtype=torch.int64, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'if m < c:  # pad to the one compiled shape with copies of the first episode',
+     'if m <= c:  # pad to the one compiled shape with copies of the first episode'):
+        'For a full chunk (m == c) the padding adds c - m = 0 copies: the same tensors.',
+    ('evaluate_episodes', 'c = resolve_chunk_size(chunk_size, episodes, d, dev, feats.element_size())',
+     'c = resolve_chunk_size(chunk_size, episodes, d, None, feats.element_size())'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'c = resolve_chunk_size(chunk_size, episodes, d, dev, feats.element_size())',
+     'c = resolve_chunk_size(chunk_size, episodes, d, dev, )'):
+        'itemsize defaults to 4, the element size of the float32 table every input is converted to.',
+    ('evaluate_episodes', 'sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, device=dev)',
+     'sup_buf = torch.empty((c * n * k, d), dtype=None, device=dev)'):
+        "The table is always float32 here (converted by the feature check), torch's default dtype: the same buffer.",
+    ('evaluate_episodes', 'sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, device=dev)',
+     'sup_buf = torch.empty((c * n * k, d), device=dev)'):
+        "The table is always float32 here (converted by the feature check), torch's default dtype: the same buffer.",
+    ('evaluate_episodes', 'sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, device=dev)',
+     'sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, device=dev)',
+     'sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=dev)',
+     'qry_buf = torch.empty((c * n * q, d), dtype=None, device=dev)'):
+        "The table is always float32 here (converted by the feature check), torch's default dtype: the same buffer.",
+    ('evaluate_episodes', 'qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=dev)',
+     'qry_buf = torch.empty((c * n * q, d), device=dev)'):
+        "The table is always float32 here (converted by the feature check), torch's default dtype: the same buffer.",
+    ('evaluate_episodes', 'qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=dev)',
+     'qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=dev)',
+     'qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('evaluate_episodes', 'sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=sup_buf[: m * n * k]).view(m, n, k, d)',
+     'sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=None).view(m, n, k, d)'):
+        'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
+    ('evaluate_episodes', 'sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=sup_buf[: m * n * k]).view(m, n, k, d)',
+     'sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), ).view(m, n, k, d)'):
+        'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
+    ('evaluate_episodes', 'qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=qry_buf[: m * n * q]).view(m, n * q, d)',
+     'qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=None).view(m, n * q, d)'):
+        'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
+    ('evaluate_episodes', 'qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=qry_buf[: m * n * q]).view(m, n * q, d)',
+     'qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), ).view(m, n * q, d)'):
+        'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
+    ('resolve_chunk_size', 'per_episode = max(1, rows * int(dim) * int(itemsize))',
+     'per_episode = max(2, rows * int(dim) * int(itemsize))'):
+        'Differs only when rows * dim * itemsize < 2 (a 0-dimensional table); then both give 8 MiB // 1 or // 2 episodes, capped at 1000 alike.',
+    ('ProtoNet._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), dtype=None, device=x.device)'):
+        "Features are always float32 here (check_features converts every input), torch's default dtype: the same tensor.",
+    ('ProtoNet._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), device=x.device)'):
+        "Features are always float32 here (check_features converts every input), torch's default dtype: the same tensor.",
+    ('ProtoNet._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('ProtoNet._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('ProtoNet._fit', 'self.prototypes_ = protos / torch.bincount(y, minlength=n_classes).clamp_min(1).unsqueeze(1).to(x.dtype)',
+     'self.prototypes_ = protos / torch.bincount(y, minlength=n_classes).clamp_min(1).unsqueeze(1).to(None)'):
+        'to(None) leaves the int64 counts as they are; float32 / int64 divides to float32: the same prototypes.',
+    ('ProtoNet._fit', 'self.prototypes_ = protos / torch.bincount(y, minlength=n_classes).clamp_min(1).unsqueeze(1).to(x.dtype)',
+     'self.prototypes_ = protos / torch.bincount(y, ).clamp_min(1).unsqueeze(1).to(x.dtype)'):
+        "y are the encoded labels 0..n_classes-1 of np.unique (or the episode's class-major labels): every class occurs, so bincount has length n_classes anyway.",
+    ('SimpleShot._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), dtype=None, device=x.device)'):
+        "Features are always float32 here (check_features converts every input), torch's default dtype: the same tensor.",
+    ('SimpleShot._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), device=x.device)'):
+        "Features are always float32 here (check_features converts every input), torch's default dtype: the same tensor.",
+    ('SimpleShot._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('SimpleShot._fit', 'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, device=x.device)',
+     'protos = torch.zeros((n_classes, x.shape[1]), dtype=x.dtype, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('SimpleShot._fit', 'self.prototypes_ = protos / torch.bincount(y, minlength=n_classes).clamp_min(1).unsqueeze(1).to(x.dtype)',
+     'self.prototypes_ = protos / torch.bincount(y, minlength=n_classes).clamp_min(1).unsqueeze(1).to(None)'):
+        'to(None) leaves the int64 counts as they are; float32 / int64 divides to float32: the same prototypes.',
+    ('SimpleShot._fit', 'self.prototypes_ = protos / torch.bincount(y, minlength=n_classes).clamp_min(1).unsqueeze(1).to(x.dtype)',
+     'self.prototypes_ = protos / torch.bincount(y, ).clamp_min(1).unsqueeze(1).to(x.dtype)'):
+        "y are the encoded labels 0..n_classes-1 of np.unique (or the episode's class-major labels): every class occurs, so bincount has length n_classes anyway.",
+    ('KNN.episode_logits', 'y = torch.arange(n, device=support.device).repeat_interleave(k).expand(e, -1)',
+     'y = torch.arange(n, device=None).repeat_interleave(k).expand(e, -1)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('KNN.episode_logits', 'y = torch.arange(n, device=support.device).repeat_interleave(k).expand(e, -1)',
+     'y = torch.arange(n, ).repeat_interleave(k).expand(e, -1)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('LinearProbe._logits', 'return torch.zeros((q.shape[0], 1), dtype=torch.float32)',
+     'return torch.zeros((q.shape[0], 1), dtype=None)'):
+        "float32 is torch's default dtype: the same tensor.",
+    ('LinearProbe._logits', 'return torch.zeros((q.shape[0], 1), dtype=torch.float32)',
+     'return torch.zeros((q.shape[0], 1), )'):
+        "float32 is torch's default dtype: the same tensor.",
+    ('LinearProbe._logits', 'return torch.as_tensor(z, dtype=torch.float32, device=q.device)',
+     'return torch.as_tensor(z, dtype=torch.float32, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('LinearProbe._logits', 'return torch.as_tensor(z, dtype=torch.float32, device=q.device)',
+     'return torch.as_tensor(z, dtype=torch.float32, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('LinearProbe._fit', 'self.basis_ = vh[s > s[0] * 1e-7].T.contiguous()  # (d, r), orthonormal columns',
+     'self.basis_ = vh[s >= s[0] * 1e-7].T.contiguous()  # (d, r), orthonormal columns'):
+        'Differs only for a singular value exactly equal to 1e-7 of the largest; numerically-zero singular values of the float64 SVD are ~1e-16 of the largest, real ones far above the cut.',
+    ('LinearProbe._fit', 'self.basis_ = vh[s > s[0] * 1e-7].T.contiguous()  # (d, r), orthonormal columns',
+     'self.basis_ = vh[s > s[1] * 1e-7].T.contiguous()  # (d, r), orthonormal columns'):
+        'A cut at 1e-7 of the second-largest instead of the largest singular value: both lie many orders of magnitude above the numerically-zero singular values (~1e-16) and below the real ones of a support set, so the same basis is kept.',
+    ('FewShotMethod.episode_logits', 'out = torch.empty((e, query.shape[1], n), dtype=torch.float32, device=query.device)',
+     'out = torch.empty((e, query.shape[1], n), dtype=None, device=query.device)'):
+        "float32 is torch's default dtype: the same buffer.",
+    ('FewShotMethod.episode_logits', 'out = torch.empty((e, query.shape[1], n), dtype=torch.float32, device=query.device)',
+     'out = torch.empty((e, query.shape[1], n), device=query.device)'):
+        "float32 is torch's default dtype: the same buffer.",
+    ('FewShotMethod.episode_logits', 'out = torch.empty((e, query.shape[1], n), dtype=torch.float32, device=query.device)',
+     'out = torch.empty((e, query.shape[1], n), dtype=torch.float32, device=None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('FewShotMethod.episode_logits', 'out = torch.empty((e, query.shape[1], n), dtype=torch.float32, device=query.device)',
+     'out = torch.empty((e, query.shape[1], n), dtype=torch.float32, )'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('FewShotMethod.episode_logits', 'self._fit(support[i].reshape(n * k, d), y.to(support.device), n)',
+     'self._fit(support[i].reshape(n * k, d), y.to(None), n)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('FewShotMethod.fit', 'self._fit(xt, torch.as_tensor(enc, dtype=torch.int64), len(self.classes_))',
+     'self._fit(xt, torch.as_tensor(enc, dtype=None), len(self.classes_))'):
+        'enc is the int64 (intp) inverse index of np.unique: as_tensor keeps int64 either way.',
+    ('FewShotMethod.fit', 'self._fit(xt, torch.as_tensor(enc, dtype=torch.int64), len(self.classes_))',
+     'self._fit(xt, torch.as_tensor(enc, ), len(self.classes_))'):
+        'enc is the int64 (intp) inverse index of np.unique: as_tensor keeps int64 either way.',
+    ('SimpleShot.transform', 'return l2_normalize(features - self.base_mean_.to(features.device))',
+     'return l2_normalize(features - self.base_mean_.to(None))'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ("_class_index", 'order = np.argsort(labels, kind="stable")', 'order = np.argsort(labels, kind="STABLE")'):
+        "numpy reads the sort kind case-insensitively: 'STABLE' is 'stable' (checked: identical order).",
+    ("FewShotMethod.get_params", 'return {p: getattr(self, p) for p in sig.parameters if p != "self" and hasattr(self, p)}',
+     'return {p: getattr(self, p) for p in sig.parameters if p != "XXselfXX" and hasattr(self, p)}'):
+        "The name test is redundant: a method has no attribute called 'self', so hasattr(self, 'self') already leaves that parameter out.",
+    ("FewShotMethod.get_params", 'return {p: getattr(self, p) for p in sig.parameters if p != "self" and hasattr(self, p)}',
+     'return {p: getattr(self, p) for p in sig.parameters if p != "SELF" and hasattr(self, p)}'):
+        "The name test is redundant: a method has no attribute called 'self', so hasattr(self, 'self') already leaves that parameter out.",
+    ("infeasibility", 'sample_episodes(labels, n_way, n_shot, n_query, 1, seed=0, classes=classes, class_names=class_names)',
+     'sample_episodes(labels, n_way, n_shot, n_query, 1, classes=classes, class_names=class_names)'):
+        'seed defaults to 0: the same call.',
+    ("infeasibility", 'sample_episodes(labels, n_way, n_shot, n_query, 1, seed=0, classes=classes, class_names=class_names)',
+     'sample_episodes(labels, n_way, n_shot, n_query, 2, seed=0, classes=classes, class_names=class_names)'):
+        'Feasibility is decided by the checks before any draw (counts per class, number of classes), which do not depend on the number of episodes.',
+    ("infeasibility", 'sample_episodes(labels, n_way, n_shot, n_query, 1, seed=0, classes=classes, class_names=class_names)',
+     'sample_episodes(labels, n_way, n_shot, n_query, 1, seed=1, classes=classes, class_names=class_names)'):
+        'Feasibility is decided by the checks before any draw, which do not depend on the seed.',
+    ('ProtoNet.episode_scores', 'if self.metric != "cosine":',
+     'if self.metric != "XXcosineXX":'):
+        "Reached only for a metric other than 'euclidean': for 'cosine' the mutant calls check_params, which passes for a valid cosine ProtoNet; for any other metric both call it and raise (tested).",
+    ('ProtoNet.episode_scores', 'if self.metric != "cosine":',
+     'if self.metric != "COSINE":'):
+        "Reached only for a metric other than 'euclidean': for 'cosine' the mutant calls check_params, which passes for a valid cosine ProtoNet; for any other metric both call it and raise (tested).",
+    ('SimpleShot.transform_features', 'return l2_normalize(features - self.base_mean_.to(features.device))',
+     'return l2_normalize(features - self.base_mean_.to(None))'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('FewShotMethod.fit', 'self._fit(xt, torch.as_tensor(enc.reshape(-1), dtype=torch.int64), len(self.classes_))',
+     'self._fit(xt, torch.as_tensor(enc.reshape(-1), dtype=None), len(self.classes_))'):
+        'enc is the int64 (intp) inverse index of np.unique: as_tensor keeps int64 either way.',
+    ('FewShotMethod.fit', 'self._fit(xt, torch.as_tensor(enc.reshape(-1), dtype=torch.int64), len(self.classes_))',
+     'self._fit(xt, torch.as_tensor(enc.reshape(-1), ), len(self.classes_))'):
+        'enc is the int64 (intp) inverse index of np.unique: as_tensor keeps int64 either way.',
+    ('FewShotMethod.fit', 'self._fit(xt, torch.as_tensor(enc.reshape(-1), dtype=torch.int64), len(self.classes_))',
+     'self._fit(xt, torch.as_tensor(enc.reshape(-2), dtype=torch.int64), len(self.classes_))'):
+        "numpy's reshape treats any negative size as the one inferred dimension: -2 is -1.",
+    ('FewShotMethod.fit', 'self._fit(xt, torch.as_tensor(enc.reshape(-1), dtype=torch.int64), len(self.classes_))',
+     'self._fit(xt, torch.as_tensor(enc.reshape(None), dtype=torch.int64), len(self.classes_))'):
+        "numpy's reshape(None) keeps the shape; enc is already 1-d (the -1 only guards numpy versions that return it 2-d).",
+}
+
+
+def _run(cmd, cwd, log, env):
+    with open(log, "a") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        fh.flush()
+        return subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+
+
+def _diff(mutmut, name, cwd, env):
+    out = subprocess.run([mutmut, "show", name], cwd=cwd, env=env, capture_output=True, text=True).stdout
+    minus = [ln[1:].strip() for ln in out.splitlines() if ln.startswith("-") and not ln.startswith("---")]
+    plus = [ln[1:].strip() for ln in out.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    return out, " ".join(minus), " ".join(plus)
+
+
+def run_module(name: str, workdir: Path, jobs: int, mutmut: str) -> dict:
+    mutate, tests, extra = MODULES[name]
+    tests = [t for t in tests if (REPO / t).exists()]
+    wd = workdir / name
+    if wd.exists():
+        shutil.rmtree(wd)
+    (wd / "tests").mkdir(parents=True)
+    shutil.copytree(REPO / "fewmm", wd / "fewmm", ignore=shutil.ignore_patterns("__pycache__"))
+    for t in ["tests/conftest.py", *tests]:
+        shutil.copy2(REPO / t, wd / t)
+    if (REPO / "tests" / "fixtures").is_dir():
+        shutil.copytree(REPO / "tests" / "fixtures", wd / "tests" / "fixtures")
+    cfg = [
+        "[tool.mutmut]",
+        'source_paths = ["fewmm"]',
+        f"only_mutate = {json.dumps(mutate)}",
+        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
+        f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-q', '-m', 'not slow', *extra])}",
+        'process_isolation = "fork"',
+        "",
+        "[tool.pytest.ini_options]",
+        'markers = ["slow: takes more than ~20 s", "needs_data: reads ../shared/data (FEWMM_DATA)"]',
+        'filterwarnings = ["ignore::DeprecationWarning:timm.*", "ignore::FutureWarning"]',
+    ]
+    (wd / "pyproject.toml").write_text("\n".join(cfg) + "\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH="")
+    log = wd / "mutmut.log"
+    t0 = time.time()
+    rc = _run([mutmut, "run", "--max-children", str(jobs)], wd, log, env)
+    seconds = time.time() - t0
+    res = subprocess.run([mutmut, "results", "--all", "true"], cwd=wd, env=env, capture_output=True, text=True).stdout
+    status = {}
+    for ln in res.splitlines():
+        m = re.match(r"\s*(\S+__mutmut_\d+): (.+)$", ln)
+        if m:
+            status[m.group(1)] = m.group(2).strip()
+    counts: dict[str, int] = {}
+    for s in status.values():
+        counts[s] = counts.get(s, 0) + 1
+    detected = counts.get("killed", 0) + counts.get("timeout", 0) + counts.get("segfault", 0)
+    survivors = []
+    for mname, s in sorted(status.items(), key=lambda kv: (kv[0].rsplit("_", 1)[0], int(kv[0].rsplit("_", 1)[1]))):
+        if s in ("killed", "timeout", "segfault"):
+            continue
+        text, minus, plus = _diff(mutmut, mname, wd, env)
+        func = re.sub(r"__mutmut_\d+$", "", mname.rsplit(".", 1)[-1])
+        func = ".".join(p for p in func[2:].split("ǁ") if p) if func.startswith("xǁ") else func[2:]
+        reason = EQUIVALENT.get((func, minus, plus), "UNEXPLAINED")
+        survivors.append({"mutant": mname, "status": s, "function": func, "source": minus, "mutated": plus, "why_harmless": reason})
+    total = len(status)
+    return {
+        "module": name,
+        "mutated_files": mutate,
+        "tests": tests,
+        "pytest_args": extra,
+        "mutants": total,
+        "detected": detected,
+        "counts": counts,
+        "kill_rate": round(detected / total, 4) if total else None,
+        "survivors": survivors,
+        "seconds": round(seconds, 1),
+        "mutmut_exit_code": rc,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("modules", nargs="*", default=list(MODULES), help=f"module groups (default all: {', '.join(MODULES)})")
+    ap.add_argument("--jobs", type=int, default=2, help="mutants run in parallel (default 2)")
+    ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "fewmm-mutation")
+    ap.add_argument("--out", type=Path, default=REPO / "results" / "mutation.json")
+    ap.add_argument("--target", type=float, default=0.90)
+    ap.add_argument("--explain-only", action="store_true",
+                    help="do not run mutmut: re-read --out and re-apply EQUIVALENT to its survivors (after editing the reasons)")
+    ap.add_argument("--readme", type=Path, help="also rewrite the <!-- results:mutation --> block of this Markdown file")
+    args = ap.parse_args(argv)
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        ap.error(f"unknown module groups {unknown}; choose from {list(MODULES)}")
+    mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or shutil.which("mutmut")
+    if mutmut is None:
+        sys.exit("mutmut is not installed: pip install -c constraints.txt mutmut==3.8.1")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "fewmm", "tests"], cwd=REPO, capture_output=True, text=True).stdout.strip())
+    old = json.loads(args.out.read_text())["modules"] if args.out.exists() else {}
+    results = dict(old)
+    if args.explain_only:
+        for r in results.values():
+            for sv in r["survivors"]:
+                sv["why_harmless"] = EQUIVALENT.get((sv["function"], sv["source"], sv["mutated"]), "UNEXPLAINED")
+        args.modules = []
+    for m in args.modules:
+        print(f"[mutation] {m} ...", flush=True)
+        r = run_module(m, args.workdir, args.jobs, mutmut)
+        r["commit"] = commit + ("+uncommitted" if dirty else "")
+        r["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+        results[m] = r
+        print(f"[mutation] {m}: {r['detected']}/{r['mutants']} killed ({100 * (r['kill_rate'] or 0):.1f}%), "
+              f"{len(r['survivors'])} survivors, {r['seconds']:.0f} s", flush=True)
+    import importlib.metadata as md
+
+    out = {
+        "tool": f"mutmut {md.version('mutmut')}",
+        "command": "python benchmarks/mutation.py" if args.explain_only or set(args.modules) == set(MODULES)
+        else "python benchmarks/mutation.py " + " ".join(args.modules),
+        "target_kill_rate": args.target,
+        "modules": {k: results[k] for k in MODULES if k in results},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(summary(out))
+    if args.readme:
+        sys.path.insert(0, str(REPO))
+        from fewmm.bench.report import update_block
+
+        block = "\n".join(summary(out).split("\n\n## ")[0].splitlines()[2:]).strip() + "\n"
+        block += f"\nSurvivors, each with why it is harmless: `{os.path.relpath(args.out.with_suffix('.md'), REPO)}`.\n"
+        args.readme.write_text(update_block(args.readme.read_text(), "mutation", block))
+    print(f"[mutation] wrote {args.out} and {args.out.with_suffix('.md')}")
+    bad = [k for k, r in out["modules"].items() if (r["kill_rate"] or 0) < args.target
+           or any(s["why_harmless"] == "UNEXPLAINED" for s in r["survivors"])]
+    return 1 if bad else 0
+
+
+def summary(out: dict) -> str:
+    lines = [
+        "# Mutation testing (mutmut)",
+        "",
+        f"Tool: {out['tool']}. Target: at least {100 * out['target_kill_rate']:.0f}% of mutants killed per module.",
+        "Regenerate with `python benchmarks/mutation.py` (see its docstring; not run in CI).",
+        "",
+        "| module | files | tests run per mutant (those reaching the mutated function) | mutants | killed | kill rate | survivors | commit | minutes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for k, r in out["modules"].items():
+        lines.append(
+            f"| {k} | {', '.join(r['mutated_files'])} | {', '.join(t.split('/')[-1] for t in r['tests'])} | {r['mutants']} | "
+            f"{r['detected']} | {100 * (r['kill_rate'] or 0):.1f}% | {len(r['survivors'])} | {r['commit'][:10]} | {r['seconds'] / 60:.1f} |"
+        )
+    for k, r in out["modules"].items():
+        if not r["survivors"]:
+            continue
+        lines += ["", f"## Survivors in {k}", ""]
+        for s in r["survivors"]:
+            lines += [f"- `{s['mutant']}` ({s['status']}) in `{s['function']}`:", f"  `{s['source']}` -> `{s['mutated']}`",
+                      f"  Why harmless: {s['why_harmless']}"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
