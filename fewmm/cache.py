@@ -287,6 +287,14 @@ class _Parts:
                 pass
 
 
+def saved_parts(exc: BaseException) -> dict | None:
+    """What :func:`embed_table` saved as cache parts before ``exc`` (an interruption or failure
+    while encoding) stopped it: ``{"items": n, "parts": folder, "table": name, "encoder": name}``
+    (n counts every item saved so far, earlier runs' parts included), or None when nothing was
+    saved (no cache, nothing encoded yet, or ``exc`` came from elsewhere)."""
+    return getattr(exc, "fewmm_saved_parts", None)
+
+
 def embed_table(
     table: ItemTable,
     encoder,
@@ -374,12 +382,15 @@ def embed_table(
     try:
         rest = encoder.embed(todo[n_done:], batch_size=batch_size, progress=progress, desc=f"{encoder.name} {table.name}",
                              on_batch=on_batch if parts is not None else None, progress_initial=n_done)
-    except BaseException:
+    except BaseException as exc:
         if parts is not None:
             try:
                 save_pending()  # keep what was encoded before the interruption or failure
             except Exception as e:  # never hide the original error
                 log.warning("could not save the encoded part: %s", e)
+            if state["start"] > 0:  # read back by saved_parts(exc), e.g. for the CLIs' message
+                exc.fewmm_saved_parts = {"items": int(state["start"]), "parts": str(parts.dir), "table": table.name,
+                                         "encoder": encoder.name}
         raise
     emb = rest if done is None else torch.cat([done, rest])
     feats = torch.zeros((len(table), encoder.dim), dtype=torch.float32)

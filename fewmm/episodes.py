@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import os
+
 import numpy as np
 
 from .errors import EpisodeError
@@ -86,6 +88,39 @@ def _class_index(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     classes, counts = np.unique(labels[order], return_counts=True)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     return classes, offsets, order
+
+
+def sampling_bytes(n_episodes: int, n_pool: int, n_way: int, max_count: int, need: int) -> int:
+    """Peak bytes :func:`sample_episodes` allocates (an estimate, within ~2x): float64 keys and
+    int64 argsorts of shape (E, classes) and (E, N, largest class), and the int64 indices
+    (E, N, K+Q)."""
+    e = int(n_episodes)
+    return 16 * e * (int(n_pool) + int(n_way) * int(max_count)) + 24 * e * int(n_way) * int(need)
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not available on this platform
+        return None
+
+
+def check_sampling_memory(n_episodes: int, n_pool: int, n_way: int, max_count: int, need: int) -> None:
+    """Raise :class:`EpisodeError` naming ``--episodes`` when sampling would need more than half of
+    this machine's physical memory (instead of a numpy memory error or the OOM killer later).
+
+    Raises
+    ------
+    EpisodeError
+        The estimate of :func:`sampling_bytes` exceeds half the physical memory.
+    """
+    phys = _physical_memory()
+    need_b = sampling_bytes(n_episodes, n_pool, n_way, max_count, need)
+    if phys is not None and need_b > phys // 2:
+        fit = max(1, int(n_episodes * (phys // 2) / need_b))
+        raise EpisodeError(f"{n_episodes} episodes (--episodes / n_episodes) need about {need_b / 2**30:.1f} GiB to sample "
+                           f"({n_way}-way from {n_pool} classes of up to {max_count} items), more than half of this machine's "
+                           f"{phys / 2**30:.1f} GiB: lower --episodes (at most ~{fit} here)")
 
 
 def sample_episodes(
@@ -172,6 +207,8 @@ def sample_episodes(
     if pool.size < n_way:
         raise EpisodeError(f"{n_way}-way episodes need {n_way} classes with >= {need} items, only {pool.size} have")
 
+    max_count = int(pool_counts.max())
+    check_sampling_memory(n_episodes, pool.size, n_way, max_count, need)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), n_way, n_shot, n_query]))
     # classes: argsort of uniform keys = a random permutation per episode, without replacement
     ep_cls_pos = np.argsort(rng.random((n_episodes, pool.size)), axis=1)[:, :n_way]
@@ -179,7 +216,6 @@ def sample_episodes(
     # items: for each chosen class, a random subset of size K+Q among its items
     c_counts = pool_counts[ep_cls_pos]  # (E, N)
     c_offsets = offsets[pos][ep_cls_pos]
-    max_count = int(pool_counts.max())
     keys = rng.random((n_episodes, n_way, max_count))
     keys[np.arange(max_count)[None, None, :] >= c_counts[..., None]] = 2.0  # padding sorts last
     pick = np.argsort(keys, axis=2)[..., :need]  # (E, N, K+Q) positions within class

@@ -46,6 +46,12 @@ class FeatureError(FewmmError, ValueError):
     """Features given to a method are malformed (wrong shape, NaN/inf, label mismatch)."""
 
 
+class MethodError(FewmmError, ValueError):
+    """A method's output is unusable: ``_logits`` / ``episode_logits`` returned something other
+    than a float tensor of the documented shape, or NaN/inf scores (e.g. squared distances of
+    features ~1e18 overflow float32). The message names the method."""
+
+
 class CacheError(FewmmError):
     """A feature cache file is corrupt or does not match its key."""
 

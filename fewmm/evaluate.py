@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from .episodes import Episodes
-from .methods.base import FewShotMethod, check_features
+from .methods.base import FewShotMethod, check_features, check_finite_scores, check_logits
 
 #: Bytes of gathered support + query rows per chunk on CPU when ``chunk_size`` is None.
 CPU_CHUNK_BYTES = 8 * 2**20
@@ -191,6 +191,11 @@ def evaluate_episodes(
         NaN/inf features or a non-2-d table.
     EpisodeError
         Episode indices outside the table.
+    MethodError (a ValueError)
+        The method's ``episode_logits`` returned a non-tensor or another shape than
+        (episodes, N*Q, N), or NaN / inf scores (checked once per chunk; e.g. float32 overflow of
+        euclidean ProtoNet on features ~1e18: the message names the method and says to normalise
+        the features). Not checked on the ``compile=True`` path, which never forms the logits.
     """
     feats = _checked_features(features)
     if device is not None:
@@ -234,7 +239,7 @@ def evaluate_episodes(
             sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=sup_buf[: m * n * k]).view(m, n, k, d)
             qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=qry_buf[: m * n * q]).view(m, n * q, d)
             if row_sq is None:
-                logits = method.episode_logits(sup, qry)
+                logits = check_logits(method.episode_logits(sup, qry), (m, n * q, n), method, "episode_logits")
             else:
                 # = ProtoNet.episode_logits = sq_euclidean_logits(qry, sup.mean(dim=2)), with the
                 # norms gathered instead of recomputed; the mean of one shot is that shot.
@@ -246,6 +251,7 @@ def evaluate_episodes(
                     p2 = (protos * protos).sum(-1)
                 q2 = row_sq[qry_idx[s : s + m]]
                 logits = torch.baddbmm(-(q2.unsqueeze(2) + p2.unsqueeze(1)), qry, protos.transpose(1, 2), alpha=2.0)
+            check_finite_scores(logits, method, feats)  # one isfinite().all() per chunk
             torch.argmax(logits, dim=2, out=preds[s : s + m])
         acc = (preds == target).double().mean(dim=1).cpu()
     if return_predictions:

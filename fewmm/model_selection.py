@@ -25,6 +25,17 @@ from __future__ import annotations
 import numpy as np
 
 from .episodes import sample_episodes
+from .errors import EpisodeError
+
+
+class _LabelName:
+    """How an episode error names a class: ``label 'cat'`` (its label, not its internal code)."""
+
+    def __init__(self, value):
+        self.value = value.item() if isinstance(value, np.generic) else value
+
+    def __repr__(self) -> str:
+        return f"label {self.value!r}"
 
 
 class EpisodeSplit:
@@ -77,19 +88,38 @@ class EpisodeSplit:
         ------
         ValueError
             ``y`` missing, not 1-d, or of another length than ``X``.
+        FeatureError (a ValueError)
+            ``y`` mixes types (ints and strs) or holds NaN / None.
         EpisodeError (a ValueError)
-            Fewer than ``n_way`` classes with ``n_shot + n_query`` items, bad counts.
+            ``n_way`` < 2 (a 1-way episode is always right), fewer than ``n_way`` classes with
+            ``n_shot + n_query`` items (the message names the short class by its label), bad counts.
         """
+        import re
+
+        from .errors import FeatureError
+        from .methods.base import check_label_types
+
         if y is None:
             raise ValueError("EpisodeSplit.split needs y (the class of every item) to sample episodes")
+        if isinstance(self.n_way, (int, np.integer)) and not isinstance(self.n_way, bool) and self.n_way < 2:
+            raise EpisodeError(f"EpisodeSplit: n_way must be >= 2 (a 1-way episode scores 100% whatever the method), got {self.n_way}")
+        y_obj = np.asarray(y, dtype=object).reshape(-1) if not isinstance(y, np.ndarray) or y.dtype == object else None
+        if (y_obj is not None and any(v is None or (isinstance(v, (float, np.floating)) and v != v) for v in y_obj)) or (
+                isinstance(y, np.ndarray) and y.dtype.kind == "f" and np.isnan(y).any()):
+            raise FeatureError("y contains NaN / None labels: give every item a class")
+        check_label_types(y, "y")
         y = np.asarray(y)
         if y.ndim != 1:
             raise ValueError(f"y must have shape (n_items,), got shape {y.shape}")
         n = len(X) if not hasattr(X, "shape") else X.shape[0]
         if y.shape[0] != n:
             raise ValueError(f"y has {y.shape[0]} labels for {n} items")
-        _, codes = np.unique(y, return_inverse=True)
-        eps = sample_episodes(codes.reshape(-1).astype(np.int64), self.n_way, self.n_shot, self.n_query, self.n_episodes, self.seed)
+        uniq, codes = np.unique(y, return_inverse=True)
+        try:
+            eps = sample_episodes(codes.reshape(-1).astype(np.int64), self.n_way, self.n_shot, self.n_query, self.n_episodes,
+                                  self.seed, class_names=[_LabelName(v) for v in uniq])
+        except EpisodeError as e:  # name classes by label only, not by their internal code
+            raise EpisodeError(re.sub(r" \(class \d+\)", "", str(e))) from None
         for e in range(eps.n_episodes):
             yield eps.support[e].reshape(-1), eps.query[e].reshape(-1)
 

@@ -550,6 +550,7 @@ def train_head(
     checkpoint_dir=None,
     resume: bool = False,
     restore_best: bool = True,
+    desc: str | None = None,
     **overrides,
 ) -> TrainResult:
     """Meta-train ``head`` episodically on base classes, validating on validation classes.
@@ -577,6 +578,9 @@ def train_head(
         except ``steps``/``progress``/``device``): the run continues exactly.
     restore_best : bool, default True
         Load the best validation weights into ``head`` at the end.
+    desc : str, optional
+        Label of the progress bar (default ``"train <head.name>"``; e.g. ``"train temperature-ps"``
+        for a head registered under another name).
 
     Returns
     -------
@@ -669,7 +673,7 @@ def train_head(
 
     seen = np.zeros(len(features), dtype=bool)
     cuda_devs = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
-    bar = progress_bar(total=cfg.steps, initial=min(step, cfg.steps), disable=not cfg.progress, desc=f"train {head.name}", dynamic_ncols=True)
+    bar = progress_bar(total=cfg.steps, initial=min(step, cfg.steps), disable=not cfg.progress, desc=desc or f"train {head.name}", dynamic_ncols=True)
     run_loss, run_acc, n_run, t0 = 0.0, 0.0, 0, time.perf_counter()
     head.train()
     while step < cfg.steps and not stopped:

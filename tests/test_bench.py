@@ -68,6 +68,9 @@ def test_config_file_equals_flags(tmp_path):
         (["--dataset", "digits", "--shots", "0"], "--shots must be positive"),
         (["--dataset", "digits", "--seed", "-1"], "--seed must be >= 0"),
         (["--dataset", "digits", "--ways", "1"], "--ways must be >= 2"),
+        (["--dataset", "digits", "--shots", "1,1"], "--shots lists 1 more than once"),
+        (["--dataset", "digits", "--methods", "protonet,knn,protonet"], "--methods lists protonet more than once"),
+        (["--dataset", "digits,digits"], "--dataset lists digits more than once"),
         (["--config", "/nonexistent.toml"], "does not exist"),
     ],
 )
@@ -246,3 +249,27 @@ def test_report_marks_an_unfinished_file():
     assert table.startswith("**Unfinished run**")
     assert "| d | e | 5-5 (15) | 71.00 ± 1.00 | *not run* |" in table
     assert "Unfinished" not in markdown_table({"results": rows, "seed": 0, "finished": True})
+
+
+def test_encoders_of_another_modality_are_skipped_pairwise_with_a_note(tmp_path, capsys, data_root):
+    """digits (image) and a small audio manifest of FSDD recordings x pixels and logmel-stats: the two
+    pairs that fit run, the two that do not are skipped with a note on screen and in the results
+    (the run used to stop at the first mismatch)."""
+    from fewmm.bench.report import markdown_table
+
+    rec = data_root / "fsdd" / "recordings"
+    (tmp_path / "snd.csv").write_text("label,audio\n" + "".join(f"{d},{rec / f'{d}_jackson_{i}.wav'}\n"
+                                                               for d in range(5) for i in range(4)), encoding="utf-8")
+    assert main(["--dataset", f"digits,manifest:{tmp_path / 'snd.csv'}", "--encoder", "pixels,logmel-stats",
+                 "--methods", "protonet", "--ways", "5", "--shots", "1", "--queries", "3", "--episodes", "5",
+                 "--out", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache"), "--name", "mix"]) == 0
+    doc = json.loads((tmp_path / "res" / "mix.json").read_text())
+    assert doc["finished"] is True
+    assert sorted((r["dataset"], r["encoder"]) for r in doc["results"]) == [("digits", "pixels"), ("snd", "logmel-stats")]
+    reasons = {(s["dataset"], s["encoder"]): s["reason"] for s in doc["skipped"]}
+    assert set(reasons) == {("digits", "logmel-stats"), ("snd", "pixels")}
+    assert reasons[("snd", "pixels")] == ("modality mismatch: encoder 'pixels' embeds image, but data set 'manifest/snd' "
+                                          "has only ['audio']")
+    err = capsys.readouterr().err
+    assert "[skip] digits x logmel-stats: encoder 'logmel-stats' embeds audio, but data set 'digits/all' has only ['image']" in err
+    assert "Skipped (encoder of another modality): digits x logmel-stats, snd x pixels." in markdown_table(doc)

@@ -220,6 +220,12 @@ def test_data_cli_export(data_root, tmp_path):
     assert all(Path(r["audio"]).is_file() for r in train + test)
     again = tmp_path / "again"
     assert _data_cli("export", "fsdd", "--shots", "2", "--test", "3", "--data-root", str(data_root), "--out", str(again)).returncode == 0
-    assert (again / "train.csv").read_text() == (tmp_path / "train.csv").read_text()  # same seed, same manifest
+    # same seed, same manifest: the same rows, the same files (paths are written relative to each manifest's folder)
+    def rows(folder):
+        with open(folder / "train.csv") as f:
+            return [{**r, "audio": str((folder / r["audio"]).resolve())} for r in csv.DictReader(f)]
+
+    assert rows(again) == rows(tmp_path)
+    assert not any(Path(r["audio"]).is_absolute() for r in train)
     out = _data_cli("export", "omniglot", "--data-root", str(data_root), "--out", str(tmp_path / "o"))
     assert out.returncode == 2 and "zip members" in out.stderr and "Traceback" not in out.stderr

@@ -213,3 +213,135 @@ def test_a_corrupted_part_is_dropped_with_a_warning_and_reencoded(tmp_path):
         res = embed_table(t, enc, cache=cache, chunk_items=4)
     assert enc.items == 16  # items 4.. encoded again; parts after the bad one dropped too
     assert torch.equal(res.features, ref.features)
+
+
+SLOW_PLUGIN = '''
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import fewmm.encoders as E
+from fewmm.encoders import Encoder
+
+
+@E.register("slow-len", "test encoder: text -> (characters, words); SLOW_LEN_SLEEP seconds per item")
+class SlowLen(Encoder):
+    name = "slow-len"
+    modality = "text"
+    dim = 2
+    weights_id = "none"
+    preprocess_id = "len"
+
+    def __init__(self, **kw):
+        kw["batch_size"] = 1
+        super().__init__(**kw)
+        self.n = 0
+
+    def _prepare(self, payload):
+        return np.array([len(payload), len(payload.split())], dtype=np.float32)
+
+    def _forward(self, batch):
+        time.sleep(float(os.environ.get("SLOW_LEN_SLEEP", "0")))
+        self.n += 1
+        if self.n == 5 and os.environ.get("SLOW_LEN_MARK"):
+            Path(os.environ["SLOW_LEN_MARK"]).write_text("5 items")  # the test sends SIGTERM now
+        return torch.from_numpy(np.stack(batch))
+'''
+
+
+def test_sigterm_during_encoding_keeps_the_parts_and_the_rerun_resumes(tmp_path):
+    """``kill`` (SIGTERM) of ``python -m fewmm.bench`` mid-encoding: one line, exit 130, the items
+    encoded so far kept as cache parts (as with Ctrl-C), and the rerun encodes only the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    (tmp_path / "slow.py").write_text(SLOW_PLUGIN, encoding="utf-8")
+    rows = ["label,text"] + [f"{'ab'[i % 2]},{'word ' * (i % 7 + 1)}x{i}" for i in range(40)]
+    (tmp_path / "items.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "fewmm.bench", "--plugin", str(tmp_path / "slow.py"), "--dataset",
+           f"manifest:{tmp_path / 'items.csv'}", "--encoder", "slow-len", "--methods", "protonet", "--ways", "2",
+           "--shots", "1", "--queries", "2", "--episodes", "5", "--out", str(tmp_path / "out"), "--name", "r",
+           "--cache-dir", str(tmp_path / "c"), "--quiet"]  # --quiet last (dropped for the rerun)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SLOW_LEN_SLEEP": "0.5", "SLOW_LEN_MARK": str(tmp_path / "mark")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (tmp_path / "mark").exists() and proc.poll() is None and time.time() - t0 < 120:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted (signal SIGTERM)" in err
+    parts = sorted((tmp_path / "c").rglob("*.parts/*.safetensors"))
+    assert parts, err  # without the handler SIGTERM killed the process and nothing was saved
+    n_saved = int(parts[-1].stem.split("-")[1])
+    assert 5 <= n_saved < 40  # the 5 items before the mark, and maybe one or two more, not all 40
+    assert f"{n_saved} item(s) of manifest/items x slow-len encoded so far are saved in the feature cache" in err
+    env["SLOW_LEN_SLEEP"] = "0"
+    done = subprocess.run(cmd[:-1], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"(resumed: {n_saved} items from an interrupted run's cache parts)" in done.stdout + done.stderr
+    assert not list((tmp_path / "c").rglob("*.parts/*.safetensors"))
+
+
+def test_interrupted_message_says_nothing_of_the_cache_when_nothing_was_saved(tmp_path):
+    import signal
+
+    from fewmm.clihelp import interrupted_message, sigterm_as_interrupt
+
+    msg = interrupted_message(KeyboardInterrupt(), "rows kept")
+    assert msg == "interrupted (Ctrl-C); rows kept"
+    # interrupted before its first batch (of 4): no part, no claim; after it: the 4 items saved
+    t = ItemTable(name="flaky", ids=[f"i{i}" for i in range(6)], labels=[0, 1] * 3, class_names=["a", "b"],
+                  modalities={"text": list("uvwxyz")})
+    with pytest.raises(KeyboardInterrupt) as ei:
+        embed_table(t, FlakyEncoder(fail_after=0), cache=FeatureCache(tmp_path))
+    assert interrupted_message(ei.value, "rows kept") == "interrupted (Ctrl-C); rows kept"
+    with pytest.raises(KeyboardInterrupt) as ei:
+        embed_table(t, FlakyEncoder(fail_after=1), cache=FeatureCache(tmp_path), chunk_items=100)
+    assert "; 4 item(s) of flaky x flaky encoded so far are saved in the feature cache" in interrupted_message(ei.value)
+    before = signal.getsignal(signal.SIGTERM)
+    with sigterm_as_interrupt():
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) is before  # restored: nothing is installed on import or left behind
+
+
+@pytest.mark.parametrize("module", ["fewmm.bench.cli", "fewmm.bench.backbone", "fewmm.bench.transfer", "fewmm.adapt.cli",
+                                    "fewmm.bench.fusion"])
+def test_every_cli_turns_sigterm_into_a_clean_interrupt(module, monkeypatch, capsys):
+    """SIGTERM to the process while a CLI works: one 'interrupted (signal SIGTERM)' line, exit 130,
+    the handler gone afterwards. (The work is replaced by a stand-in that signals itself, only when
+    the handler is in place, so a missing handler fails the test instead of killing pytest.)"""
+    import importlib
+    import os
+    import signal
+    import time
+
+    mod = importlib.import_module(module)
+    before = signal.getsignal(signal.SIGTERM)
+
+    def work(*a, **k):
+        if signal.getsignal(signal.SIGTERM) in (before, signal.SIG_DFL, signal.SIG_IGN):
+            return 99  # no handler: do not signal
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        return 0
+
+    if module == "fewmm.bench.fusion":
+        monkeypatch.setattr(mod, "run", work)
+        monkeypatch.setattr(mod, "import_plugins", lambda *a: None)
+        argv = ["--task", "digits-av"]
+    else:
+        monkeypatch.setattr(mod, "_main", work)
+        argv = []
+    assert mod.main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted (signal SIGTERM); ") and err.count("\n") == 1 and "feature cache" not in err
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -91,6 +91,20 @@ def test_kshot_splits():
         kshot_splits(y, 5)
 
 
+def test_huge_episode_counts_are_refused_up_front_naming_episodes(monkeypatch):
+    """--episodes 10**10 was a numpy memory error deep in sampling (adversarial review, fix2 M6)."""
+    import fewmm.episodes as EP
+    from fewmm.errors import EpisodeError
+
+    labels = np.repeat(np.arange(10), 20)
+    # by hand: 16 * E * (10 + 5 * 20) + 24 * E * 5 * 16 = E * 3680 bytes
+    assert EP.sampling_bytes(1000, 10, 5, 20, 16) == 3_680_000
+    monkeypatch.setattr(EP, "_physical_memory", lambda: 2 * 3_680_000)  # half of it: exactly 1000 episodes
+    assert EP.sample_episodes(labels, 5, 1, 15, 1000, seed=0).n_episodes == 1000
+    with pytest.raises(EpisodeError, match=r"1001 episodes \(--episodes / n_episodes\) need about 0\.0 GiB .* lower --episodes \(at most ~1000 here\)"):
+        EP.sample_episodes(labels, 5, 1, 15, 1001, seed=0)
+
+
 # -- exact messages and pinned draws (found by mutation testing: benchmarks/mutation.py) ---------
 
 

@@ -324,3 +324,35 @@ def test_select_modalities_superset(feats):
     sup.mask[:, 0] = True
     clf = H.HeadClassifier(head).fit(sup)
     assert clf.explain(sup).shape == (6, 1)
+
+
+def test_head_classifier_cuda_without_gpu_and_empty_query_get_clean_messages(monkeypatch):
+    """Adversarial review, fix2 M8: was torch's "Found no NVIDIA driver" / "torch.cat(): expected a non-empty list"."""
+    from fewmm.errors import FeatureError
+
+    sup = _mk([[1, 0], [0, 1]], [[0, 0], [1, 0]], [[True, False], [True, True]], [0, 1])
+    clf = H.HeadClassifier(H.create("avg-proto", sup.dims, sup.modalities)).fit(sup)
+    empty = MMFeatures({"image": torch.zeros((0, 2)), "audio": torch.zeros((0, 2))}, torch.zeros((0, 2), dtype=torch.bool),
+                       ("image", "audio"), np.zeros(0, dtype=np.int64), ["c0", "c1"])
+    with pytest.raises(FeatureError, match="query has 0 items"):
+        clf.predict_proba(empty)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU machine, also on a GPU runner
+    with pytest.raises(ValueError, match="device='cuda' was asked for but torch sees no CUDA GPU; use device='cpu'"):
+        H.HeadClassifier(H.create("avg-proto", sup.dims, sup.modalities), device="cuda").fit(sup)
+    clf.set_params(device="cuda")  # changed after fit: checked when predicting
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+        clf.predict(sup)
+
+
+def test_head_classifier_rechecks_nan_edited_in_after_construction():
+    from fewmm.errors import FeatureError
+
+    sup = _mk([[1, 0], [0, 1]], [[0, 0], [1, 0]], [[True, False], [True, True]], [0, 1])
+    qry = _mk([[1, 0], [0.6, 0.8]], [[1, 0], [0, 0]], [[True, True], [True, False]], [0, 0])
+    clf = H.HeadClassifier(H.create("avg-proto", sup.dims, sup.modalities)).fit(sup)
+    qry.features["audio"][1, 0] = float("nan")  # after MMFeatures checked it
+    with pytest.raises(FeatureError, match=r"query features\['audio'\] contain NaN or inf \(rows \[1\]"):
+        clf.predict(qry)
+    sup.features["image"][0, 1] = float("inf")
+    with pytest.raises(FeatureError, match=r"support features\['image'\] contain NaN or inf \(rows \[0\]"):
+        H.HeadClassifier(H.create("avg-proto", sup.dims, sup.modalities)).fit(sup)

@@ -120,6 +120,8 @@ def test_dataset_specs_name_manifests(tmp_path):
     assert (r.split, r.base) == ("novel", f"manifest:{tmp_path}/my.csv:base")
     with pytest.raises(FewmmError, match="manifest .*nope.csv not found"):
         RunSpec(*parse_dataset(f"manifest:{tmp_path}/nope.csv"))
+    with pytest.raises(FewmmError, match=r"manifest .*my.csv: 'bogus' is not a split; expected one of all, base, val, novel"):
+        RunSpec(*parse_dataset(f"manifest:{tmp_path}/my.csv:bogus"))  # was: "manifest ...my.csv:bogus not found"
 
 
 def test_bench_cli_on_a_manifest_with_a_split_column(tmp_path, data_root):
@@ -306,3 +308,184 @@ def test_exported_manifests_use_relative_paths_and_move_with_their_folder(tmp_pa
     moved = D.load_manifest(tmp_path / "moved" / "split" / "train.csv")
     files = [str(p) for m in ("image", "audio") for p in moved.modalities[m] if p is not None]
     assert files and all(f.startswith(str(tmp_path / "moved" / "data")) for f in files)
+
+
+# ------------------------------------------------- CLI argument checks (adversarial review, fix2)
+
+
+@pytest.mark.parametrize("module", ["fewmm.bench.fusion", "fewmm.bench.backbone"])
+@pytest.mark.parametrize("flag", ["--seed", "--split-seed"])
+def test_negative_seed_is_refused_at_parsing_naming_the_flag(module, flag, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(module).main([flag, "-1"])
+    assert e.value.code == 2
+    assert f"argument {flag}: must be >= 0 (numpy seeds are non-negative), got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("template, msg", [
+    ("a {lab}", "the only field a template may use is {label}, it has {lab}"),
+    ("{label} {}", "it has {}"),
+    ("{label} {0}", "it has {0}"),
+    ("a {label", "is not a valid template (expected '}' before end of string)"),
+    ("a } {label}", "is not a valid template (Single '}' encountered"),
+    ("{label:d}", "cannot be filled with a class name (Unknown format code 'd'"),
+])
+def test_fusion_class_text_template_is_checked_up_front(template, msg, capsys):
+    from fewmm.bench.fusion import main
+
+    with pytest.raises(SystemExit):
+        main(["--task", "nope-task", "--class-text", template])
+    err = capsys.readouterr().err
+    assert f"--class-text {template!r}" in err and msg in err and "Traceback" not in err
+
+
+def test_class_text_template_check_accepts_good_templates_and_names_class_text():
+    from fewmm.tasks import TaskError
+    from fewmm.tasks.manifest import check_label_template
+
+    assert check_label_template("a photo of a {label} {{sic}}") == "a photo of a {label} {{sic}}"
+    assert check_label_template("{label!r}") == "{label!r}"
+    with pytest.raises(TaskError, match=r"class_text 'x \{y\}'"):
+        check_label_template("x {y}")
+
+
+@pytest.mark.parametrize("args, msg", [(["--shots", "1,1"], "--shots lists 1 more than once"),
+                                       (["--heads", "gmu,concat,gmu"], "--heads lists gmu more than once")])
+def test_fusion_duplicate_list_values_are_refused(args, msg, capsys):
+    from fewmm.bench.fusion import main
+
+    with pytest.raises(SystemExit):
+        main(["--task", "nope-task", *args])
+    assert msg in capsys.readouterr().err
+
+
+def test_backbone_negative_seed_from_config_is_refused(tmp_path, capsys):
+    from fewmm.bench.backbone import main
+
+    cfg = tmp_path / "neg.toml"
+    cfg.write_text("seed = -1\n", encoding="utf-8")  # a --config value bypasses argparse's type
+    with pytest.raises(SystemExit):
+        main(["--config", str(cfg)])
+    assert "--seed must be an integer >= 0, got -1" in capsys.readouterr().err
+
+
+def _image_manifest(folder, n_classes, n=6):
+    """``folder/items.csv``: n images of each of the first n_classes scikit-learn digits."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    (folder / "img").mkdir(parents=True)
+    lines = ["label,image"]
+    for c in range(n_classes):
+        for i, j in enumerate(np.flatnonzero(d.target == c)[:n]):
+            Image.fromarray((d.images[j] * 255 / 16).astype(np.uint8)).save(folder / "img" / f"{c}_{i}.png")
+            lines.append(f"{WORDS[c]},img/{c}_{i}.png")
+    (folder / "items.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder / "items.csv"
+
+
+def test_two_manifests_with_the_same_stem_keep_apart(tmp_path):
+    """a/items.csv (3 classes) and b/items.csv (4 classes) in one suite: each row and each
+    'datasets' entry names its own file (the name was the stem 'items' for both)."""
+    from fewmm.bench.runner import Suite, path_tag, run_suite
+
+    pa, pb = _image_manifest(tmp_path / "a", 3), _image_manifest(tmp_path / "b", 4)
+    suite = Suite("two", [RunSpec(*parse_dataset(f"manifest:{p}"), encoders=["pixels"]) for p in (pa, pb)],
+                  ["protonet"], [2], [1], queries=2, episodes=5)
+    rep = run_suite(suite, out_dir=tmp_path / "out", stem="two", cache_dir=tmp_path / "c", quiet=True)
+    doc = json.loads(rep.json_path.read_text())
+    names = {p: f"items-{path_tag(p)}" for p in (pa, pb)}
+    assert len(set(names.values())) == 2
+    assert set(doc["datasets"]) == {f"{names[pa]}:all", f"{names[pb]}:all"}
+    for p, k in ((pa, 3), (pb, 4)):
+        ds = doc["datasets"][f"{names[p]}:all"]
+        assert ds["options"]["path"] == str(p) and ds["n_classes"] == k and ds["n_items"] == 6 * k
+        (row,) = [r for r in doc["results"] if r["dataset"] == names[p]]
+        assert row["n_classes"] == k and row["n_items"] == 6 * k
+    # one manifest alone keeps its plain name
+    one = Suite("one", [RunSpec(*parse_dataset(f"manifest:{pa}"), encoders=["pixels"])], ["protonet"], [2], [1],
+                queries=2, episodes=5)
+    rep = run_suite(one, out_dir=tmp_path / "out", stem="one", cache_dir=tmp_path / "c", quiet=True)
+    assert {r["dataset"] for r in rep.rows} == {"items"}
+
+
+def test_fusion_checks_ways_and_shots_before_any_encoding(tmp_path, trimodal, monkeypatch, capsys):
+    """--ways/--shots that the splits cannot serve fail from the labels alone, with the same message,
+    before any encoder runs (it used to encode every modality first)."""
+    import fewmm.tasks.manifest as TM
+    from fewmm.bench.fusion import main
+
+    def no_encoding(*a, **k):
+        raise AssertionError("encoded before the episode sizes were checked")
+
+    monkeypatch.setattr(TM, "embed_table", no_encoding)
+    base = ["--task", f"manifest:{trimodal}", "--encoder", "image=pixels", "--encoder", "audio=logmel-stats",
+            "--episodes", "5", "--steps", "2", "--checkpoints", "", "--out", str(tmp_path), "--quiet"]
+    assert main(base + ["--ways", "5"]) == 2
+    assert "the novel split has 2 classes, fewer than --ways 5" in capsys.readouterr().err
+    # 10 items per class: 9 shots + 1 query fit, 10 shots do not (novel classes of the seeded 0.4/0.2/0.4 split)
+    assert main(base + ["--ways", "2", "--split-fractions", "0.4,0.2,0.4", "--shots", "10"]) == 2
+    assert "10-shot episodes with 1 queries need 11 items per novel class" in capsys.readouterr().err
+    assert not (tmp_path / "fusion-manifest-m.json").exists()
+
+
+def test_fusion_interrupt_keeps_rows_and_says_so_and_the_rerun_resumes_heads(tmp_path, trimodal, monkeypatch, capsys):
+    """Ctrl-C (or SIGTERM, which raises the same KeyboardInterrupt under the CLI) during evaluation:
+    one line, exit 130, the rows measured so far written with finished: false; the rerun says that
+    each head's training resumed from its checkpoint. --patience and the head's display name too."""
+    import fewmm.heads as H
+    from fewmm.bench.fusion import main
+
+    args = ["--task", f"manifest:{trimodal}", "--encoder", "image=pixels", "--encoder", "audio=logmel-stats",
+            "--class-text", "none", "--split-fractions", "0.4,0.2,0.4", "--ways", "3", "--shots", "1", "--episodes", "5",
+            "--steps", "6", "--patience", "0", "--heads", "temperature-ps", "--no-controls",
+            "--checkpoints", str(tmp_path / "ck"), "--out", str(tmp_path / "out")]
+    real, calls = H.evaluate_head, []
+
+    def interrupting(*a, **k):
+        calls.append(1)
+        if len(calls) == 7:  # 6 heads per (condition, shot): the clean cell is done, the next one is not
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(H, "evaluate_head", interrupting)
+    assert main(args) == 130
+    cap = capsys.readouterr()
+    err = [ln for ln in cap.err.splitlines() if ln.startswith("interrupted")]
+    assert "Traceback" not in cap.err and len(err) == 1
+    js = tmp_path / "out" / "fusion-manifest-m.json"
+    assert err[0].startswith(f"interrupted (Ctrl-C); the 6 row(s) measured so far are in {js} and ")
+    assert f"head checkpoints in {tmp_path / 'ck'}" in err[0]
+    doc = json.loads(js.read_text())
+    assert doc["finished"] is False and len(doc["results"]) == 6 and {r["condition"] for r in doc["results"]} == {"clean"}
+    assert "train temperature-ps" in cap.out + cap.err  # the progress bar names the head as listed, not 'temperature'
+    assert "up to 6 steps each" in cap.out + cap.err
+    tr = doc["training"]["default/temperature-ps"]
+    assert tr["config"]["patience"] is None and tr["steps"] == 6 and tr["resumed_from_step"] is None
+    monkeypatch.setattr(H, "evaluate_head", real)
+    assert main(args) == 0
+    cap = capsys.readouterr()
+    said = cap.out + cap.err
+    assert f"resuming from checkpoint {tmp_path / 'ck'}" in said and "at step 6 of 6" in said
+    assert f"wrote {js} and {js.with_suffix('.csv')}" in said
+    doc = json.loads(js.read_text())
+    assert doc["finished"] is True and doc["training"]["default/temperature-ps"]["resumed_from_step"] == 6
+
+
+def test_fusion_help_says_steps_is_a_maximum():
+    from fewmm.bench.fusion import build_parser
+
+    h = " ".join(build_parser().format_help().split())
+    assert "maximum training steps per head" in h and "--patience PATIENCE" in h and "(default: 4)" in h
+
+
+@pytest.mark.parametrize("n_classes, n_novel", [(7, 1), (8, 2), (22, 4), (23, 5)])
+def test_readme_novel_class_counts_of_the_seeded_split(tmp_path, n_classes, n_novel):
+    """The README: 5-way on ':novel' of a seeded 60/20/20 split needs 23 classes, 2-way needs 8."""
+    from fewmm.data.manifest import class_splits
+
+    names = [f"c{i:02d}" for i in range(n_classes)]
+    (tmp_path / "m.csv").write_text("label,text\n" + "".join(f"{c},x {c}\n{c},y {c}\n" for c in names), encoding="utf-8")
+    assert len(class_splits(D.load("manifest", path=tmp_path / "m.csv"), 0)["novel"]) == n_novel

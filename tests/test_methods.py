@@ -189,3 +189,73 @@ def test_episode_indices_outside_the_table_are_named():
     ep = sample_episodes(np.repeat(np.arange(10), 30), 5, 1, 5, 10, seed=0)  # 300 items
     with pytest.raises(EpisodeError, match="indices span .* the feature table has 160 rows"):
         evaluate_episodes(M.create("protonet"), x, ep)
+
+
+# -- method outputs are checked (adversarial review, fix2: H1, H2) -----------------------------------
+from fewmm.errors import MethodError  # noqa: E402
+from fewmm.methods.base import FewShotMethod  # noqa: E402
+
+
+class _Plugin(FewShotMethod):
+    """A plugin method whose ``_logits`` returns what ``out`` says (nan / numpy / wrong shape)."""
+
+    name = "plugin-x"
+
+    def __init__(self, out="nan"):
+        self.out = out
+
+    def _fit(self, x, y, n_classes):
+        self.n_ = n_classes
+
+    def _logits(self, q):
+        if self.out == "nan":
+            return torch.full((q.shape[0], self.n_), float("nan"))
+        if self.out == "numpy":
+            return np.zeros((q.shape[0], self.n_), dtype=np.float32)
+        if self.out == "transposed":
+            return torch.zeros((self.n_, q.shape[0]))
+        return torch.zeros((q.shape[0], self.n_))
+
+
+def test_nan_logits_raise_naming_the_method_not_scored_as_chance():
+    x, y = blobs(n_classes=5, per_class=10)
+    ep = sample_episodes(y, 5, 1, 3, 7, seed=0)
+    m = _Plugin("nan").fit(x, y)
+    for call in (m.predict_proba, m.decision_function, m.predict):
+        with pytest.raises(MethodError, match=r"'plugin-x' \(_Plugin\) gave 50 non-finite"):
+            call(x[:10])
+    with pytest.raises(MethodError, match=r"'plugin-x' \(_Plugin\) gave 525 non-finite"):  # 7 episodes x 15 queries x 5 classes
+        evaluate_episodes(_Plugin("nan"), x, ep)
+    assert evaluate_episodes(_Plugin("ok"), x, ep).shape == (7,)  # the check passes finite scores
+
+
+def test_protonet_overflow_on_huge_features_says_normalise():
+    # |x| ~ 1e18: squared norms ~1e36 * dim overflow float32 (max 3.4e38) -> inf - inf = NaN
+    x, y = blobs(n_classes=5, per_class=10, dim=400)
+    x = x * 1e18
+    ep = sample_episodes(y, 5, 1, 3, 4, seed=0)
+    for shots, e in ((1, ep), (2, sample_episodes(y, 5, 2, 3, 4, seed=0))):  # fast path (1 shot) and the mean path
+        with pytest.raises(MethodError, match=r"'protonet' \(ProtoNet\).*largest \|feature\| is 1.45e\+19.*normalise the features"):
+            evaluate_episodes(M.create("protonet"), x, e)
+    with pytest.raises(MethodError, match="normalise the features"):
+        M.create("protonet").fit(x, y).predict(x)
+    assert (M.create("protonet").fit(x / 1e18, y).predict(x / 1e18) == y).mean() > 0.9  # normalised as told: fine (measured 1.0)
+
+
+@pytest.mark.parametrize("out, msg", [
+    ("numpy", r"'plugin-x' \(_Plugin\): _logits returned a numpy.ndarray; expected a float torch.Tensor of shape \(n_query, n_classes\) = \(10, 5\)"),
+    ("transposed", r"'plugin-x' \(_Plugin\): _logits returned shape \(5, 10\); expected .* = \(10, 5\)"),
+])
+def test_plugin_logits_of_wrong_type_or_shape_name_the_method(out, msg):
+    x, y = blobs(n_classes=5, per_class=10)
+    with pytest.raises(MethodError, match=msg):
+        _Plugin(out).fit(x, y).predict_proba(x[:10])
+    ep = sample_episodes(y, 5, 1, 2, 3, seed=0)
+    with pytest.raises(MethodError, match=r"_logits returned .* = \(10, 5\)"):  # via the default episode loop
+        evaluate_episodes(_Plugin(out), x, ep)
+
+
+def test_linear_probe_on_all_zero_support_says_so():
+    x = torch.zeros((6, 20))  # dim 20 > 6 support items: the span path
+    with pytest.raises(FeatureError, match="linear-probe: the 6 support features are all zero"):
+        M.create("linear-probe").fit(x, [0, 0, 1, 1, 2, 2])

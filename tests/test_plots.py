@@ -78,3 +78,51 @@ def test_plot_one_line_errors(tmp_path, capsys):
     assert plot.main([str(tmp_path / "none.json")]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {tmp_path / 'none.json'}: no such results file\n"
+
+
+def test_report_readme_missing_is_one_line_error(tmp_path, capsys):
+    """``report --readme missing.md``: exit 2 with one line naming --readme (was a FileNotFoundError traceback)."""
+    from pathlib import Path
+
+    from fewmm.bench import speed_report
+    from fewmm.bench.report import main
+
+    res = str(Path(__file__).resolve().parents[1] / "results" / "default.json")
+    missing = tmp_path / "missing.md"
+    assert main([res, "--readme", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: --readme {missing}: no such file (give an existing Markdown file with a <!-- results:TAG --> block)"
+    assert speed_report.main(["--readme", str(missing)]) == 2
+    assert "error: --readme" in capsys.readouterr().err and not missing.exists()
+
+
+def test_transfer_files_get_a_one_line_pointer_from_plot_and_a_table_from_report(tmp_path, capsys):
+    """A transfer results file: plot says in one line to use fewmm.bench.transfer --report (it used
+    to say "row has no 'ci95'"); report prints the same table as that command (it used to raise
+    KeyError 'condition')."""
+    from fewmm.bench import report
+    from fewmm.bench.transfer import markdown_table
+
+    path = REPO / "results" / "transfer-digits-av.json"
+    assert plot.main([str(path), "--out", str(tmp_path / "t.png")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {path}: a transfer results file (python -m fewmm.bench.transfer), which has no plot; "
+                   f"print its table with: python -m fewmm.bench.transfer --report {path}\n")
+    assert not (tmp_path / "t.png").exists()
+    assert report.main([str(path)]) == 0
+    assert capsys.readouterr().out == markdown_table(json.loads(path.read_text())) + "\n"
+
+
+@pytest.mark.parametrize("module", ["fewmm.bench.report", "fewmm.bench.transfer --report"])
+def test_report_into_a_closed_pipe_ends_quietly(module):
+    """``report FILE | head``: the reader goes away; no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    path = REPO / "results" / ("transfer-digits-av.json" if "transfer" in module else "default.json")
+    mod, *flag = module.split()
+    p = subprocess.Popen([sys.executable, "-m", mod, *flag, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         cwd=REPO, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    p.stdout.close()  # the reader is gone before the first line is written
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0 and err == ""

@@ -370,3 +370,39 @@ def test_readme_sklearn_section_runs_as_written(data_root, monkeypatch, capsys):
         warnings.simplefilter("ignore")  # sklearn's SkipTestWarning (no pandas / array API here)
         exec(compile(code, "README.md:With scikit-learn", "exec"), {"__name__": "readme"})
     assert capsys.readouterr().out == printed  # the numbers the README shows are the ones it makes
+
+
+# -- labels and EpisodeSplit (adversarial review, fix2: M3, M4, M5) -----------------------------------
+
+
+@pytest.mark.parametrize("y", [[0, "a"] * 5, np.array([0, "a"] * 5, dtype=object)])
+@pytest.mark.parametrize("name", ["protonet", "knn", "linear-probe", "simpleshot"])
+def test_labels_mixing_ints_and_strs_get_one_clear_message(name, y):
+    import fewmm.methods as M
+    from fewmm.errors import FeatureError
+
+    x = np.random.default_rng(0).normal(size=(10, 4))
+    with pytest.raises(FeatureError, match=re.escape("support_labels: labels mix types ['int', 'str']; use one type (e.g. all str)")):
+        M.create(name).fit(x, y)
+
+
+def test_episode_split_refuses_one_way_mixed_and_nan_labels_and_names_labels():
+    from fewmm.errors import EpisodeError, FeatureError
+    from fewmm.model_selection import EpisodeSplit
+
+    X = np.zeros((9, 2))
+    with pytest.raises(EpisodeError, match="n_way must be >= 2"):
+        list(EpisodeSplit(n_way=1).split(X, ["a"] * 9))
+    with pytest.raises(FeatureError, match=re.escape("y: labels mix types ['int', 'str']")):
+        list(EpisodeSplit(n_way=2).split(X, [1, "a"] * 4 + [1]))
+    with pytest.raises(FeatureError, match="y contains NaN / None labels"):
+        list(EpisodeSplit(n_way=2).split(X, [1.0] * 8 + [np.nan]))
+    with pytest.raises(FeatureError, match="y contains NaN / None labels"):
+        list(EpisodeSplit(n_way=2).split(X, ["a"] * 8 + [None]))
+    # the short class is named by its label ('c' is internal code 2; 5 is code 0), never by the code
+    with pytest.raises(EpisodeError, match=r"but label 'c' has 2\.") as e:
+        list(EpisodeSplit(n_way=2, n_shot=1, n_query=2).split(X, ["a"] * 4 + ["b"] * 3 + ["c"] * 2))
+    assert "class 2" not in str(e.value)
+    with pytest.raises(EpisodeError, match=r"but label 5 has 2\.") as e:
+        list(EpisodeSplit(n_way=2, n_shot=1, n_query=2).split(X, [5] * 2 + [7] * 7))
+    assert "class 0" not in str(e.value)

@@ -526,3 +526,38 @@ def test_support_means_ablation_replaces_text_by_class_means():
 def test_bad_hyper_parameters_are_named(name, kw, msg):
     with pytest.raises(ValueError, match=msg):
         M.create(name, **{"class_text": CT, **kw}).fit(XS, YS)
+
+
+# -- argument checks before any task is built (adversarial review, fix2: M2, M10) ----------------------
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--methods", "nope"], "unknown method 'nope'"),
+    (["--methods", "protonet,protonet"], "--methods lists protonet more than once"),
+    (["--shots", "1,1"], "--shots lists 1 more than once"),
+])
+def test_transfer_checks_method_names_and_duplicates_before_building_the_task(args, msg, capsys, monkeypatch):
+    def boom(*a, **k):  # the task must not be built
+        raise AssertionError("run() reached")
+
+    monkeypatch.setattr(TR, "run", boom)
+    try:
+        rc = TR.main(["--task", "digits-av", *args])
+    except SystemExit as e:
+        rc = e.code
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err
+
+
+def test_class_text_given_an_array_or_raw_strings_names_class_text():
+    x = torch.randn(4, 3)
+    y = [0, 0, 1, 1]
+    with pytest.raises(FeatureError, match="class_text must be a mapping .*got .ndarray.: a bare array has no class labels"):
+        M.create("zero-shot", class_text=np.zeros((2, 3))).fit(x, y)
+    with pytest.raises(FeatureError, match=r"class_text\[0\] is text \('a dog'\); class_text takes text EMBEDDINGS"):
+        M.create("zero-shot", class_text={0: "a dog", 1: "a cat"}).fit(x, y)
+    with pytest.raises(FeatureError, match=r"class_text\[0\] is text"):
+        M.create("tip-adapter", class_text={0: ["a dog", "dog"], 1: ["a cat"]}).fit(x, y)
+    with pytest.raises(FeatureError, match=r"class_text\[0\] must be a numeric array"):
+        M.create("zero-shot", class_text={0: {"a": 1}, 1: [1.0, 0, 0]}).fit(x, y)

@@ -257,7 +257,7 @@ def _eval(a) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     from ..errors import FewmmError
 
     parser = build_parser()
@@ -287,3 +287,16 @@ def main(argv=None) -> int:
     except OSError as e:  # unwritable output, missing file
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def main(argv=None) -> int:
+    """The command line (see ``--help``). SIGTERM stops it like Ctrl-C: one line, exit 130, with
+    what was kept (:func:`fewmm.clihelp.interrupted_message`)."""
+    from ..clihelp import interrupted_message, sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt as e:
+            print(interrupted_message(e, 'the files it said it wrote (if any) are kept'), file=sys.stderr)
+            return 130

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..clihelp import HelpFormatter, add_device_argument
+from ..clihelp import HelpFormatter, add_device_argument, interrupted_message, seed_type, sigterm_as_interrupt
 from ..encoders.base import resolve_device
 from ..errors import FewmmError
 from ..metrics import mean_ci, paired_difference
@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="omniglot", help="few-shot task: omniglot, fsdd-digits, esc50, or manifest:PATH (your own "
                    "manifest's audio with audio-conv4, or its images at 28x28 with conv4; its split column, else a seeded "
                    "class-disjoint split)")
-    p.add_argument("--split-seed", type=int, default=0, help="manifest tasks without a split column: seed of the class split")
+    p.add_argument("--split-seed", type=seed_type, default=0, help="manifest tasks without a split column: seed of the class split")
     p.add_argument("--split-fractions", default=None, metavar="BASE,VAL,NOVEL",
                    help="manifest tasks without a split column: fractions of the classes (default 0.6,0.2,0.2)")
     p.add_argument("--backbone", default=None, help="backbone to train (default conv4 for omniglot, audio-conv4 for the audio tasks)")
@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-episodes", type=int, default=1000, help="test episodes per setting")
     p.add_argument("--test-query", type=int, default=15, help="test queries per class")
     p.add_argument("--baselines", default="efficientnet-lite2,pixels", help="frozen encoders on the same test episodes ('' for none)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, training and test episodes")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of the split, training and test episodes")
     add_device_argument(p)
     p.add_argument("--amp", choices=("bf16",), default=None, help="bfloat16 autocast (GPU; default: float32)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = build_parser()
     pre, _ = p.parse_known_args(argv)
@@ -394,6 +394,9 @@ def main(argv=None) -> int:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}")
     if a.way < 2:
         p.error("--way must be >= 2")
+    for name in ("seed", "split_seed"):  # a --config value bypasses seed_type
+        if not isinstance(getattr(a, name), int) or getattr(a, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be an integer >= 0, got {getattr(a, name)!r}")
     if a.task == "omniglot":  # 20 drawings per character: check before any data is loaded or any training is done
         if a.shot + a.query > 20:
             p.error(f"--shot {a.shot} + --query {a.query} training images per class: Omniglot has 20 per character")
@@ -418,6 +421,17 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv=None) -> int:
+    """The command line (see ``--help``). SIGTERM stops it like Ctrl-C: one line, exit 130, with
+    what was kept (:func:`fewmm.clihelp.interrupted_message`)."""
+    with sigterm_as_interrupt():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt as e:
+            print(interrupted_message(e, 'the training history and rows measured so far (if any) are in the output folder, and with --checkpoints the run continues with --resume'), file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..clihelp import HelpFormatter, add_device_argument
+from ..clihelp import HelpFormatter, add_device_argument, interrupted_message, sigterm_as_interrupt
 from ..errors import FewmmError
 from ..plugins import add_plugin_argument, import_plugins
 from .runner import DEFAULT_ENCODER, DEFAULT_METHODS, SUITES_DIR, RunSpec, Suite, _ints, _strs, load_suite, parse_dataset, run_suite
@@ -98,10 +98,20 @@ def suite_from_args(a: argparse.Namespace) -> Suite:
         if a.seed < 0:
             raise FewmmError(f"--seed must be >= 0, got {a.seed}")
         suite.seed = a.seed
+    from ..clihelp import check_unique
+
+    lists = [("--methods", suite.methods), ("--ways", suite.ways), ("--shots", suite.shots)]
+    if a.dataset:
+        lists += [("--dataset", _strs(a.dataset)), ("--encoder", _strs(a.encoder) if a.encoder else [])]
+    for flag, values in lists:  # a repeated value would run twice and be written twice into the results
+        try:
+            check_unique(values, flag + (" (or the suite's " + flag[2:] + ")" if a.config else ""))
+        except ValueError as e:
+            raise FewmmError(str(e)) from None
     return suite
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     a = build_parser().parse_args(argv)
     try:
@@ -131,8 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     except FewmmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; the rows measured so far (if any) are in the output folder and the features encoded so far "
-              "in the feature cache (the next run resumes the encoding)", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(interrupted_message(e), file=sys.stderr)
         return 130
     return 0
+
+
+def main(argv=None) -> int:
+    """The command line (see ``--help``). SIGTERM stops it like Ctrl-C: one line, exit 130, with
+    what was kept (:func:`fewmm.clihelp.interrupted_message`)."""
+    with sigterm_as_interrupt():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt as e:
+            print(interrupted_message(e, 'the rows measured so far (if any) are in the output folder'), file=sys.stderr)
+            return 130

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shlex
 import sys
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..clihelp import HelpFormatter, add_device_argument
+from ..clihelp import HelpFormatter, add_device_argument, check_unique, interrupted_message, seed_type, sigterm_as_interrupt
 from ..data.manifest import DEFAULT_SPLIT_FRACTIONS as DEFAULT_FRACTIONS
 from ..errors import FewmmError
 from ..metrics import mean_ci, paired_difference
@@ -92,10 +93,7 @@ def _weights_by_item_kind(weights: np.ndarray, query_items: np.ndarray, corrupte
 
 
 def run(args) -> Path:
-    from .. import heads as H
-    from .. import tasks as T
     from ..encoders import resolve_device
-    from ..train import TrainConfig, train_head
 
     torch.set_num_threads(args.threads)
     dev = str(resolve_device(getattr(args, "device", "auto")))
@@ -115,11 +113,41 @@ def run(args) -> Path:
     rep = Reporter(Path(args.out), stem, header, fields=FUSION_FIELDS)
     rep.check_writable()
     t0 = time.time()
+    patience = getattr(args, "patience", 4)
     trained_heads = args.heads.split(",") if args.heads else list(TRAINED)
     rep.say(f"fewmm fusion: task {task_label}, fold(s) {', '.join(folds)}; trained heads {', '.join(trained_heads)} "
-            f"({args.steps} steps each){'' if args.no_controls else ', + single-modality controls if the task has several item modalities'}; "
+            f"(up to {args.steps} steps each{f', early stop after {patience} validations without gain' if patience else ''}){'' if args.no_controls else ', + single-modality controls if the task has several item modalities'}; "
             f"{args.ways}-way {'/'.join(map(str, shots))}-shot {queries or 'auto'}-query, {args.episodes} test episodes per setting, "
             f"seed {args.seed}, device {dev}\n  results: {rep.json_path} and {rep.csv_path} (written after the first fold)")
+    if task_name == "manifest":  # --ways/--shots/--queries against the labels and splits, before any encoding
+        from ..tasks.manifest import ManifestSplits
+
+        _manifest_counts(ManifestSplits(**task_kw), args, shots, queries)
+    interrupt_note: dict = {}
+    try:
+        _run_folds(args, rep, header, folds, task_name, task_kw, spec, shots, queries, cmod, dev, t0, interrupt_note)
+    except KeyboardInterrupt as e:
+        rep.flush()  # the rows measured so far, finished: false
+        e.fewmm_fusion = {"json": rep.json_path, "csv": rep.csv_path, "rows": len(rep.rows),
+                          "resumable": interrupt_note.get("resumable")}
+        raise
+    header["wall_seconds"] = round(time.time() - t0, 1)
+    rep.flush(finished=True)
+    if not args.quiet and task_name == "manifest":  # CSV -> trained heads -> this table, in one command
+        from .report import fusion_table
+
+        print("\n" + fusion_table({**header, "results": rep.rows}), flush=True)
+    rep.say(f"wrote {rep.json_path} and {rep.csv_path}")
+    return rep.json_path
+
+
+def _run_folds(args, rep, header, folds, task_name, task_kw, spec, shots, queries, cmod, dev, t0, note) -> None:
+    """Train and evaluate every fold (the body of :func:`run`); rows go to ``rep`` as measured."""
+    from .. import heads as H
+    from .. import tasks as T
+    from ..train import TrainConfig, train_head
+
+    task_label = spec["label"]
     for fi, fold in enumerate(folds):
         rep.say(f"[fold {fi + 1}/{len(folds)}] {task_label} fold {fold}: {format_seconds(time.time() - t0)} elapsed"
                 + (f", about {format_seconds((time.time() - t0) / fi * (len(folds) - fi))} left" if fi else ""))
@@ -158,15 +186,28 @@ def run(args) -> Path:
             reg_name, hp = HEAD_SPECS.get(hname, (hname, {}))
             head = H.create(reg_name, f_h, seed=args.seed, **hp)
             cfg = TrainConfig(n_way=args.ways, n_query=min(queries, 15), steps=args.steps,
-                              eval_every=max(1, args.steps // 10), val_episodes=200, val_shot=1, patience=4,
+                              eval_every=max(1, args.steps // 10), val_episodes=200, val_shot=1,
+                              patience=getattr(args, "patience", 4) or None,
                               modality_dropout=0.2 if len(mods) > 1 else 0.0, corrupt_fraction=0.5,
                               seed=args.seed, progress=not args.quiet, device=dev, **train_kw)
             ckpt = Path(args.checkpoints) / f"{spec['checkpoint_prefix']}-{fold}-{label}" if args.checkpoints else None
+            if ckpt is not None:
+                note["resumable"] = f"head checkpoints in {args.checkpoints} (the rerun resumes each head's training there)"
+            resumed = None
+            if ckpt is not None and (ckpt / "last.json").exists():
+                try:
+                    resumed = int(json.loads((ckpt / "last.json").read_text())["step"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    resumed = None  # train_head says what is wrong with the checkpoint
+                if resumed is not None:
+                    rep.say(f"[train] {task_label}/{fold} {label}: resuming from checkpoint {ckpt} at step {resumed} of {args.steps}")
             t1 = time.time()
-            res = train_head(head, f_h, base, val, cfg, corrupted=c_h, checkpoint_dir=ckpt, resume=bool(ckpt))
+            res = train_head(head, f_h, base, val, cfg, corrupted=c_h, checkpoint_dir=ckpt, resume=bool(ckpt),
+                             desc=f"train {label}")
             trained[label] = (res.head, mods)
             header["training"][f"{fold}/{label}"] = {"best_val_acc": res.best_val_acc, "best_step": res.best_step,
                                                      "steps": res.steps, "stopped_early": res.stopped_early,
+                                                     "resumed_from_step": resumed,
                                                      "seconds": round(time.time() - t1, 1), "config": cfg.to_dict()}
             rep.say(f"[train] {task_label}/{fold} {label}: best val acc {res.best_val_acc:.3f} at step {res.best_step}")
         # --- evaluate on novel classes -------------------------------------------------------
@@ -212,14 +253,6 @@ def run(args) -> Path:
                         delta = f"{r['paired_delta']:+6.2f} ± {r['paired_ci95']:.2f} vs {ref}" if "paired_delta" in r else "(reference)"
                         print(f"{task_label:<10} {fold:<7} {cond:<15} {k}-shot {r['head']:<14} {r['accuracy']:6.2f} ± {r['ci95']:.2f}  {delta}", flush=True)
                 rep.flush()
-    header["wall_seconds"] = round(time.time() - t0, 1)
-    rep.flush(finished=True)
-    if not args.quiet and task_name == "manifest":  # CSV -> trained heads -> this table, in one command
-        from .report import fusion_table
-
-        print("\n" + fusion_table({**header, "results": rep.rows}), flush=True)
-    rep.say(f"wrote {rep.json_path}")
-    return rep.json_path
 
 
 def task_spec(args) -> tuple[str, dict, dict]:
@@ -316,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-text", default="column",
                    help="manifest tasks: 'column' (the class_text column, if any; default), 'none', or a template "
                         "such as 'a photo of a {label}'")
-    p.add_argument("--split-seed", type=int, default=0,
+    p.add_argument("--split-seed", type=seed_type, default=0,
                    help="manifest tasks without a split column: seed of the class-disjoint split (default 0)")
     p.add_argument("--split-fractions", default=None, metavar="BASE,VAL,NOVEL",
                    help="manifest tasks without a split column: fractions of the classes (default 0.6,0.2,0.2)")
@@ -329,8 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, help="queries per class (default: digits-av 15, esc50-text 3; manifests: up to 15, "
                    "as many as the smallest novel class allows)")
     p.add_argument("--episodes", type=int, default=600, help="test episodes per setting")
-    p.add_argument("--steps", type=int, default=400, help="training steps per head (8 episodes each)")
-    p.add_argument("--seed", type=int, default=0, help="seed of training, corruption and episodes")
+    p.add_argument("--steps", type=int, default=400, help="maximum training steps per head (8 episodes each; validated every "
+                   "steps/10 steps); training stops earlier after --patience validations without a better accuracy")
+    p.add_argument("--patience", type=int, default=4, help="stop a head's training after this many validations in a row "
+                   "without a better validation accuracy; 0: never stop early, train all --steps")
+    p.add_argument("--seed", type=seed_type, default=0, help="seed of training, corruption and episodes")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small ops on a busy CPU)")
     add_device_argument(p)
     p.add_argument("--data-root", help="data folder (default: $FEWMM_DATA, then ~/.cache/fewmm/data)")
@@ -354,17 +390,46 @@ def main(argv=None) -> int:
         shots = [int(x) for x in a.shots.split(",")]
     except ValueError:
         p.error(f"--shots: expected comma-separated integers, got {a.shots!r}")
-    for name, v, lo in (("--ways", a.ways, 2), ("--episodes", a.episodes, 1), ("--steps", a.steps, 1), ("--threads", a.threads, 1),
+    for name, v, lo in (("--ways", a.ways, 2), ("--episodes", a.episodes, 1), ("--steps", a.steps, 1), ("--patience", a.patience, 0),
+                        ("--threads", a.threads, 1),
                         ("--queries", a.queries if a.queries is not None else 1, 1), ("--shots", min(shots), 1)):
         if v < lo:
             p.error(f"{name} must be >= {lo}, got {v}")
     try:
-        import_plugins(a.plugin)
-        run(a)
-    except FewmmError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        check_unique(shots, "--shots")
+        check_unique([h.strip() for h in a.heads.split(",")] if a.heads else [], "--heads")
+    except ValueError as e:
+        p.error(str(e))
+    if a.class_text not in ("column", "none"):
+        from ..tasks.manifest import check_label_template
+
+        try:
+            check_label_template(a.class_text, "--class-text")
+        except FewmmError as e:
+            p.error(str(e) + " (or 'column' / 'none')")
+    with sigterm_as_interrupt():  # SIGTERM (kill, timeout, Slurm walltime) stops like Ctrl-C
+        try:
+            import_plugins(a.plugin)
+            run(a)
+        except FewmmError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as e:
+            print(interrupted_message(e, _kept(e)), file=sys.stderr)
+            return 130
     return 0
+
+
+def _kept(exc: BaseException) -> str:
+    """What an interrupted fusion run kept (rows written, finished: false; head checkpoints)."""
+    rec = getattr(exc, "fewmm_fusion", None)
+    if rec is None:
+        return "nothing measured yet"
+    kept = (f"the {rec['rows']} row(s) measured so far are in {rec['json']} and {rec['csv']} (finished: false)"
+            if rec["rows"] else "no row was measured yet")
+    if rec.get("resumable"):
+        kept += f"; {rec['resumable']}"
+    return kept
 
 
 if __name__ == "__main__":

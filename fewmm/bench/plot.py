@@ -45,6 +45,9 @@ def load_results(path: str | Path, required_row_keys=("accuracy", "ci95", "shots
         raise ResultsFileError(f"{path}: not a readable results JSON ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
         raise ResultsFileError(f"{path}: not a fewmm results file (no 'results' list of rows)")
+    if str(doc.get("experiment", "")).startswith("transfer"):
+        raise ResultsFileError(f"{path}: a transfer results file (python -m fewmm.bench.transfer), which has no plot; "
+                               f"print its table with: python -m fewmm.bench.transfer --report {path}")
     if not doc["results"]:
         raise ResultsFileError(f"{path}: no result rows (an unfinished run? 'finished': {doc.get('finished')})")
     for i, r in enumerate(doc["results"]):

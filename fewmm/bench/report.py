@@ -123,10 +123,14 @@ def markdown_table(doc: dict) -> str:
         f"wall time {doc.get('wall_seconds', '?')} s. Command: `{doc.get('command')}`."
     )
     skipped = doc.get("skipped") or []
-    missing = [s for s in skipped if "ways" not in s]
+    mismatch = [s for s in skipped if s.get("reason", "").startswith("modality mismatch")]
+    missing = [s for s in skipped if "ways" not in s and s not in mismatch]
     cells_skipped = [s for s in skipped if "ways" in s]
     if missing:
         foot += " Skipped (data not found): " + ", ".join(s["dataset"] for s in missing) + "."
+    if mismatch:
+        foot += (" Skipped (encoder of another modality): "
+                 + ", ".join(f"{s['dataset']} x {s['encoder']}" for s in mismatch) + ".")
     if cells_skipped:
         foot += (" Skipped cells (infeasible): "
                  + "; ".join(f"{s['dataset']} x {s['encoder']} {s['ways']}-way {s['shots']}-shot "
@@ -338,20 +342,50 @@ def main(argv=None) -> int:
         else:
             doc = docs[0]
             exp = doc.get("experiment")
-            table = backbone_table(doc) if exp and "backbone from scratch" in exp else fusion_table(doc) if exp else markdown_table(doc)
+            if str(exp or "").startswith("transfer"):  # also: python -m fewmm.bench.transfer --report FILE
+                from .transfer import markdown_table as transfer_table
+
+                table = transfer_table(doc)
+            else:
+                table = (backbone_table(doc) if exp and "backbone from scratch" in exp else fusion_table(doc) if exp
+                         else markdown_table(doc))
     except (KeyError, TypeError, ValueError) as e:
         print(f"error: {', '.join(a.results)}: {'cannot combine' if len(docs) > 1 else 'malformed result rows'} ({type(e).__name__}: {e})",
               file=sys.stderr)
         return 2
     if a.readme:
         path = Path(a.readme)
-        before = path.read_text()
+        try:
+            before = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            print(f"error: --readme {path}: no such file (give an existing Markdown file with a <!-- results:TAG --> block)",
+                  file=sys.stderr)
+            return 2
+        except (OSError, UnicodeDecodeError) as e:
+            print(f"error: --readme {path}: cannot read it ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
         after = update_block(before, a.tag or Path(a.results[0]).stem, table)
-        path.write_text(after)
+        try:
+            path.write_text(after, encoding="utf-8")
+        except OSError as e:
+            print(f"error: --readme {path}: cannot write it ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
         print(f"{'updated' if after != before else 'unchanged:'} {path}", file=sys.stderr)
     else:
-        print(table)
+        print_to_pipe(table)
     return 0
+
+
+def print_to_pipe(text: str) -> None:
+    """Print ``text``; when the reader has gone (``report ... | head``), stop quietly instead of
+    ending with a BrokenPipeError traceback (the recipe of Python's ``signal`` documentation)."""
+    import os
+
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail either
 
 
 if __name__ == "__main__":

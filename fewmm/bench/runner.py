@@ -121,6 +121,10 @@ def _resolve_manifest_spec(r: "RunSpec", relative_to: Path | None = None) -> Non
     p = Path(os.path.normpath(p))
     r.options["path"] = str(p)
     if not p.is_file():
+        head, _, tail = str(p).rpartition(":")
+        if head and tail and Path(head).is_file():  # manifest:PATH:SPLIT with an unknown SPLIT
+            raise FewmmError(f"manifest {head}: {tail!r} is not a split; expected one of {', '.join(MANIFEST_SPLITS)} "
+                             f"(--dataset manifest:PATH[:{'|'.join(MANIFEST_SPLITS)}])")
         raise FewmmError(f"manifest {p} not found (from --dataset manifest:PATH or a suite's dataset = \"manifest:PATH\")")
     if r.split is None:
         r.split = "novel" if has_split_column(p) else "all"
@@ -128,6 +132,23 @@ def _resolve_manifest_spec(r: "RunSpec", relative_to: Path | None = None) -> Non
         r.base = f"manifest:{p}:base"
     if not r.label:
         r.label = p.stem
+
+
+def path_tag(path: str | os.PathLike) -> str:
+    """A short, stable tag of a file's resolved path: the first 6 hex digits of its sha256."""
+    return hashlib.sha256(str(Path(path).expanduser().resolve()).encode()).hexdigest()[:6]
+
+
+def _disambiguate_labels(runs: list[RunSpec]) -> None:
+    """Give manifest runs that would share a name (same file stem, different files, e.g.
+    ``a/items.csv`` and ``b/items.csv``) a unique one: ``<stem>-<path_tag(path)>``, so rows and the
+    results' ``datasets`` entry always name the right file. Runs of one file keep their name."""
+    by_name: dict[str, set] = {}
+    for r in runs:
+        by_name.setdefault(r.display, set()).add(r.options.get("path") if r.dataset == "manifest" else r.dataset)
+    for r in runs:
+        if r.dataset == "manifest" and len(by_name[r.display]) > 1:
+            r.label = f"{r.label or Path(r.options['path']).stem}-{path_tag(r.options['path'])}"
 
 
 def _ints(v, arg: str) -> list[int]:
@@ -379,6 +400,8 @@ def run_suite(
     feasibility from the labels alone (enough classes for the ways, enough items per class for
     shots + queries); infeasible cells are skipped with a note (in ``skipped`` of the results
     and on screen) and the suite goes on; a block whose cells are all infeasible is not encoded.
+    Likewise a (data set, encoder) pair whose encoder embeds a modality the data set lacks (e.g.
+    ``--dataset digits,fsdd --encoder pixels,logmel-stats``) is skipped with a note.
     A banner says what will run and where the results go; a progress line per block says how
     far the suite is (block k of n, elapsed, a rough time left).
 
@@ -389,7 +412,8 @@ def run_suite(
     ------
     fewmm.errors.FewmmError
         Unknown names, bad counts, a non-optional data set that is missing, unreadable items,
-        or nothing measurable at all (every cell infeasible or every data set missing).
+        or nothing measurable at all (every cell infeasible, every encoder of another modality, or
+        every data set missing).
     """
     from .. import data as D
     from .. import encoders as E
@@ -414,6 +438,7 @@ def run_suite(
         for e in r.encoders:
             if e not in known_enc:
                 E.ENCODERS.get(e)  # raises UnknownNameError with suggestions
+    _disambiguate_labels(suite.runs)
     cache = FeatureCache(cache_dir)
     stem = stem or f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     header = {
@@ -434,7 +459,7 @@ def run_suite(
     t_start = time.time()
 
     # --- phase 1: load the data sets, plan the blocks, check every cell (labels only, nothing encoded)
-    blocks = []
+    blocks, mismatched = [], []
     for r in suite.runs:
         try:
             table = D.load(r.dataset, split=r.split, root=data_root, download=not r.optional, **r.options)
@@ -463,11 +488,12 @@ def run_suite(
         q = r.queries or suite.queries
         for enc_name in r.encoders or [DEFAULT_ENCODER[m] for m in table.modalities]:
             modality = getattr(E.ENCODERS.get(enc_name), "modality", None)
-            if modality and modality not in table.modalities:
-                raise FewmmError(
-                    f"encoder {enc_name!r} embeds {modality}, but data set {table.name!r} has only "
-                    f"{sorted(table.modalities)}; pick an encoder with `--encoder` (see list_encoders())"
-                )
+            if modality and modality not in table.modalities:  # e.g. --dataset digits,fsdd --encoder pixels,logmel-stats
+                why = f"encoder {enc_name!r} embeds {modality}, but data set {table.name!r} has only {sorted(table.modalities)}"
+                rep.skipped.append({"dataset": r.display, "split": r.split, "encoder": enc_name,
+                                    "reason": f"modality mismatch: {why}"})
+                mismatched.append((r.display, enc_name, why))
+                continue
             labels = table.labels[table.mask(modality)] if modality else table.labels
             cells, infeasible = [], []
             for ways in suite.ways:
@@ -492,11 +518,14 @@ def run_suite(
                   f"{b['table'].n_classes} classes, {b['queries']} queries)\n" for i, b in enumerate(todo))
         + "".join(f"  [skip] {b['run'].display} x {b['encoder']} {w}-way {k}-shot: {why}\n"
                   for b in blocks for w, k, why in b["infeasible"])
+        + "".join(f"  [skip] {d} x {e}: {why}\n" for d, e, why in mismatched)
         + f"  results: {rep.json_path} and {rep.csv_path} (written from the first measured row on)"
     )
     if not todo:
         raise FewmmError("nothing to measure: " + ("; ".join(s["reason"].splitlines()[0] for s in rep.skipped)
-                                                   if rep.skipped else "no data set"))
+                                                   if rep.skipped else "no data set")
+                         + ("; pick an encoder of the data set's modality with `--encoder` (see list_encoders())"
+                            if mismatched else ""))
 
     # --- phase 2: encode (cached) and evaluate, block by block
     encoders: dict[str, object] = {}

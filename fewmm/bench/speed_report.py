@@ -128,7 +128,12 @@ def main(argv=None) -> int:
             parts.append(fn(json.loads(Path(path).read_text()), path))
     md = "\n".join(parts)
     if a.readme:
-        Path(a.readme).write_text(update_block(Path(a.readme).read_text(), "speed", md))
+        try:
+            text = Path(a.readme).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            print(f"error: --readme {a.readme}: cannot read it ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
+        Path(a.readme).write_text(update_block(text, "speed", md), encoding="utf-8")
     else:
         print(md)
     return 0

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..clihelp import interrupted_message, sigterm_as_interrupt
 from ..errors import FewmmError
 from ..metrics import mean_ci, paired_difference
 from .runner import Reporter, environment
@@ -504,7 +505,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def _unique(p, values, flag: str) -> None:
+    """argparse error (exit 2) naming ``flag`` when ``values`` repeats an entry."""
+    from ..clihelp import check_unique
+
+    try:
+        check_unique(values, flag)
+    except ValueError as e:
+        p.error(str(e))
+
+
+def _main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = build_parser()
     a = p.parse_args(argv)
@@ -516,7 +527,9 @@ def main(argv=None) -> int:
             else:
                 import json
 
-                print(markdown_table(json.loads(Path(a.report).read_text())))
+                from .report import print_to_pipe
+
+                print_to_pipe(markdown_table(json.loads(Path(a.report).read_text())))
         except (FewmmError, OSError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -529,6 +542,12 @@ def main(argv=None) -> int:
         a.folds = [s.strip() for s in a.folds.split(",")] if a.folds else None
         a.modalities = [s.strip() for s in a.modalities.split(",")] if a.modalities else None
         a.methods = [s.strip() for s in a.methods.split(",")] if a.methods else None
+        if a.methods:  # names checked before any task is built (features embedded, bridge trained)
+            from .. import methods as M
+
+            _unique(p, a.methods, "--methods")
+            for name in a.methods:
+                M.METHODS.get(name)  # UnknownNameError (a FewmmError) naming the method, with suggestions
         a.protocol = a.protocol or "both"
         a.shots = [int(s) for s in str(a.shots or "1,5").split(",")]
         for k, dflt, lo in (("ways", 5, 2), ("queries", None, 1), ("episodes", 600, 1), ("seed", 0, 0),
@@ -540,11 +559,12 @@ def main(argv=None) -> int:
             setattr(a, k, v)
         if min(a.shots) < 1:
             p.error(f"--shots must be >= 1, got {a.shots}")
-    except ValueError as e:
-        p.error(f"expected integers: {e}")
+        _unique(p, a.shots, "--shots")
     except FewmmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:
+        p.error(f"expected integers: {e}")
     a.command = "python -m fewmm.bench.transfer " + shlex.join(argv)
     try:
         run(a)
@@ -552,6 +572,17 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv=None) -> int:
+    """The command line (see ``--help``). SIGTERM stops it like Ctrl-C: one line, exit 130, with
+    what was kept (:func:`fewmm.clihelp.interrupted_message`)."""
+    with sigterm_as_interrupt():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt as e:
+            print(interrupted_message(e, 'the rows measured so far (if any) are in the output folder'), file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

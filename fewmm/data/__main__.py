@@ -93,7 +93,7 @@ def export_fewshot(table, shots: int, test: int, seed: int, out) -> tuple[Path, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..clihelp import HelpFormatter
+    from ..clihelp import HelpFormatter, seed_type
 
     p = argparse.ArgumentParser(prog="python -m fewmm.data", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--label", default=None, help="loader option, e.g. 'speaker' for fsdd (default: the data set's label)")
     e.add_argument("--shots", type=int, default=5, help="training items per class")
     e.add_argument("--test", type=int, default=20, help="test items per class, at most")
-    e.add_argument("--seed", type=int, default=0, help="seed of the draw of training and test items")
+    e.add_argument("--seed", type=seed_type, default=0, help="seed of the draw of training and test items")
     e.add_argument("--data-root", default=None, help="data folder (default: $FEWMM_DATA, then ~/.cache/fewmm/data)")
     e.add_argument("--out", required=True, help="folder for train.csv and test.csv")
     return p

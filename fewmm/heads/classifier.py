@@ -78,6 +78,16 @@ def check_items_have_modality(features: MMFeatures, name: str = "features", item
         )
 
 
+def _check_finite(features: MMFeatures, name: str) -> None:
+    """FeatureError when a modality's features hold NaN/inf. MMFeatures checks this when built;
+    this catches values edited in afterwards (one isfinite pass per modality)."""
+    for m in features.modalities:
+        f = features.features[m]
+        if not bool(torch.isfinite(f).all()):
+            rows = torch.nonzero(~torch.isfinite(f).all(dim=1)).flatten()[:5].tolist()
+            raise FeatureError(f"{name} features[{m!r}] contain NaN or inf (rows {rows}; edited after the MMFeatures was built?)")
+
+
 def features_to(features: MMFeatures, device) -> MMFeatures:
     """A copy of ``features`` with its tensors on ``device`` (the same object if already there)."""
     dev = torch.device(device)
@@ -144,7 +154,8 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
 
     def check_params(self) -> None:
         """Raise TypeError / ValueError for a ``head`` that is not a FusionHead, a ``query_chunk``
-        that is not an int >= 1, or a ``device`` torch does not know."""
+        that is not an int >= 1, a ``device`` torch does not know, or a CUDA ``device`` on a
+        machine where torch sees no CUDA GPU."""
         if not isinstance(self.head, FusionHead):
             raise TypeError(f"head must be a fewmm.heads.FusionHead, got {type(self.head).__name__}")
         qc = self.query_chunk
@@ -155,13 +166,22 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
                 torch.device(self.device)
             except (RuntimeError, TypeError) as e:
                 raise ValueError(f"device {self.device!r} is not a torch device (e.g. 'cpu', 'cuda'): {e}") from None
+            self._check_cuda(torch.device(self.device))
+
+    @staticmethod
+    def _check_cuda(dev: torch.device) -> None:
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"HeadClassifier: device={str(dev)!r} was asked for but torch sees no CUDA GPU; "
+                             "use device='cpu' or device=None (the head's device)")
 
     @property
     def weight_names(self) -> tuple[str, ...]:
         return self.head.weight_names
 
     def _dev(self) -> torch.device:
-        return torch.device(self.device) if self.device is not None else self.head.device
+        dev = torch.device(self.device) if self.device is not None else self.head.device
+        self._check_cuda(dev)
+        return dev
 
     def fit(self, X: MMFeatures, y=None) -> "HeadClassifier":
         """Store the support set.
@@ -189,6 +209,7 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
         """
         self.check_params()
         support = align_features(self.head, X, "support")
+        _check_finite(support, "support")
         y = support.labels if y is None else check_labels(y, len(support))
         if len(support) == 0:
             raise FeatureError("support is empty")
@@ -236,6 +257,9 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
     def _scores(self, query: MMFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_fitted()
         query = align_features(self.head, query, "query")
+        if len(query) == 0:
+            raise FeatureError("query has 0 items: give at least one query item to predict")
+        _check_finite(query, "query")
         check_items_have_modality(query, "query")
         dev = self._dev()
         was = self.head.training
@@ -293,7 +317,7 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
         Raises
         ------
         FeatureError
-            Modalities / dims not matching the head, or a query item with no modality (named).
+            Modalities / dims not matching the head, a query of 0 items, or a query item with no modality (named).
         """
         return torch.softmax(self._scores(X)[0], dim=1).numpy()
 

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ..errors import FeatureError
+from ..errors import FeatureError, MethodError
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -132,6 +132,48 @@ def check_features(x, name: str = "features", dim: int | None = None, owner: str
     return t
 
 
+def _label_kind(v) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "bool"
+    if isinstance(v, (str, np.str_)):
+        return "str"
+    if isinstance(v, (int, np.integer)):
+        return "int"
+    if isinstance(v, (float, np.floating)):
+        return "float"
+    return type(v).__name__
+
+
+def check_label_types(y, name: str = "labels") -> None:
+    """Raise when the labels ``y`` mix Python types (e.g. ints and strs).
+
+    numpy would either turn ``[1, "a"]`` silently into the strings ``"1", "a"`` or fail deep in
+    ``np.unique`` on an object array; one clear message instead (the wording of
+    :class:`fewmm.adapter.Adapter`).
+
+    Parameters
+    ----------
+    y : sequence or numpy.ndarray of shape (n,)
+        Only lists, tuples and object arrays are inspected (a typed numpy array has one type).
+    name : str
+        What messages call ``y``.
+
+    Raises
+    ------
+    FeatureError (a ValueError)
+        ``"{name}: labels mix types ['int', 'str']; use one type (e.g. all str)"``.
+    """
+    if isinstance(y, torch.Tensor) or (isinstance(y, np.ndarray) and y.dtype != object):
+        return
+    try:
+        values = np.asarray(y, dtype=object).reshape(-1)
+    except Exception:  # ragged: the shape checks report it
+        return
+    kinds = {_label_kind(v) for v in values}
+    if len(kinds) > 1:
+        raise FeatureError(f"{name}: labels mix types {sorted(kinds)}; use one type (e.g. all str)")
+
+
 def check_labels(y, n: int, name: str = "support_labels") -> np.ndarray:
     """Validate class labels -> numpy array of shape (n,).
 
@@ -141,14 +183,15 @@ def check_labels(y, n: int, name: str = "support_labels") -> np.ndarray:
     Raises
     ------
     FeatureError (a ValueError)
-        ``y`` is None, not 1-d, of another length than ``n``, contains NaN, or is not class labels
-        (continuous values: "Unknown label type").
+        ``y`` is None, not 1-d, of another length than ``n``, contains NaN, mixes types (ints and
+        strs: "labels mix types"), or is not class labels (continuous values: "Unknown label type").
     """
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import column_or_1d
 
     if y is None:
         raise FeatureError(f"{name} is None: fit requires y to be passed, but the target y is None (one label per support item)")
+    check_label_types(y, name)
     y = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = column_or_1d(y, warn=True)
@@ -163,6 +206,86 @@ def check_labels(y, n: int, name: str = "support_labels") -> np.ndarray:
     except ValueError as e:
         raise FeatureError(f"{name} must be class labels: {e}") from None
     return y
+
+
+def method_label(method) -> str:
+    """How messages name ``method``: its registry name and class (``'protonet' (ProtoNet)``), or
+    the class alone when it has no registry name."""
+    cls = type(method).__name__
+    name = getattr(method, "name", "") or ""
+    return f"{name!r} ({cls})" if name and name != cls else cls
+
+
+def check_logits(logits, shape: tuple, method, where: str = "_logits") -> torch.Tensor:
+    """Validate scores a method returned -> the same float tensor.
+
+    Parameters
+    ----------
+    logits : object
+        What ``method._logits`` (shape (n_query, n_classes)) or ``method.episode_logits``
+        (shape (episodes, n_query, n_way)) returned.
+    shape : tuple of int
+        The shape it must have.
+    method : FewShotMethod
+        Named in the message.
+    where : str
+        The hook that returned ``logits`` (``"_logits"`` or ``"episode_logits"``).
+
+    Returns
+    -------
+    torch.Tensor of shape ``shape``, floating point (unchanged).
+
+    Raises
+    ------
+    MethodError (a ValueError)
+        Not a torch.Tensor, not floating point, or of another shape. Finiteness is checked
+        separately by :func:`check_finite_scores`.
+    """
+    names = "(n_query, n_classes)" if len(shape) == 2 else "(episodes, n_query, n_way)"
+    want = f"a float torch.Tensor of shape {names} = {tuple(int(v) for v in shape)}"
+    if not isinstance(logits, torch.Tensor):
+        raise MethodError(f"method {method_label(method)}: {where} returned a {type(logits).__module__}.{type(logits).__name__}; "
+                          f"expected {want} (convert with torch.as_tensor)")
+    if tuple(logits.shape) != tuple(shape):
+        raise MethodError(f"method {method_label(method)}: {where} returned shape {tuple(logits.shape)}; expected {want}")
+    if not logits.is_floating_point():
+        raise MethodError(f"method {method_label(method)}: {where} returned dtype {logits.dtype}; expected {want}")
+    return logits
+
+
+def check_finite_scores(scores: torch.Tensor, method, features: torch.Tensor | None = None) -> torch.Tensor:
+    """Raise when ``scores`` hold NaN or inf (one ``isfinite().all()``); return ``scores``.
+
+    A NaN logit would otherwise be scored silently: ``argmax`` of a row of NaN is column 0, i.e.
+    chance accuracy written into the results as if it were measured.
+
+    Parameters
+    ----------
+    scores : torch.Tensor, any shape, floating point
+    method : FewShotMethod
+        Named in the message.
+    features : torch.Tensor, optional
+        The (transformed) features that were scored; only read when raising, to report their
+        largest magnitude (a hint at float32 overflow).
+
+    Raises
+    ------
+    MethodError (a ValueError)
+        Some score is NaN or inf. The message names the method, counts the bad scores and, when
+        the features are large (max |x| > 1e6), suggests normalising them.
+    """
+    if bool(torch.isfinite(scores).all()):
+        return scores
+    n_bad = int((~torch.isfinite(scores)).sum())
+    hint = ""
+    if features is not None and features.numel():
+        big = float(features.detach().abs().max())
+        if not np.isfinite(big) or big > 1e6:
+            hint = (f"; the largest |feature| is {big:.3g}: squared distances / dot products of features this large "
+                    "overflow float32, so normalise the features first (e.g. standardise or L2-normalise them, or use "
+                    "a cosine metric)")
+    raise MethodError(f"method {method_label(method)} gave {n_bad} non-finite (NaN or inf) score(s) of {scores.numel()}: "
+                      f"its predictions would be meaningless (argmax of NaN is class 0){hint}")
 
 
 class FewShotMethod(ClassifierMixin, BaseEstimator):
@@ -273,7 +396,9 @@ class FewShotMethod(ClassifierMixin, BaseEstimator):
         self._check_fitted()
         q = check_features(X, "query_features", dim=self.n_features_in_, owner=type(self).__name__)
         validate_data(self, X, reset=False, skip_check_array=True)  # feature names as in fit
-        return self._logits(self.transform_features(q))
+        qt = self.transform_features(q)
+        s = check_logits(self._logits(qt), (q.shape[0], len(self.classes_)), self)
+        return check_finite_scores(s, self, qt)
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (softmax of the logits).
@@ -293,6 +418,9 @@ class FewShotMethod(ClassifierMixin, BaseEstimator):
             Before ``fit``.
         FeatureError (a ValueError)
             Bad shape, other dimension than in ``fit``, NaN / inf.
+        MethodError (a ValueError)
+            ``_logits`` returned a non-tensor or another shape than (n_query, n_classes), or NaN /
+            inf scores (e.g. float32 overflow on features ~1e18: the message says to normalise).
         """
         return torch.softmax(self._scores(X), dim=1).cpu().numpy()
 
@@ -380,14 +508,21 @@ class FewShotMethod(ClassifierMixin, BaseEstimator):
         -------
         torch.Tensor of shape (E, M, N): logits; argmax is the predicted episode-local class.
 
-        The default loops over episodes with :meth:`_fit` / :meth:`_logits`.
+        The default loops over episodes with :meth:`_fit` / :meth:`_logits` (each output checked
+        with :func:`check_logits`; :func:`fewmm.evaluate.evaluate_episodes` checks the returned
+        batch's shape and finiteness once per chunk).
+
+        Raises
+        ------
+        MethodError (a ValueError)
+            ``_logits`` returned something other than a float tensor of shape (M, N).
         """
         e, n, k, d = support.shape
         y = torch.arange(n).repeat_interleave(k)
         out = torch.empty((e, query.shape[1], n), dtype=torch.float32, device=query.device)
         for i in range(e):
             self._fit(support[i].reshape(n * k, d), y.to(support.device), n)
-            out[i] = self._logits(query[i])
+            out[i] = check_logits(self._logits(query[i]), (query.shape[1], n), self)
         return out
 
 

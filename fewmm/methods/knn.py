@@ -19,7 +19,9 @@ class KNN(FewShotMethod):
     Parameters
     ----------
     k : int, default 1
-        Neighbours; clipped to the support size.
+        Neighbours. A ``k`` larger than the support set (N x K items in an episode) is clamped
+        to it, silently and by design: then every support item votes (no error, so one ``k``
+        serves every shot count of a benchmark).
     """
 
     name = "knn"

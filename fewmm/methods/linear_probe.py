@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import FeatureError
 from .base import FewShotMethod, l2_normalize
 
 
@@ -42,6 +43,12 @@ class LinearProbe(FewShotMethod):
         Orthonormal basis of the support span the probe was fitted in (None when not used).
     n_iter_ : int
         Solver iterations (0 with a single class).
+
+    Raises
+    ------
+    FeatureError
+        In ``fit``: the support features are all zero and ``exact_span`` is on with dim > support
+        size (scikit-learn would otherwise fail on a 0-column matrix).
     """
 
     name = "linear-probe"
@@ -85,6 +92,9 @@ class LinearProbe(FewShotMethod):
         if self.exact_span and xx.shape[0] < xx.shape[1]:
             _, s, vh = torch.linalg.svd(xx, full_matrices=False)
             self.basis_ = vh[s > s[0] * 1e-7].T.contiguous()  # (d, r), orthonormal columns
+            if self.basis_.shape[1] == 0 or not bool(s[0] > 0):  # every support row is zero: no direction to fit
+                raise FeatureError(f"linear-probe: the {xx.shape[0]} support features are all zero (after L2 normalisation): "
+                                   "there is nothing to fit a probe on; check the encoder output / feature table")
             xx = xx @ self.basis_
         self.clf_ = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=self.tol, solver=self.solver).fit(xx.numpy(), yy)
         self.n_iter_ = int(np.max(self.clf_.n_iter_))

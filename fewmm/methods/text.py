@@ -76,7 +76,14 @@ def text_prototypes(class_text: Mapping, classes, dim: int | None = None, name: 
             raise FeatureError(f"{name} has no entry for class {key!r} (a support label); it has {len(class_text)} "
                                f"classes, e.g. {have}")
         t = class_text[key]
-        t = t.detach().cpu() if isinstance(t, torch.Tensor) else torch.as_tensor(np.asarray(t, dtype=np.float32))
+        if isinstance(t, (str, bytes)) or (isinstance(t, (list, tuple)) and any(isinstance(v, (str, bytes)) for v in t)):
+            raise FeatureError(f"{name}[{key!r}] is text ({t!r}); {name} takes text EMBEDDINGS (arrays of shape (d,) or "
+                               "(n_templates, d)): embed the class texts with the text encoder of the aligned pair first "
+                               "(e.g. fewmm.tasks.embed_class_text)")
+        try:
+            t = t.detach().cpu() if isinstance(t, torch.Tensor) else torch.as_tensor(np.asarray(t, dtype=np.float32))
+        except (TypeError, ValueError) as e:
+            raise FeatureError(f"{name}[{key!r}] must be a numeric array of shape (d,) or (n_templates, d): {e}") from None
         t = t.to(torch.float32)
         if t.ndim == 1:
             t = t[None]
@@ -146,9 +153,11 @@ class TextMethod(FewShotMethod):
             Naming the parameter, its value and what was expected.
         """
         ct = self.class_text
-        if not (ct is None or isinstance(ct, Mapping) or ct == SUPPORT_MEANS):
+        if not (ct is None or isinstance(ct, Mapping) or (isinstance(ct, str) and ct == SUPPORT_MEANS)):
+            hint = (": a bare array has no class labels; pass {label: row} (e.g. dict(zip(class_labels, array)))"
+                    if isinstance(ct, (np.ndarray, torch.Tensor, list, tuple)) else "")
             raise FeatureError(f"class_text must be a mapping {{class label: embedding}} or {SUPPORT_MEANS!r}, got "
-                               f"{ct if isinstance(ct, str) else type(ct).__name__!r}")
+                               f"{ct if isinstance(ct, str) else type(ct).__name__!r}{hint}")
         for name, rule in self.PARAM_RULES.items():
             v = getattr(self, name)
             is_num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)

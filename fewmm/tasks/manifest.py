@@ -51,6 +51,44 @@ DEFAULT_ENCODERS = {"image": "efficientnet-lite2", "audio": "whisper-tiny-en", "
 DEFAULT_CORRUPTIONS = (("audio", Corruption("noise", 0.0)), ("image", Corruption("occlude", 0.25)))
 
 
+def check_label_template(template: str, name: str = "class_text") -> str:
+    """Validate a class-text template such as ``"a photo of a {label}"`` -> the template.
+
+    The only replacement field allowed is ``{label}`` (conversions / format specs such as
+    ``{label!r}`` or ``{label:>10}`` are fine); write a literal brace as ``{{`` or ``}}``.
+
+    Parameters
+    ----------
+    template : str
+    name : str
+        What messages call it (``"--class-text"`` from the fusion CLI).
+
+    Raises
+    ------
+    TaskError (a ValueError)
+        Not a str, no ``{label}`` field, another field (``{name}``, ``{}``, ``{0}``), an unmatched
+        brace, or a format spec that does not apply to a str label.
+    """
+    import string
+
+    if not isinstance(template, str):
+        raise TaskError(f"{name} must be a str template with {{label}}, got {type(template).__name__}")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise TaskError(f"{name} {template!r} is not a valid template ({e}); write a literal brace as '{{{{' or '}}}}'") from None
+    other = [f for f in fields if f != "label"]
+    if other or not fields:
+        bad = ", ".join("{" + f + "}" for f in other)
+        raise TaskError(f"{name} {template!r}: the only field a template may use is {{label}}"
+                        + (f", it has {bad}" if other else ", and it has none") + "; write a literal brace as '{{' or '}}'")
+    try:
+        template.format(label="label")
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise TaskError(f"{name} {template!r}: cannot be filled with a class name ({e})") from None
+    return template
+
+
 def _class_texts(table, class_text) -> tuple[list[list[str]] | None, str | None]:
     names = list(table.class_names)
     if class_text is None or class_text == "none":
@@ -66,7 +104,8 @@ def _class_texts(table, class_text) -> tuple[list[list[str]] | None, str | None]
                             f"{', '.join(map(repr, missing[:10]))}{' ...' if len(missing) > 10 else ''}; give each class a text, "
                             "or drop the column")
         return texts, "the manifest's 'class_text' column (mean of each class's distinct texts)"
-    if isinstance(class_text, str) and "{label}" in class_text:
+    if isinstance(class_text, str) and "{" in class_text:
+        check_label_template(class_text)
         return [[class_text.format(label=n)] for n in names], f"template {class_text!r}"
     raise TaskError(f"class_text must be 'column', None or a template with {{label}}, got {class_text!r}")
 
@@ -125,6 +164,7 @@ def build_manifest_task(root=None, cache=None, device: str = "cpu", corruption: 
     if fold != "default":
         raise TaskError(f"{NAME}: unknown fold {fold!r}; expected 'default'")
     table = load_manifest(path)
+    splits, base, val, val_items, validation = _splits(table, split_seed, split_fractions, val_fraction, val_seed)
     mods = tuple(m for m in MODALITIES if m in table.modalities and table.mask(m).any())
     enc_spec = dict(DEFAULT_ENCODERS)
     for m, e in (encoders or {}).items():
@@ -145,24 +185,6 @@ def build_manifest_task(root=None, cache=None, device: str = "cpu", corruption: 
     if texts is not None and text_encoder is not None:
         ct, text_rec = embed_class_text(f"{NAME}/{Path(path).stem}", list(table.class_names), texts, text_encoder, cache=cache)
         text_rec["source"] = text_source
-
-    splits = class_splits(table, split_seed, split_fractions)
-    base = np.asarray(splits["base"], dtype=np.int64)
-    val = np.asarray(splits["val"], dtype=np.int64)
-    val_items = np.asarray(splits["val_items"], dtype=np.int64)
-    if val.size:
-        validation = f"validation classes ({val.size})" + (f" + {val_items.size} held-out base items" if val_items.size else "")
-    elif val_items.size:
-        validation = f"held-out base items from the split column ({val_items.size})"
-    else:
-        if not 0.0 < float(val_fraction) < 1.0:
-            raise TaskError(f"{table.name}: no validation classes, so val_fraction must lie in (0, 1), got {val_fraction!r}")
-        val_items = validation_items(table.labels, base, float(val_fraction), int(val_seed))
-        validation = (f"held-out items of the base classes: for each base class c, round({val_fraction} * n_c) items drawn "
-                      f"with default_rng(SeedSequence([val_seed={val_seed}, c])); no validation classes")
-        if val_items.size == 0:
-            raise TaskError(f"{table.name}: no validation classes and too few base items to hold some out; add a "
-                            "'split' column with val rows, or more items")
 
     enc_rec = {m: encoder_record(e) for m, e in encs.items()}
     if text_rec is not None:
@@ -205,3 +227,70 @@ def build_manifest_task(root=None, cache=None, device: str = "cpu", corruption: 
         description=desc, info=info, corrupted=corrupted, item_ids={m: list(table.ids) for m in mods},
         meta={k: np.asarray(v) for k, v in table.meta.items()},
     )
+
+
+def _splits(table, split_seed, split_fractions, val_fraction, val_seed):
+    """(splits record, base, val, val_items, validation sentence) of a manifest's table."""
+    splits = class_splits(table, split_seed, split_fractions)
+    base = np.asarray(splits["base"], dtype=np.int64)
+    val = np.asarray(splits["val"], dtype=np.int64)
+    val_items = np.asarray(splits["val_items"], dtype=np.int64)
+    if val.size:
+        validation = f"validation classes ({val.size})" + (f" + {val_items.size} held-out base items" if val_items.size else "")
+    elif val_items.size:
+        validation = f"held-out base items from the split column ({val_items.size})"
+    else:
+        if not 0.0 < float(val_fraction) < 1.0:
+            raise TaskError(f"{table.name}: no validation classes, so val_fraction must lie in (0, 1), got {val_fraction!r}")
+        val_items = validation_items(table.labels, base, float(val_fraction), int(val_seed))
+        validation = (f"held-out items of the base classes: for each base class c, round({val_fraction} * n_c) items drawn "
+                      f"with default_rng(SeedSequence([val_seed={val_seed}, c])); no validation classes")
+        if val_items.size == 0:
+            raise TaskError(f"{table.name}: no validation classes and too few base items to hold some out; add a "
+                            "'split' column with val rows, or more items")
+    return splits, base, val, val_items, validation
+
+
+class ManifestSplits:
+    """The class splits of a manifest task from its labels alone (nothing encoded): the same
+    ``labels``, ``class_names``, ``info["manifest"]``, ``info["splits"]``, :meth:`split_classes`
+    and :meth:`split_items` as the :class:`~fewmm.tasks.Task` that :func:`build_manifest_task`
+    builds with the same options, so episode sizes can be checked before any encoding.
+
+    Parameters
+    ----------
+    path : path
+        The manifest.
+    split_seed, split_fractions, val_fraction, val_seed
+        As in :func:`build_manifest_task`.
+
+    Raises
+    ------
+    fewmm.errors.DataError, TaskError
+        As :func:`build_manifest_task` for the manifest and its splits.
+    """
+
+    def __init__(self, path, split_seed: int = 0, split_fractions=DEFAULT_SPLIT_FRACTIONS, val_fraction: float = 0.2,
+                 val_seed: int = 0, **_ignored):
+        table = load_manifest(path)
+        splits, self.base_classes, self.val_classes, self.val_items, _ = _splits(
+            table, split_seed, split_fractions, val_fraction, val_seed)
+        self.novel_classes = np.asarray(splits["novel"], dtype=np.int64)
+        self.labels = np.asarray(table.labels)
+        self.class_names = list(table.class_names)
+        self.info = {"manifest": table.info["manifest"], "splits": splits}
+
+    def split_classes(self, split: str) -> np.ndarray:
+        """Class indices of ``split``; ``"val"`` without validation classes: the base classes."""
+        if split == "val" and not self.val_classes.size:
+            return self.base_classes
+        return {"base": self.base_classes, "val": self.val_classes, "novel": self.novel_classes}[split]
+
+    def split_items(self, split: str) -> np.ndarray:
+        """Item indices of ``split`` (as :meth:`fewmm.tasks.Task.split_items`), (n,) int64."""
+        keep = np.isin(self.labels, {"base": self.base_classes, "val": self.val_classes, "novel": self.novel_classes}[split])
+        if split == "base":
+            keep[self.val_items] = False
+        elif split == "val":
+            keep[self.val_items] = True
+        return np.flatnonzero(keep).astype(np.int64)
