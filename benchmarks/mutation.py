@@ -516,7 +516,10 @@ def main(argv=None) -> int:
         from fewmm.bench.report import update_block
 
         block = "\n".join(summary(out).split("\n\n## ")[0].splitlines()[2:]).strip() + "\n"
-        block += f"\nSurvivors, each with why it is harmless: `{os.path.relpath(args.out.with_suffix('.md'), REPO)}`.\n"
+        unexplained = sum(s["why_harmless"] == "UNEXPLAINED" for r in out["modules"].values() for s in r["survivors"])
+        block += (f"\nSurvivors, each with why it is harmless: `{os.path.relpath(args.out.with_suffix('.md'), REPO)}`"
+                  + (f" ({unexplained} still marked UNEXPLAINED there: neither a test kills them yet nor is a reason written)" if unexplained else "")
+                  + ".\n")
         args.readme.write_text(update_block(args.readme.read_text(), "mutation", block))
     print(f"[mutation] wrote {args.out} and {args.out.with_suffix('.md')}")
     bad = [k for k, r in out["modules"].items() if (r["kill_rate"] or 0) < args.target
