@@ -195,12 +195,16 @@ def test_data_cli_errors_exit_2_with_one_line(tmp_path, capsys):
     from fewmm.data.__main__ import main
 
     for args, msg in [(["export", "fsdd", "--shots", "0"], "--shots must be >= 1 and --test >= 0, got 0 and 20"),
-                      (["export", "fsdd", "--seed", "-1"], "--seed must be >= 0, got -1"),
                       (["export", "fsddd"], "unknown data set 'fsddd'"),
                       (["export", "fsdd", "--data-root", str(tmp_path / "nothing")], str(tmp_path / "nothing"))]:
         assert main([*args, "--out", str(tmp_path / "o")]) == 2, args
         err = capsys.readouterr().err
         assert err.startswith("error: ") and msg in err and "Traceback" not in err
+    # a negative seed is refused by argparse itself (exit 2, usage + one line naming --seed)
+    with pytest.raises(SystemExit) as e:
+        main(["export", "fsdd", "--seed", "-1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "argument --seed: must be >= 0" in err and "got -1" in err and "Traceback" not in err
 
 
 @pytest.mark.needs_data
