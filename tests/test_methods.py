@@ -258,8 +258,21 @@ def test_plugin_logits_of_wrong_type_or_shape_name_the_method(out, msg):
 
 def test_linear_probe_on_all_zero_support_says_so():
     x = torch.zeros((6, 20))  # dim 20 > 6 support items: the span path
-    with pytest.raises(FeatureError, match="linear-probe: the 6 support features are all zero"):
+    with pytest.raises(FeatureError, match=r"^linear-probe: the 6 support features are all zero \(after L2 normalisation\): "
+                                           r"there is nothing to fit a probe on; check the encoder output / feature table$"):
         M.create("linear-probe").fit(x, [0, 0, 1, 1, 2, 2])
+
+
+def test_linear_probe_fits_a_rank_one_support():
+    """Support rows all along one direction (rank 1 after L2 normalisation) are not "all zero":
+    the span path keeps that one direction (found by mutation testing)."""
+    x = torch.zeros((4, 20))
+    x[:, 0] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    x[2:, 1] = 1.0  # classes 0 and 1 differ in direction: rank 2
+    m = M.create("linear-probe").fit(x, [0, 0, 1, 1])
+    assert m.basis_.shape == (20, 2) and list(m.predict(x)) == [0, 0, 1, 1]
+    one = M.create("linear-probe").fit(x[:, :1].repeat(1, 20) * (torch.arange(20) == 0), [0, 0, 1, 1])  # rank 1
+    assert one.basis_.shape == (20, 1)
 
 
 # -- how messages name methods and label types (found by mutation testing: benchmarks/mutation.py) ---
