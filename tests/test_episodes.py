@@ -227,3 +227,34 @@ def test_infeasibility_gives_the_sampler_message_or_none():
         "1-shot 5-query episodes need 6 items per class, but 'f' (class 5) has 3.")
     # one class of exactly K+Q items is feasible (one episode is drawn, any seed)
     assert infeasibility(labels_of([2, 2]), 2, 1, 1) is None
+
+
+def test_physical_memory_is_page_size_times_physical_pages():
+    """The refusal below compares with this value; checked against the sysconf numbers looked
+    up by their numeric ids (os.sysconf_names), where the platform has them."""
+    import os
+
+    import fewmm.episodes as EP
+
+    if not {"SC_PAGE_SIZE", "SC_PHYS_PAGES"} <= set(getattr(os, "sysconf_names", {})):
+        assert EP._physical_memory() is None
+        return
+    want = os.sysconf(os.sysconf_names["SC_PAGE_SIZE"]) * os.sysconf(os.sysconf_names["SC_PHYS_PAGES"])
+    assert want > 0 and EP._physical_memory() == want
+
+
+def test_memory_refusal_message_gives_gib_and_the_episode_count_that_fits(monkeypatch):
+    """By hand: 400_000 episodes of 5-way from 10 classes of up to 20 items, 16 items each need
+    400_000 * 3680 = 1_472_000_000 B = 1.3709 GiB; half of 2 GiB = 2**30 B fits
+    int(400_000 * 2**30 / 1_472_000_000) = int(291_777.67) = 291_777 episodes."""
+    import fewmm.episodes as EP
+
+    monkeypatch.setattr(EP, "_physical_memory", lambda: 2**31)
+    msg = (r"^400000 episodes \(--episodes / n_episodes\) need about 1\.4 GiB to sample \(5-way from 10 classes of up "
+           r"to 20 items\), more than half of this machine's 2\.0 GiB: lower --episodes \(at most ~291777 here\)$")
+    with pytest.raises(EpisodeError, match=msg):
+        EP.check_sampling_memory(400_000, 10, 5, 20, 16)
+    # when not even one episode fits, the message still suggests at least 1 (int(...) would be 0)
+    monkeypatch.setattr(EP, "_physical_memory", lambda: 2)
+    with pytest.raises(EpisodeError, match=r"at most ~1 here\)$"):
+        EP.check_sampling_memory(1, 10, 5, 20, 16)

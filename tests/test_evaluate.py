@@ -252,3 +252,37 @@ def test_an_index_one_past_the_table_is_caught():
     with pytest.raises(EpisodeError, match=rf"\.\.{top}, but the feature table has {top} rows"):
         evaluate_episodes(M.create("protonet"), x[:top], ep)
     evaluate_episodes(M.create("protonet"), x[: top + 1], ep)  # the largest index is the last row: fine
+
+
+# -- the output checks of evaluate_episodes name the method, the hook and the features -------------
+# (found by mutation testing: benchmarks/mutation.py, survivors of check_logits / check_finite_scores)
+
+
+class _Transposed(M.ProtoNet):
+    """episode_logits returns (E, N, N*Q) instead of (E, N*Q, N)."""
+
+    def episode_logits(self, support, query):
+        return super().episode_logits(support, query).transpose(1, 2)
+
+
+class _NaNScores(M.ProtoNet):
+    def episode_logits(self, support, query):
+        return torch.full((query.shape[0], query.shape[1], support.shape[1]), float("nan"))
+
+
+def test_wrong_episode_logits_shape_names_the_method_and_the_hook():
+    x, y = table(seed=3)
+    ep = sample_episodes(y, 5, 1, 3, 4, seed=0)  # E=4, N*Q=15, N=5
+    with pytest.raises(Exception, match=r"^method 'protonet' \(_Transposed\): episode_logits returned shape \(4, 5, 15\); "
+                                        r"expected a float torch.Tensor of shape \(episodes, n_query, n_way\) = \(4, 15, 5\)$"):
+        evaluate_episodes(_Transposed(), x, ep)
+
+
+def test_non_finite_episode_scores_name_the_method_and_the_largest_feature():
+    x, y = table(seed=3)
+    x = x.copy()
+    x[0, 0] = 2.5e7  # the largest |feature|, reported as a float32 overflow hint
+    ep = sample_episodes(y, 5, 1, 3, 4, seed=0)
+    with pytest.raises(Exception, match=r"^method 'protonet' \(_NaNScores\) gave 300 non-finite \(NaN or inf\) score\(s\) of 300: "
+                                        r".*; the largest \|feature\| is 2\.5e\+07: squared distances"):
+        evaluate_episodes(_NaNScores(), x, ep)  # 4 episodes x 15 queries x 5 classes = 300

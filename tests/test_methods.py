@@ -1,5 +1,6 @@
 """One parametrised test runs every registered method through the contract."""
 
+import re
 import shutil
 
 import numpy as np
@@ -251,11 +252,53 @@ def test_plugin_logits_of_wrong_type_or_shape_name_the_method(out, msg):
     with pytest.raises(MethodError, match=msg):
         _Plugin(out).fit(x, y).predict_proba(x[:10])
     ep = sample_episodes(y, 5, 1, 2, 3, seed=0)
-    with pytest.raises(MethodError, match=r"_logits returned .* = \(10, 5\)"):  # via the default episode loop
+    with pytest.raises(MethodError, match=r"^method 'plugin-x' \(_Plugin\): _logits returned .* = \(10, 5\)"):  # via the default episode loop
         evaluate_episodes(_Plugin(out), x, ep)
 
 
 def test_linear_probe_on_all_zero_support_says_so():
     x = torch.zeros((6, 20))  # dim 20 > 6 support items: the span path
-    with pytest.raises(FeatureError, match="linear-probe: the 6 support features are all zero"):
+    with pytest.raises(FeatureError, match=r"^linear-probe: the 6 support features are all zero \(after L2 normalisation\): "
+                                           r"there is nothing to fit a probe on; check the encoder output / feature table$"):
         M.create("linear-probe").fit(x, [0, 0, 1, 1, 2, 2])
+
+
+def test_linear_probe_fits_a_rank_one_support():
+    """Support rows all along one direction (rank 1 after L2 normalisation) are not "all zero":
+    the span path keeps that one direction (found by mutation testing)."""
+    x = torch.zeros((4, 20))
+    x[:, 0] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    x[2:, 1] = 1.0  # classes 0 and 1 differ in direction: rank 2
+    m = M.create("linear-probe").fit(x, [0, 0, 1, 1])
+    assert m.basis_.shape == (20, 2) and list(m.predict(x)) == [0, 0, 1, 1]
+    one = M.create("linear-probe").fit(x[:, :1].repeat(1, 20) * (torch.arange(20) == 0), [0, 0, 1, 1])  # rank 1
+    assert one.basis_.shape == (20, 1)
+
+
+# -- how messages name methods and label types (found by mutation testing: benchmarks/mutation.py) ---
+
+
+def test_method_label_uses_the_registry_name_unless_missing_empty_or_the_class_name():
+    from fewmm.methods.base import method_label
+
+    class Named:
+        name = "Named"  # the class name itself: not repeated
+
+    class Empty:
+        name = ""
+
+    assert method_label(_Plugin()) == "'plugin-x' (_Plugin)"
+    assert method_label(object()) == "object"  # no name attribute at all
+    assert method_label(Named()) == "Named"
+    assert method_label(Empty()) == "Empty"
+
+
+def test_label_type_mix_names_every_kind_python_and_numpy_scalars_alike():
+    from fewmm.methods.base import check_label_types
+
+    msg = "y: labels mix types ['NoneType', 'bool', 'float', 'int', 'str']; use one type (e.g. all str)"
+    with pytest.raises(FeatureError, match=re.escape(msg)):
+        check_label_types([True, 1, 2.5, "a", None], name="y")
+    with pytest.raises(FeatureError, match=re.escape(msg)):
+        check_label_types(np.array([np.bool_(True), np.int64(1), np.float32(2.5), np.str_("a"), None], dtype=object), name="y")
+    check_label_types([np.float64(1.0), 2.5], name="y")  # numpy and Python floats are one kind: no error

@@ -555,7 +555,9 @@ def test_class_text_given_an_array_or_raw_strings_names_class_text():
     y = [0, 0, 1, 1]
     with pytest.raises(FeatureError, match="class_text must be a mapping .*got .ndarray.: a bare array has no class labels"):
         M.create("zero-shot", class_text=np.zeros((2, 3))).fit(x, y)
-    with pytest.raises(FeatureError, match=r"class_text\[0\] is text \('a dog'\); class_text takes text EMBEDDINGS"):
+    with pytest.raises(FeatureError, match=r"^class_text\[0\] is text \('a dog'\); class_text takes text EMBEDDINGS \(arrays of "
+                                           r"shape \(d,\) or \(n_templates, d\)\): embed the class texts with the text encoder "
+                                           r"of the aligned pair first \(e\.g\. fewmm\.tasks\.embed_class_text\)$"):
         M.create("zero-shot", class_text={0: "a dog", 1: "a cat"}).fit(x, y)
     with pytest.raises(FeatureError, match=r"class_text\[0\] is text"):
         M.create("tip-adapter", class_text={0: ["a dog", "dog"], 1: ["a cat"]}).fit(x, y)
