@@ -125,3 +125,16 @@ def interrupted_message(exc: BaseException, kept: str = "the rows measured so fa
         msg += (f"; {saved['items']} item(s) of {saved['table']} x {saved['encoder']} encoded so far are saved in the "
                 f"feature cache ({saved['parts']}): the next run resumes the encoding after them")
     return msg
+
+
+def run_interruptible(main, argv, kept: str) -> int:
+    """Run a CLI's ``main(argv)`` with SIGTERM turned into Ctrl-C; an interrupt prints one line
+    (:func:`interrupted_message` with ``kept``, what the run keeps) and returns exit status 130."""
+    import sys
+
+    with sigterm_as_interrupt():
+        try:
+            return main(argv)
+        except KeyboardInterrupt as e:
+            print(interrupted_message(e, kept), file=sys.stderr)
+            return 130

@@ -292,11 +292,6 @@ def _main(argv=None) -> int:
 def main(argv=None) -> int:
     """The command line (see ``--help``). SIGTERM stops it like Ctrl-C: one line, exit 130, with
     what was kept (:func:`fewmm.clihelp.interrupted_message`)."""
-    from ..clihelp import interrupted_message, sigterm_as_interrupt
+    from ..clihelp import run_interruptible
 
-    with sigterm_as_interrupt():
-        try:
-            return _main(argv)
-        except KeyboardInterrupt as e:
-            print(interrupted_message(e, 'the files it said it wrote (if any) are kept'), file=sys.stderr)
-            return 130
+    return run_interruptible(_main, argv, 'the files it said it wrote (if any) are kept')

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..clihelp import HelpFormatter, add_device_argument, interrupted_message, seed_type, sigterm_as_interrupt
+from ..clihelp import HelpFormatter, add_device_argument, seed_type
 from ..encoders.base import resolve_device
 from ..errors import FewmmError
 from ..metrics import mean_ci, paired_difference
@@ -426,12 +426,9 @@ def _main(argv=None) -> int:
 def main(argv=None) -> int:
     """The command line (see ``--help``). SIGTERM stops it like Ctrl-C: one line, exit 130, with
     what was kept (:func:`fewmm.clihelp.interrupted_message`)."""
-    with sigterm_as_interrupt():
-        try:
-            return _main(argv)
-        except KeyboardInterrupt as e:
-            print(interrupted_message(e, 'the training history and rows measured so far (if any) are in the output folder, and with --checkpoints the run continues with --resume'), file=sys.stderr)
-            return 130
+    from ..clihelp import run_interruptible
+
+    return run_interruptible(_main, argv, 'the training history and rows measured so far (if any) are in the output folder, and with --checkpoints the run continues with --resume')
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..clihelp import HelpFormatter, add_device_argument, interrupted_message, sigterm_as_interrupt
+from ..clihelp import HelpFormatter, add_device_argument, interrupted_message
 from ..errors import FewmmError
 from ..plugins import add_plugin_argument, import_plugins
 from .runner import DEFAULT_ENCODER, DEFAULT_METHODS, SUITES_DIR, RunSpec, Suite, _ints, _strs, load_suite, parse_dataset, run_suite
@@ -150,9 +150,6 @@ def _main(argv: list[str] | None = None) -> int:
 def main(argv=None) -> int:
     """The command line (see ``--help``). SIGTERM stops it like Ctrl-C: one line, exit 130, with
     what was kept (:func:`fewmm.clihelp.interrupted_message`)."""
-    with sigterm_as_interrupt():
-        try:
-            return _main(argv)
-        except KeyboardInterrupt as e:
-            print(interrupted_message(e, 'the rows measured so far (if any) are in the output folder'), file=sys.stderr)
-            return 130
+    from ..clihelp import run_interruptible
+
+    return run_interruptible(_main, argv, 'the rows measured so far (if any) are in the output folder')

@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..clihelp import interrupted_message, sigterm_as_interrupt
 from ..errors import FewmmError
 from ..metrics import mean_ci, paired_difference
 from .runner import Reporter, environment
@@ -577,12 +576,9 @@ def _main(argv=None) -> int:
 def main(argv=None) -> int:
     """The command line (see ``--help``). SIGTERM stops it like Ctrl-C: one line, exit 130, with
     what was kept (:func:`fewmm.clihelp.interrupted_message`)."""
-    with sigterm_as_interrupt():
-        try:
-            return _main(argv)
-        except KeyboardInterrupt as e:
-            print(interrupted_message(e, 'the rows measured so far (if any) are in the output folder'), file=sys.stderr)
-            return 130
+    from ..clihelp import run_interruptible
+
+    return run_interruptible(_main, argv, 'the rows measured so far (if any) are in the output folder')
 
 
 if __name__ == "__main__":
