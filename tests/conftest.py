@@ -9,7 +9,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("FEWMM_DATA", REPO.parent / "shared" / "data"))
+# resolved: CI sets a relative FEWMM_DATA (../shared/data), and tests write these paths into files
+# read from other folders (manifests in tmp_path), where a relative path would mean something else
+DATA = Path(os.environ.get("FEWMM_DATA", REPO.parent / "shared" / "data")).resolve()
 
 #: CI=true (or 1/yes/on): .ci/run sets it.
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")

@@ -17,7 +17,7 @@ from fewmm.data import download as dl
 from fewmm.data.io import read_bytes
 from fewmm.errors import DataError, DataNotFoundError, UnknownNameError
 
-DATA = Path(os.environ.get("FEWMM_DATA", "/work/shared/data"))
+from conftest import DATA  # noqa: E402  (absolute, see conftest)
 
 
 def needs(folder: str):
