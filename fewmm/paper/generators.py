@@ -225,7 +225,7 @@ def inline(text: str) -> str:
     for m in _INLINE.finditer(text):
         out.append(escape(text[pos:m.start()]))
         if m.group(1) is not None:
-            out.append(r"\texttt{" + escape(m.group(1)) + "}")
+            out.append(tt(m.group(1)))
         elif m.group(2) is not None:
             out.append(r"\textbf{" + inline(m.group(2)) + "}")
         else:
@@ -268,6 +268,14 @@ def md_to_latex(md: str) -> str:
     return "\n".join(out)
 
 
+def tt(text: str) -> str:
+    """``\\texttt`` of escaped text that may break after ``/``, ``,``, ``=`` and inside long hex hashes."""
+    out = escape(text)
+    out = re.sub(r"([0-9a-f]{8})(?=[0-9a-f]{4})", r"\1\\allowbreak{}", out)
+    out = out.replace("/", "/\\allowbreak{}").replace(",", ",\\allowbreak{}").replace("=", "=\\allowbreak{}")
+    return r"\texttt{" + out + "}"
+
+
 def short(h: str | None, n: int = 12) -> str:
     return h[:n] if h else "not recorded"
 
@@ -276,15 +284,15 @@ def caption_provenance(prov: list[dict], exp) -> str:
     """The provenance sentence of a caption (LaTeX): commands, configs, commits, hashes (short;
     the full hashes are in the generated appendix)."""
     cmds = exp.command or [p["command"] for p in prov if p["command"]]
-    parts = ["Made by " + "; ".join(r"\texttt{" + escape(c) + "}" for c in cmds) if cmds else "Command not recorded"]
-    parts.append("config " + (", ".join(r"\texttt{" + escape(c) + "}" for c in exp.config) if exp.config else "none (flags only)"))
+    parts = ["Made by " + "; ".join(tt(c) for c in cmds) if cmds else "Command not recorded"]
+    parts.append("config " + (", ".join(tt(c) for c in exp.config) if exp.config else "none (flags only)"))
     commits = sorted({short(p["commit"], 10) for p in prov})
     parts.append("commit " + ", ".join(commits))
     data = sorted({(n, h) for p in prov for n, h in p["data"]})
     parts.append("data sha256 " + (", ".join(f"{escape(n)} {h[:12]}" for n, h in data) if data else "not recorded in the results file"))
     w = sorted({(n, h) for p in prov for n, h in p["weights"]})
     parts.append("encoder weights " + (", ".join(f"{escape(n)} {h[:12]}" for n, h in w) if w else "none (trained from scratch or no frozen encoder)"))
-    parts.append("results " + ", ".join(r"\texttt{" + escape(p["file"]) + "}" for p in prov))
+    parts.append("results " + ", ".join(tt(p["file"]) for p in prov))
     return ". ".join(parts) + f". Full hashes: Appendix~\\ref{{app:provenance}}."
 
 
@@ -303,7 +311,7 @@ def table_tex(root: Path, exp) -> str:
     if missing and exp.optional:
         return (HEADER + "".join(f"% source {r} missing\n" for r in missing)
                 + f"% {exp.name}: results not available yet\n\\begin{{table}}[htbp]\n\\caption{{{escape(exp.title)}. "
-                + "Not available in this build: " + ", ".join(r"\texttt{" + escape(r) + "}" for r in missing)
+                + "Not available in this build: " + ", ".join(tt(r) for r in missing)
                 + f" does not exist yet.}}\\label{{tab:{exp.name}}}\n\\end{{table}}\n")
     prov = [provenance(root, r) for r in exp.results]
     body = md_to_latex(markdown(root, exp))
@@ -330,19 +338,19 @@ def appendix_tex(root: Path, registry) -> str:
         out.append(f"\\paragraph{{{escape(exp.name)}}} ({exp.kind} \\ref{{{'tab' if exp.kind == 'table' else 'fig'}:{exp.name}}})\n")
         out.append("\\begin{itemize}\\setlength\\itemsep{0pt}\\footnotesize\n")
         for c in exp.command:
-            out.append(f"\\item command: \\texttt{{{escape(c)}}}\n")
-        out.append("\\item config: " + (", ".join(f"\\texttt{{{escape(c)}}}" for c in exp.config) or "none (flags only)") + "\n")
+            out.append(f"\\item command: {tt(c)}\n")
+        out.append("\\item config: " + (", ".join(tt(c) for c in exp.config) or "none (flags only)") + "\n")
         for r in exp.results:
             if not (Path(root) / r).exists():
-                out.append(f"\\item results \\texttt{{{escape(r)}}}: not available yet\n")
+                out.append(f"\\item results {tt(r)}: not available yet\n")
                 srcs.append(f"% source {r} missing\n")
                 continue
             p = provenance(root, r)
             srcs.append(source_lines([p]))
-            out.append(f"\\item results \\texttt{{{escape(r)}}} sha256 \\texttt{{{p['sha256']}}}, commit \\texttt{{{p['commit'] or 'not recorded'}}}\n")
+            out.append(f"\\item results {tt(r)} sha256 {tt(p['sha256'])}, commit {tt(p['commit'] or 'not recorded')}\n")
             for n, h in p["data"]:
-                out.append(f"\\item data {escape(n)}: sha256 \\texttt{{{h}}}\n")
+                out.append(f"\\item data {escape(n)}: sha256 {tt(h)}\n")
             for n, h in p["weights"]:
-                out.append(f"\\item encoder {escape(n)}: weights \\texttt{{{escape(h)}}}\n")
+                out.append(f"\\item encoder {escape(n)}: weights {tt(h)}\n")
         out.append("\\end{itemize}\n")
     return out[0] + "".join(dict.fromkeys(srcs)) + "".join(out[1:])
