@@ -60,7 +60,8 @@ def test_a_changed_number_fails_naming_the_table(tmp_path):
     assert "[fusion-esc50-text] stale" in out
     # no other table is blamed
     blamed = {ln.split("]")[0].strip(" [") for ln in out.splitlines() if ln.startswith("  [")}
-    assert blamed == {"fusion-esc50-text", "README:fusion-esc50-text", "provenance", "numbers"}, out
+    # (fusion-trainers reads the same JSON, the macros and the appendix record its sha256)
+    assert blamed == {"fusion-esc50-text", "README:fusion-esc50-text", "fusion-trainers", "provenance", "numbers"}, out
 
 
 def test_an_in_text_number_is_checked(tmp_path):
@@ -186,3 +187,45 @@ def test_build_pdf(tmp_path):
     assert pdf.exists() and pdf.read_bytes()[:5] == b"%PDF-"
     log = (root / "paper" / "main.log").read_text(errors="replace")
     assert "Undefined control sequence" not in log and "There were undefined references" not in log
+
+
+def test_trainer_rows_get_their_own_table_and_leave_the_macros_alone():
+    """Rows of heads trained by a MAML-family trainer (a ``trainer`` field) are compared with the
+    prototypical rows of the same cell; the in-text macros keep reading the prototypical rows."""
+    import copy
+
+    from fewmm.paper.generators import GENERATORS
+    from fewmm.paper.numbers import row
+
+    doc = json.loads((REPO / "results" / "fusion-digits-av.json").read_text())
+    first = doc["results"][0]
+    extra = copy.deepcopy(first)
+    extra["trainer"], extra["accuracy"] = "maml", first["accuracy"] + 1.5
+
+    class Exp:
+        results = ["results/fusion-digits-av.json"]
+
+    md = GENERATORS["fusion-trainers"](REPO, Exp, [dict(doc, results=doc["results"] + [extra])])
+    assert "| condition | head | fold, shots | protonet | maml |" in md
+    assert (f"| {first['condition']} | {first['head']} | {first['fold']}, {first['shots']}-shot | "
+            f"{first['accuracy']:.2f} ± {first['ci95']:.2f} | {extra['accuracy']:.2f} ± {extra['ci95']:.2f} (+1.50) |") in md
+    picked = row(dict(doc, results=doc["results"] + [extra]), condition=first["condition"], head=first["head"],
+                 fold=first["fold"], shots=first["shots"])
+    assert picked["accuracy"] == first["accuracy"]
+    assert GENERATORS["fusion-trainers"](REPO, Exp, [doc]).startswith("No results file of this build holds heads trained by")
+
+
+def test_build_readme_rewrites_a_hand_edited_block(tmp_path):
+    from fewmm.paper.commands import write_readme_blocks
+
+    root = _copy_repo(tmp_path)
+    readme = root / "README.md"
+    text = readme.read_text()
+    block = text.split("<!-- results:esc50-protonet -->")[1].split("<!-- /results:esc50-protonet -->")[0]
+    num = next(t for t in block.split() if t.count(".") == 1 and t.replace(".", "").isdigit())
+    readme.write_text(text.replace(block, block.replace(num, "12.34", 1)))
+    rc, out = _run_check(root)
+    assert rc == 1 and f"12.34 (written) vs {num} (from the JSON)" in out
+    assert write_readme_blocks(root, say=lambda s: None) == 1
+    assert readme.read_text() == text
+    assert _run_check(root)[0] == 0

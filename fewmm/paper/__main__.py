@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="regenerate tables, figures and in-text numbers, then paper/main.pdf (latexmk or pdflatex)",
                        formatter_class=HelpFormatter)
-    b.add_argument("--no-pdf", action="store_true", help="write the tables and figures only")
+    b.add_argument("--no-pdf", action="store_true", help="write the tables and figures only (default: also the PDF)")
+    b.add_argument("--readme", action="store_true", help="also rewrite README.md's result blocks from their JSON (default: leave README.md alone)")
     sub.add_parser("check", help="compare every generated number in paper/ and the README result blocks with the results "
                                  "JSON; list stale outputs and numbers with no source; exit 1 naming the table",
                    formatter_class=HelpFormatter)
@@ -40,11 +41,14 @@ def main(argv=None) -> int:
     root = Path(a.root)
     try:
         if a.cmd == "build":
-            return build(root, pdf=not a.no_pdf)
+            return build(root, pdf=not a.no_pdf, readme=a.readme)
         if a.cmd == "check":
             return check(root)
         if a.cmd == "reproduce":
-            return reproduce(root, a.name, quick=a.quick, out_dir=a.out)
+            from ..clihelp import sigterm_as_interrupt
+
+            with sigterm_as_interrupt():  # a plain kill stops the re-run too (the child is terminated), exit 130
+                return reproduce(root, a.name, quick=a.quick, out_dir=a.out)
         for e in load_registry(root):
             print(f"{e.name:<32} {e.kind:<7} {', '.join(e.results)}{'  [--quick]' if e.quick else ''}")
         return 0

@@ -94,6 +94,29 @@ def _scalar(v) -> str:
     return str(v)
 
 
+def _flat_table(doc: dict, limit: int = 80) -> str:
+    """Any results document as a two-column table of its scalar leaves (``a.b.c | value``; a list of
+    numbers on one line), for a file whose layout no generator knows yet."""
+    out: list = []
+
+    def walk(o, path):
+        if isinstance(o, dict):
+            for k, v in o.items():
+                walk(v, path + [str(k)])
+        elif isinstance(o, list) and o and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in o):
+            out.append((".".join(path), ", ".join(_scalar(x) for x in o)))
+        elif isinstance(o, list):
+            for i, v in enumerate(o):
+                walk(v, path + [str(i)])
+        elif o is not None:
+            out.append((".".join(path), _scalar(o)))
+
+    walk(doc, [])
+    lines = ["| field | value |", "|---|---|"] + [f"| {k} | {v[:120]} |" for k, v in out[:limit]]
+    more = f"\n{len(out) - limit} further fields are in the results file.\n" if len(out) > limit else ""
+    return "\n".join(lines) + "\n" + more
+
+
 def _omniglot_challenge(root, exp, docs):
     """The table of ``results/omniglot-challenge.json``: the function of the module that writes it
     (``fewmm.bench.omniglot_challenge.markdown_table``) when there is one, else every row's scalar
@@ -106,13 +129,88 @@ def _omniglot_challenge(root, exp, docs):
         return oc.markdown_table(docs[0])
     doc = docs[0]
     rows = doc.get("results", doc.get("rows"))
-    if not isinstance(rows, list) or not rows:
-        raise FewmmError(f"{exp.results[0]}: no list of result rows ('results' or 'rows')")
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        return _flat_table(doc)
     keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in rows:
         lines.append("| " + " | ".join(_scalar(r.get(k, "")) for k in keys) + " |")
     return "\n".join(lines) + f"\n\nCommand: `{doc.get('command')}`.\n"
+
+
+PROTO_TRAINERS = (None, "", "protonet", "prototypical")
+
+
+def _fusion_trainers(root, exp, docs):
+    """Prototypical vs MAML-family training of the same heads: for every (task, condition, head,
+    fold, shots) cell that rows of several ``trainer`` values share, the accuracy of each trainer and
+    the difference to the prototypical one. Rows without a ``trainer`` field are prototypical."""
+    lines, trainers_seen = [], set()
+    for rel, doc in zip(exp.results, docs):
+        rows = doc.get("results", [])
+        cells: dict = {}
+        for r in rows:
+            key = (r.get("condition"), r.get("head"), r.get("fold"), r.get("shots"))
+            cells.setdefault(key, {})[r.get("trainer") or "protonet"] = r
+        multi = {k: v for k, v in cells.items() if len(v) > 1}
+        if not multi:
+            continue
+        trainers = sorted({t for v in multi.values() for t in v}, key=lambda t: (t != "protonet", t))
+        trainers_seen |= set(trainers)
+        lines += [f"**{doc.get('task', rel)}** (`{rel}`)", "",
+                  "| condition | head | fold, shots | " + " | ".join(trainers) + " |", "|---|---|---|" + "---|" * len(trainers)]
+        for (cond, head, fold, shots), v in multi.items():
+            base = v.get("protonet")
+            cs = []
+            for t in trainers:
+                r = v.get(t)
+                if r is None:
+                    cs.append("")
+                    continue
+                c = f"{r['accuracy']:.2f} ± {r['ci95']:.2f}"
+                if base is not None and t != "protonet":
+                    c += f" ({r['accuracy'] - base['accuracy']:+.2f})"
+                cs.append(c)
+            lines.append(f"| {cond} | {head} | {fold}, {shots}-shot | " + " | ".join(cs) + " |")
+        lines.append("")
+    if not lines:
+        return ("No results file of this build holds heads trained by a MAML-family trainer (rows with a `trainer` "
+                "field other than protonet): " + ", ".join(f"`{r}`" for r in exp.results) + ".\n")
+    return "\n".join(lines) + ("\nNovel-class accuracy (%) ± 95% CI; in brackets the difference to the prototypical "
+                               "training of the same head on the same episodes.\n")
+
+
+def _paper_timings(root, exp, docs):
+    """How long each part of reproducing the paper takes: the paper commands timed by
+    ``benchmarks/paper_timings.py`` (its JSON), then the wall time every registered results file
+    records for the run that made it."""
+    from ..bench.report import training_seconds
+    from .registry import load_registry
+
+    doc = docs[0]
+    env = doc.get("environment", {})
+    lines = ["| part | command | wall time | feature cache | load average at start |", "|---|---|---|---|---|"]
+    for st in doc["steps"]:
+        lines.append(f"| {st['step']} | `{st['command']}` | {st['seconds']:.1f} s{'' if st['exit_code'] == 0 else ' (exit ' + str(st['exit_code']) + ')'} "
+                     f"| {st['note'] or 'not used'} | {st['loadavg_before']:.1f} |")
+    lines += ["", f"Measured by `{doc['command']}` on {env.get('cpu_count')} cores (shared with other jobs) at commit "
+                  f"{str(env.get('git_commit'))[:10]}.", "",
+              "| experiment | results file | wall time of the run that made it | of which training | device |", "|---|---|---|---|---|"]
+    seen = set()
+    for e in sorted(load_registry(root), key=lambda e: len(e.results) > 1):  # a file is listed under its own table first
+        for rel in e.results:
+            if rel in seen or rel == exp.results[0] or not (Path(root) / rel).exists():
+                continue
+            seen.add(rel)
+            d = load_json(root, rel)
+            w = d.get("wall_seconds")
+            t = d.get("training", {})
+            tr = training_seconds(t["history"]) if isinstance(t, dict) and t.get("history") else None
+            dev = d.get("device") or (t.get("config", {}).get("device") if isinstance(t, dict) else None) or "not recorded"
+            lines.append(f"| {e.name} | `{rel}` | {f'{w / 60:.1f} min' if w is not None else 'not recorded'} | "
+                         f"{f'{tr / 60:.1f} min' if tr else ''} | {dev} |")
+    return "\n".join(lines) + ("\nWall times as each results file records them (its encoders may have found their features "
+                               "cached); a resumed training counts every part.\n")
 
 
 def _no_markdown(root, exp, docs):
@@ -122,7 +220,7 @@ def _no_markdown(root, exp, docs):
 #: generator name -> function (root, experiment, docs) -> Markdown of the table (README block text)
 GENERATORS = {"bench": _bench, "fusion": _fusion, "backbone": _backbone, "omniglot-summary": _omniglot_summary,
               "transfer": _transfer, "speed": _speed, "mutation": _mutation, "omniglot-challenge": _omniglot_challenge,
-              "plot": _no_markdown, "plot-fusion": _no_markdown}
+              "fusion-trainers": _fusion_trainers, "paper-timings": _paper_timings, "plot": _no_markdown, "plot-fusion": _no_markdown}
 
 
 def markdown(root: Path, exp) -> str:
@@ -177,7 +275,10 @@ def provenance(root: Path, rel: str) -> dict:
         if not p:
             continue
         if p[-1] == "weights_id" and v and v != "none":
-            weights.add((p[-2] if len(p) > 1 else "?", v))
+            name = p[-2] if len(p) > 1 else "?"
+            if name.endswith("encoder") and len(p) > 2:  # class_text/encoder, item_encoder, text_encoder
+                name = f"{p[-3]}/{name}"
+            weights.add((name, v))
         elif HEX64.match(v) and ("files" in p[:-1] or p[-1].endswith("sha256")) and "weights" not in p[-1]:
             name = Path(p[-1]).name if "files" in p[:-1] else (p[p.index("datasets") + 1] if "datasets" in p else "/".join(p[-3:]))
             data.add((name, v))
@@ -315,7 +416,8 @@ def table_tex(root: Path, exp) -> str:
                 + f" does not exist yet.}}\\label{{tab:{exp.name}}}\n\\end{{table}}\n")
     prov = [provenance(root, r) for r in exp.results]
     body = md_to_latex(markdown(root, exp))
-    return (HEADER + source_lines(prov) + "\\begin{table}[p]\n\\centering\n\\caption{" + escape(exp.title) + ". "
+    place = "p" if body.count("\\\\") > 30 else "htbp"  # a long table gets a page of its own
+    return (HEADER + source_lines(prov) + f"\\begin{{table}}[{place}]\n" + "\\centering\n\\caption{" + escape(exp.title) + ". "
             + caption_provenance(prov, exp) + f"}}\\label{{tab:{exp.name}}}\n" + body + "\\end{table}\n")
 
 

@@ -23,6 +23,8 @@ def row(doc: dict, **where) -> dict:
         None or several rows match (the message gives the filter).
     """
     rows = [r for r in doc.get("results", []) if all(r.get(k) == v for k, v in where.items())]
+    if len(rows) > 1 and "trainer" not in where:  # heads trained by several trainers: the prototypical row
+        rows = [r for r in rows if r.get("trainer") in (None, "", "protonet", "prototypical")]
     if len(rows) != 1:
         raise FewmmError(f"{len(rows)} rows match {where} (expected exactly one)")
     return rows[0]
@@ -74,6 +76,18 @@ MEM = "results/maml_conv4_memory.json"
 FES = "results/fusion-esc50-text.json"
 
 
+def _wins(doc, head, condition, sign=1):
+    """How many (fold, shots) settings ``head`` is ahead of (sign 1) / not behind (sign 0) the best
+    fixed fusion outside / within the paired 95% CI, and of how many."""
+    rows = [r for r in doc["results"] if r["head"] == head and r["condition"] == condition and r.get("paired_delta") is not None
+            and r.get("trainer") in (None, "", "protonet", "prototypical")]
+    if sign:
+        n = sum(r["paired_delta"] - r["paired_ci95"] > 0 for r in rows)
+    else:
+        n = sum(r["paired_delta"] + r["paired_ci95"] >= 0 for r in rows)
+    return n, len(rows)
+
+
 def _fus(**kw):
     base = dict(fold="A", shots=1)
     base.update(kw)
@@ -112,6 +126,12 @@ MACROS = [
     ("numGmuWClean", FUS, "gmu audio weight clean items", lambda d: f2(_w(d, "audio", "mean_weights_clean_items", **_fus(condition="audio-corrupt50", head="gmu")))),
     ("numGmuWCorr", FUS, "gmu audio weight corrupted items", lambda d: f2(_w(d, "audio", "mean_weights_corrupted_items", **_fus(condition="audio-corrupt50", head="gmu")))),
     ("numConcatImgMissA", FUS, "concat image-missing50 A 1-shot delta", lambda d: sgn(row(d, **_fus(condition="image-missing50", head="concat"))["paired_delta"])),
+    ("numTpsCorrWins", FUS, "settings where temperature-ps beats the best fixed fusion under audio corruption outside the paired CI",
+     lambda d: str(_wins(d, "temperature-ps", "audio-corrupt50")[0])),
+    ("numTpsSettings", FUS, "settings (fold x shots) of temperature-ps under audio corruption",
+     lambda d: str(_wins(d, "temperature-ps", "audio-corrupt50")[1])),
+    ("numTpsCleanNoLoss", FUS, "clean settings where temperature-ps is not behind the best fixed fusion (delta + CI >= 0)",
+     lambda d: str(_wins(d, "temperature-ps", "clean", sign=0)[0])),
     ("numFusionEpisodes", FUS, "test episodes of the fusion runs", lambda d: str(d["episodes"])),
     ("numAmThreeWEsc", FES, "am3 audio weight clean items esc50-text", lambda d: f2(_w(d, "audio", "mean_weights_clean_items", fold="default", shots=1, condition="audio-corrupt50", head="am3"))),
     ("numAmThreeWEscCorr", FES, "am3 audio weight corrupted items esc50-text", lambda d: f2(_w(d, "audio", "mean_weights_corrupted_items", fold="default", shots=1, condition="audio-corrupt50", head="am3"))),
