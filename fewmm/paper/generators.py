@@ -118,15 +118,16 @@ def _flat_table(doc: dict, limit: int = 80) -> str:
 
 
 def _omniglot_challenge(root, exp, docs):
-    """The table of ``results/omniglot-challenge.json``: the function of the module that writes it
-    (``fewmm.bench.omniglot_challenge.markdown_table``) when there is one, else every row's scalar
-    fields as a table."""
+    """The table of ``results/omniglot-challenge.json``: the function of the module that writes it and
+    its README block (``fewmm.bench.omniglot_challenge.challenge_table``) when there is one, else the
+    rows' scalar fields, else every scalar field of the file, as a table."""
     try:
         from ..bench import omniglot_challenge as oc  # written by the Omniglot challenge work
     except ImportError:
         oc = None
-    if oc is not None and hasattr(oc, "markdown_table"):
-        return oc.markdown_table(docs[0])
+    for fn in ("challenge_table", "markdown_table"):
+        if oc is not None and hasattr(oc, fn):
+            return getattr(oc, fn)(docs[0])
     doc = docs[0]
     rows = doc.get("results", doc.get("rows"))
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
