@@ -124,26 +124,28 @@ def build(root: Path, pdf: bool = True, readme: bool = False, say=print) -> int:
 
 # --------------------------------------------------------------------------------------- check
 def _number_diff(have: str, want: str, limit: int = 6) -> list[str]:
-    """The numbers that differ between two versions of a generated text, with a little context."""
+    """The numbers that differ between the written and the regenerated version of a generated text,
+    with a little context (lines aligned with difflib, so an added or removed row is named as such)."""
+    import difflib
+
     hl = [ln for ln in have.splitlines() if not ln.startswith("% source")]
     wl = [ln for ln in want.splitlines() if not ln.startswith("% source")]
     out = []
-    for i in range(max(len(hl), len(wl))):
-        a = hl[i] if i < len(hl) else ""
-        b = wl[i] if i < len(wl) else ""
-        if a == b:
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, hl, wl, autojunk=False).get_opcodes():
+        if op == "equal":
             continue
-        if "sha256" in a and "sha256" in b:
-            out.append(f"a recorded sha256 differs in: {a.strip()[:110]}")
-            if len(out) >= limit:
-                break
-            continue
-        na, nb = NUMBER.findall(a), NUMBER.findall(b)
-        pairs = [(x, y) for x, y in zip(na, nb) if x != y] + [(x, "-") for x in na[len(nb):]] + [("-", y) for y in nb[len(na):]]
-        if pairs:
-            out += [f"{x} (written) vs {y} (from the JSON) in: {a.strip()[:110]}" for x, y in pairs[:3]]
+        if op == "replace" and i2 - i1 == j2 - j1:
+            for a, b in zip(hl[i1:i2], wl[j1:j2]):
+                if "sha256" in a and "sha256" in b:
+                    out.append(f"a recorded sha256 differs in: {a.strip()[:110]}")
+                    continue
+                na, nb = NUMBER.findall(a), NUMBER.findall(b)
+                pairs = [(x, y) for x, y in zip(na, nb) if x != y] + [(x, "-") for x in na[len(nb):]] + [("-", y) for y in nb[len(na):]]
+                out += ([f"{x} (written) vs {y} (from the JSON) in: {a.strip()[:110]}" for x, y in pairs[:3]] if pairs
+                        else [f"text differs: {a.strip()[:90]!r} vs {b.strip()[:90]!r}"])
         else:
-            out.append(f"text differs: {a.strip()[:90]!r} vs {b.strip()[:90]!r}")
+            out += [f"written, not in the JSON's version: {a.strip()[:110]}" for a in hl[i1:i2]]
+            out += [f"missing (the JSON gives): {b.strip()[:110]}" for b in wl[j1:j2]]
         if len(out) >= limit:
             break
     return out[:limit]
