@@ -164,6 +164,7 @@ MACROS = [
     ("numMemSecond", MEM, "Conv-4 MAML second-order peak extra MiB", lambda d: f"{d['rows']['second']['peak_extra_mib']:.0f}"),
     ("numMemFirst", MEM, "Conv-4 MAML first-order peak extra MiB", lambda d: f"{d['rows']['first']['peak_extra_mib']:.0f}"),
     ("numMemRatio", MEM, "second/first memory", lambda d: f2(d["second_over_first_memory"])),
+    ("numMemTimeRatio", MEM, "second/first time of one meta-step", lambda d: f2(d["second_over_first_time"])),
 ]
 
 
