@@ -393,7 +393,7 @@ def caption_provenance(prov: list[dict], exp) -> str:
     data = sorted({(n, h) for p in prov for n, h in p["data"]})
     parts.append("data sha256 " + (", ".join(f"{escape(n)} {h[:12]}" for n, h in data) if data else "not recorded in the results file"))
     w = sorted({(n, h) for p in prov for n, h in p["weights"]})
-    parts.append("encoder weights " + (", ".join(f"{escape(n)} {h[:12]}" for n, h in w) if w else "none (trained from scratch or no frozen encoder)"))
+    parts.append("encoder weights " + (", ".join(f"{escape(n)} {h[:12]}" for n, h in w) if w else "none recorded (no pretrained weights in this run: raw pixels, log-mel statistics, a backbone trained from scratch, or a timing benchmark)"))
     parts.append("results " + ", ".join(tt(p["file"]) for p in prov))
     return ". ".join(parts) + f". Full hashes: Appendix~\\ref{{app:provenance}}."
 
