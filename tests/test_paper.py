@@ -229,3 +229,16 @@ def test_build_readme_rewrites_a_hand_edited_block(tmp_path):
     assert write_readme_blocks(root, say=lambda s: None) == 1
     assert readme.read_text() == text
     assert _run_check(root)[0] == 0
+
+
+@pytest.mark.slow  # about 30-60 s on 2 busy cores: a real re-run of the digits-shots suite with 150 episodes
+def test_reproduce_digits_shots_quick_passes(tmp_path):
+    from fewmm.paper import reproduce
+
+    lines: list[str] = []
+    assert reproduce(REPO, "digits-shots", quick=True, out_dir=tmp_path, say=lines.append) == 0, "\n".join(lines)
+    rep = json.loads((tmp_path / "digits-shots-quick.json").read_text())
+    assert rep["quick"] and rep["quick_flags"] == "--episodes 150"
+    assert rep["passed"] == rep["total"] == 20  # 5 shot counts x 4 methods, each within the combined 95% CI
+    assert all(c["episodes_new"] == 150 and c["episodes_old"] == 600 for c in rep["cells"])
+    assert (tmp_path / "digits-shots-quick.md").read_text().endswith("20/20 cells within the combined 95% CI: PASS.\n")
