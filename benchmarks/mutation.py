@@ -42,13 +42,24 @@ MODULES = {
     "episodes": (["fewmm/episodes.py"], ["tests/test_episodes.py", "tests/test_episodes_properties.py"], []),
     "evaluate": (["fewmm/evaluate.py"], ["tests/test_evaluate.py", "tests/test_references.py"], []),
     "methods": (["fewmm/methods/*"], ["tests/test_methods.py", "tests/test_method_details.py", "tests/test_references.py",
-                                      "tests/test_evaluate.py", "tests/test_method_params.py", "tests/test_sklearn.py",
+                                      "tests/test_evaluate.py", "tests/test_method_params.py", "tests/test_sklearn.py", "tests/test_method_checks.py",
                                       "tests/test_transfer.py"], FAST),
 }
 
 #: Surviving mutants that are harmless, keyed by (function, source line, mutated line) with
 #: whitespace stripped, so the key survives renumbering. Each says why the mutant is equivalent.
 EQUIVALENT: dict[tuple[str, str, str], str] = {
+    ("check_label_types", "if isinstance(y, torch.Tensor) or (isinstance(y, np.ndarray) and y.dtype != object):",
+     "if isinstance(y, torch.Tensor) and (isinstance(y, np.ndarray) and y.dtype != object):"):
+        "The early return only skips work: a tensor or a typed numpy array holds one kind of value, so going on "
+        "(np.asarray(y, dtype=object) of it) finds a single kind and returns without error as well.",
+    ("check_label_types", "values = np.asarray(y, dtype=object).reshape(-1)", "values = np.asarray(y, dtype=object).reshape(-2)"):
+        "numpy reads any negative size as the one unknown dimension: reshape(-2) == reshape(-1) (checked on numpy 2.x).",
+    ("LinearProbe._fit", "if self.basis_.shape[1] == 0 or not bool(s[0] > 0):  # every support row is zero: no direction to fit",
+     "if self.basis_.shape[1] == 0 or not bool(s[0] >= 0):  # every support row is zero: no direction to fit"):
+        "Singular values are >= 0, so `not s[0] >= 0` is always False; the all-zero support is still caught by the "
+        "first test (s > s[0] * 1e-7 keeps no direction when s[0] == 0, so the basis has 0 columns: "
+        "test_linear_probe_fits_orthonormal_support_rows checks the error).",
     ("wilson_interval", "return 100.0 * p, 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)",
      "return 100.0 * p, 100.0 * max(0.0, centre - half), 100.0 * min(2.0, centre + half)"):
         "The Wilson upper bound never exceeds 1 (it equals 1 exactly only at k = n, where floating point rounds it "
