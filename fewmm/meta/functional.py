@@ -220,8 +220,9 @@ class LowRankState:
     weight : dict of str -> torch.Tensor (d_out, d_in)
         Shared initial weight of each adapted layer (the parameter, or a detached copy).
     bias : dict of str -> torch.Tensor (T, d_out) or None
-    v, u : dict of str -> torch.Tensor (T, r, d_in) / (T, r, d_out) or None
-        The low-rank factors; None before the first step.
+    v, u : dict of str -> list of torch.Tensor (T, r_j, d_in) / (T, r_j, d_out)
+        The low-rank factors, one pair per call of the layer and step (kept apart, not
+        concatenated: a concatenation per step would keep every intermediate copy for backward).
     """
 
     def __init__(self, t: int):
@@ -233,18 +234,15 @@ class LowRankState:
 
     def add(self, name: str, v: torch.Tensor, u: torch.Tensor) -> None:
         """Append factors ``v`` (T, r, d_in), ``u`` (T, r, d_out) to layer ``name``."""
-        if self.v.get(name) is None:
-            self.v[name], self.u[name] = v, u
-        else:
-            self.v[name] = torch.cat([self.v[name], v], 1)
-            self.u[name] = torch.cat([self.u[name], u], 1)
+        self.v.setdefault(name, []).append(v)
+        self.u.setdefault(name, []).append(u)
 
     def dense_weight(self, name: str) -> torch.Tensor:
         """Task t's adapted weight ``W - U_t^T V_t`` as one (T, d_out, d_in) tensor."""
-        w = self.weight[name]
-        if self.v.get(name) is None:
-            return w.unsqueeze(0).expand(self.t, *w.shape)
-        return torch.baddbmm(w.unsqueeze(0), self.u[name].transpose(1, 2), self.v[name], alpha=-1.0)
+        w = self.weight[name].unsqueeze(0).expand(self.t, *self.weight[name].shape)
+        for v, u in zip(self.v.get(name, []), self.u.get(name, [])):
+            w = torch.baddbmm(w, u.transpose(1, 2), v, alpha=-1.0)
+        return w
 
 
 class LowRankLinears:
@@ -293,9 +291,8 @@ class LowRankLinears:
         lead = x.shape[:-1]
         x3 = x.reshape(state.t, -1, x.shape[-1])
         z = torch.matmul(x3, state.weight[name].t())
-        v = state.v.get(name)
-        if v is not None:
-            z = torch.baddbmm(z, torch.bmm(x3, v.transpose(1, 2)), state.u[name], alpha=-1.0)
+        for v, u in zip(state.v.get(name, []), state.u.get(name, [])):
+            z = torch.baddbmm(z, torch.bmm(x3, v.transpose(1, 2)), u, alpha=-1.0)
         b = state.bias.get(name)
         if b is not None:
             z = z + b.unsqueeze(1)
