@@ -136,6 +136,7 @@ def timed_interleaved(fns: dict, repeats: int, cpu: dict | None = None):
 
 # ----------------------------------------------------------------------------- (a) fewmm
 def run_fewmm(feats, episodes: Episodes, chunk_size: int | None):
+    # returns numpy accuracies: evaluate_episodes copies them to the CPU, which waits for the device
     return evaluate_episodes(ProtoNet(), feats, episodes, chunk_size=chunk_size)
 
 
@@ -145,9 +146,9 @@ def run_loop(feats, episodes: Episodes, n_episodes: int) -> np.ndarray:
     _, n, k = episodes.support.shape
     q = episodes.query.shape[2]
     d = feats.shape[1]
-    sup_idx = torch.as_tensor(episodes.support[:n_episodes].reshape(n_episodes, n * k))
-    qry_idx = torch.as_tensor(episodes.query[:n_episodes].reshape(n_episodes, n * q))
-    target = torch.arange(n).repeat_interleave(q)
+    sup_idx = torch.as_tensor(episodes.support[:n_episodes].reshape(n_episodes, n * k), device=feats.device)
+    qry_idx = torch.as_tensor(episodes.query[:n_episodes].reshape(n_episodes, n * q), device=feats.device)
+    target = torch.arange(n, device=feats.device).repeat_interleave(q)
     acc = np.empty(n_episodes)
     with torch.inference_mode():
         for i in range(n_episodes):
@@ -209,17 +210,19 @@ def make_gather(feats, episodes: Episodes, chunk_size: int):
     e, n, k = episodes.support.shape
     q = episodes.query.shape[2]
     d = feats.shape[1]
-    sup_idx = torch.as_tensor(episodes.support.reshape(e, -1))
-    qry_idx = torch.as_tensor(episodes.query.reshape(e, -1))
+    sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), device=feats.device)
+    qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), device=feats.device)
     c = max(1, min(chunk_size, e))
-    sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype)
-    qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype)
+    sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, device=feats.device)
+    qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=feats.device)
 
     def gather():
         for s in range(0, e, c):
             m = min(c, e - s)
             torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=sup_buf[: m * n * k])
             torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=qry_buf[: m * n * q])
+        if feats.device.type == "cuda":
+            torch.cuda.synchronize()
         return None
 
     return gather
@@ -282,6 +285,8 @@ def parse_args(argv=None):
     p.add_argument("--no-1000", action="store_true", help="skip the extra fewmm@1000 / gather@1000 timings")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up (best is reported)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--device", default="cpu", help="torch device of the feature table, fewmm and the gather (default cpu; "
+                   "learn2learn and the loop then run there too where they can)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-compile", action="store_true", help="skip the compile=True path (torch.compile; needs a C++ compiler)")
     p.add_argument("--no-l2l", action="store_true", help="skip learn2learn even if it imports")
@@ -301,7 +306,7 @@ def main(argv=None) -> dict:
     else:
         feats, labels, source = real_features(a.dataset, a.split or None, a.encoder, a.data_root, a.cache)
         source["synthetic"] = False
-    feats = feats.float().contiguous()
+    feats = feats.float().contiguous().to(a.device)
     print(f"features: {source['table']} {tuple(feats.shape)} ({time.perf_counter() - t0:.1f} s to load"
           f"{', cache hit' if source.get('cache_hit') else ''}); torch threads {torch.get_num_threads()}")
 

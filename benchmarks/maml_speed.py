@@ -348,7 +348,7 @@ def speed(args, feats, labels, base, methods_wanted):
             fo = order == "first"
             methods = {}
             for name in methods_wanted:
-                head = make_head(d, args.hidden, args.way, args.seed, args.head)
+                head = make_head(d, args.hidden, args.way, args.seed, args.head).to(feats.device)
                 methods[name] = make_method(name, head, args, steps, fo)
             check = grad_check(methods, batch)  # before any update: identical heads
             faults = {n: [] for n in methods}
@@ -357,6 +357,8 @@ def speed(args, feats, labels, base, methods_wanted):
                 def f():
                     f0 = minflt()
                     m.step(*batch)
+                    if feats.device.type == "cuda":
+                        torch.cuda.synchronize()
                     faults[n].append(minflt() - f0)
                 return f
 
@@ -592,6 +594,7 @@ def main(argv=None):
     ap.add_argument("--train-first-order", action="store_true")
     ap.add_argument("--eval-episodes", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="torch device of the heads and tasks (default cpu; tensor peaks and RSS are CPU-only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write the numbers here")
     ap.add_argument("--_probe", help=argparse.SUPPRESS)
@@ -614,6 +617,9 @@ def main(argv=None):
         print(f"learn2learn does not import: its rows are skipped. Install: {L2L_INSTALL_HINT}")
         methods.remove("l2l")
     feats, labels, base, novel, desc = build_data(args)
+    feats = feats.to(args.device)
+    if args.device != "cpu":
+        args.memory = False  # torch.profiler CPU tensor peaks and /proc RSS say nothing about device memory
     print(f"features: {desc}; {tuple(feats.shape)}, {'L2-normalised' if not args.no_normalize else 'raw'}")
     head_desc = (f"Linear({feats.shape[1]},{args.hidden})-ReLU-Linear({args.hidden},{args.way})" if args.head == "mlp" else
                  f"GMU(two modalities of {feats.shape[1] // 2} + {feats.shape[1] - feats.shape[1] // 2} dims, hidden {args.hidden})-Linear({args.hidden},{args.way})")

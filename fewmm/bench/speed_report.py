@@ -18,7 +18,10 @@ def throughput_md(d: dict, name: str) -> str:
     r = d["ratios"]
     la = d.get("loadavg_before")
     lines = [
-        f"**Episode throughput** (`{name}`): {c['dataset']}/{c['split']} {c['encoder']} features ({c['n_items']} x {c['dim']}), "
+        f"**Episode throughput** (`{name}`): "
+        + (f"{d['source']['table']} features, same shape as Omniglot-evaluation x EfficientNet-Lite2 "
+           if d.get("source", {}).get("synthetic") else f"{c['dataset']}/{c['split']} {c['encoder']} features ")
+        + f"({c['n_items']} x {c['dim']}), "
         f"{c['ways']}-way {c['shots']}-shot {c['queries']}-query, {c['episodes']} episodes, {c['threads']} torch thread(s), "
         f"load average before the run {la[0]:.1f} on 2 cores." if la else "",
         "",
