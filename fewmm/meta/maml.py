@@ -27,10 +27,22 @@ the one that ran is recorded in ``MAML.path_``:
     never a per-task copy of ``W`` (``T * h * d`` numbers, the cost that makes task-batched MAML
     slow on CPU). Layers after it (small) are adapted with per-task parameters.
 ``"functional"``
-    Any ``nn.Module`` head: per-task parameters of shape ``(T, *shape)``, forward with
-    ``torch.bmm`` for ``nn.Sequential`` of ``nn.Linear`` and element-wise activations, otherwise
-    ``torch.func.vmap(torch.func.functional_call)`` over tasks; gradients of the summed task
-    losses with ``torch.autograd.grad`` (``create_graph=True`` for second order).
+    Any ``nn.Module`` head (fusion heads, backbones). Recorded in ``MAML.functional_impl_``:
+
+    * ``"lowrank"`` (MAML and ANIL, when every adapted parameter belongs to an ``nn.Linear`` and
+      the head, called once on the whole ``(T, n, d)`` task batch, gives what it gives task by
+      task, checked on the first call): each adapted linear layer of task t is kept as
+      ``W - U_t^T V_t`` (``V_t``: the layer's inputs on the support set at each step, ``U_t``:
+      ``alpha`` times the loss gradient w.r.t. its outputs; see
+      :class:`fewmm.meta.functional.LowRankState`), so no per-task ``(T, h, d)`` weight copy is
+      ever formed: memory as learn2learn's per-task loop, without its per-task Python overhead;
+    * otherwise (Meta-SGD, other parameter types, heads that mix tasks or edit a layer's output
+      in place, ``force_vmap=True``): dense per-task parameters of shape ``(T, *shape)``, forward
+      with ``torch.bmm`` for ``nn.Sequential`` of ``nn.Linear`` and element-wise activations
+      (``"bmm"``), else ``torch.func.vmap(torch.func.functional_call)`` over tasks (``"vmap"``).
+
+    Gradients of the summed task losses with ``torch.autograd.grad`` (``create_graph=True`` for
+    second order).
 
 Features are L2-normalised before the inner loop by default (``feature_norm="l2"``): an inner
 learning rate of 0.5 on raw EfficientNet features (norms 10-58) diverges.
@@ -106,9 +118,9 @@ class MAML(nn.Module):
         Scale every feature row to unit L2 norm before the inner loop.
     force_vmap : bool, default False
         On the functional path, always run the head through
-        ``torch.func.vmap(torch.func.functional_call)`` over tasks, even for an ``nn.Sequential`` of
-        ``nn.Linear`` and element-wise layers (which otherwise runs with ``torch.bmm``). Same
-        results; for benchmarking the general path.
+        ``torch.func.vmap(torch.func.functional_call)`` over tasks with dense per-task parameters,
+        even where the low-rank or ``torch.bmm`` implementations apply. Same results (up to
+        rounding); for benchmarking and as a reference.
 
     Attributes
     ----------
