@@ -119,10 +119,10 @@ class Recording(M.ProtoNet):
 
 def test_chunks_are_the_resolved_size():
     x, y = table(dim=2048, seed=8)
-    ep = sample_episodes(y, 5, 2, 3, 100, seed=0)  # 25 rows x 2048 dims x 4 bytes: 40 episodes per 8 MiB
+    ep = sample_episodes(y, 5, 2, 3, 100, seed=0)  # 25 rows x 2048 dims x 4 bytes: 10 episodes per 2 MiB
     m = Recording()
     ref = evaluate_episodes(m, x, ep)
-    assert m.chunks == [40, 40, 20] and resolve_chunk_size(None, ep, 2048) == 40
+    assert m.chunks == [10] * 10 and resolve_chunk_size(None, ep, 2048) == 10
     m = Recording()
     assert np.array_equal(evaluate_episodes(m, x, ep, chunk_size=30), ref)
     assert m.chunks == [30, 30, 30, 10]
