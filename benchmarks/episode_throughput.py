@@ -61,12 +61,14 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(REPO))
+for _p in (REPO, REPO / "benchmarks"):  # run from a checkout without installing; the shared timing helper
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 from fewmm.episodes import Episodes, sample_episodes  # noqa: E402
 from fewmm.evaluate import evaluate_episodes, resolve_chunk_size  # noqa: E402
 from fewmm.methods.protonet import ProtoNet  # noqa: E402
+from interleaved import fmt_ratio, machine_state, ratio_stats, run_interleaved, strip_last, verdict  # noqa: E402
 
 L2L_INSTALL_HINT = "PYTHON=.venv/bin/python scripts/install_learn2learn.sh  (pip install learn2learn fails on Python 3.11)"
 
@@ -120,22 +122,21 @@ def timed(fn, repeats: int, cpu: list | None = None):
 
 
 def timed_interleaved(fns: dict, repeats: int, cpu: dict | None = None):
-    """Warm each up once, then time them in turn ``repeats`` times -> ({name: last result},
-    {name: [wall s]}); process CPU seconds go to ``cpu[name]`` when ``cpu`` is a dict."""
-    outs = {name: fn() for name, fn in fns.items()}
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            c0, t0 = time.process_time(), time.perf_counter()
-            outs[name] = fn()
-            times[name].append(time.perf_counter() - t0)
-            if cpu is not None:
-                cpu.setdefault(name, []).append(time.process_time() - c0)
-    return outs, times
+    """benchmarks/interleaved.py's :func:`run_interleaved` (one warm-up each, then ``repeats``
+    rounds, order reversed every other round) -> ({name: last result}, {name: [wall s]}, runs);
+    process CPU seconds go to ``cpu[name]`` when ``cpu`` is a dict."""
+    runs = run_interleaved(fns, rounds=repeats, warmup=1)
+    outs = {n: p["last"] for n, p in runs["paths"].items()}
+    times = {n: p["wall_s"] for n, p in runs["paths"].items()}
+    if cpu is not None:
+        for n, p in runs["paths"].items():
+            cpu.setdefault(n, []).extend(p["cpu_s"])
+    return outs, times, runs
 
 
 # ----------------------------------------------------------------------------- (a) fewmm
 def run_fewmm(feats, episodes: Episodes, chunk_size: int | None):
+    # returns numpy accuracies: evaluate_episodes copies them to the CPU, which waits for the device
     return evaluate_episodes(ProtoNet(), feats, episodes, chunk_size=chunk_size)
 
 
@@ -145,9 +146,9 @@ def run_loop(feats, episodes: Episodes, n_episodes: int) -> np.ndarray:
     _, n, k = episodes.support.shape
     q = episodes.query.shape[2]
     d = feats.shape[1]
-    sup_idx = torch.as_tensor(episodes.support[:n_episodes].reshape(n_episodes, n * k))
-    qry_idx = torch.as_tensor(episodes.query[:n_episodes].reshape(n_episodes, n * q))
-    target = torch.arange(n).repeat_interleave(q)
+    sup_idx = torch.as_tensor(episodes.support[:n_episodes].reshape(n_episodes, n * k), device=feats.device)
+    qry_idx = torch.as_tensor(episodes.query[:n_episodes].reshape(n_episodes, n * q), device=feats.device)
+    target = torch.arange(n, device=feats.device).repeat_interleave(q)
     acc = np.empty(n_episodes)
     with torch.inference_mode():
         for i in range(n_episodes):
@@ -209,17 +210,19 @@ def make_gather(feats, episodes: Episodes, chunk_size: int):
     e, n, k = episodes.support.shape
     q = episodes.query.shape[2]
     d = feats.shape[1]
-    sup_idx = torch.as_tensor(episodes.support.reshape(e, -1))
-    qry_idx = torch.as_tensor(episodes.query.reshape(e, -1))
+    sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), device=feats.device)
+    qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), device=feats.device)
     c = max(1, min(chunk_size, e))
-    sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype)
-    qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype)
+    sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, device=feats.device)
+    qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=feats.device)
 
     def gather():
         for s in range(0, e, c):
             m = min(c, e - s)
             torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=sup_buf[: m * n * k])
             torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=qry_buf[: m * n * q])
+        if feats.device.type == "cuda":
+            torch.cuda.synchronize()
         return None
 
     return gather
@@ -282,6 +285,8 @@ def parse_args(argv=None):
     p.add_argument("--no-1000", action="store_true", help="skip the extra fewmm@1000 / gather@1000 timings")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up (best is reported)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--device", default="cpu", help="torch device of the feature table, fewmm and the gather (default cpu; "
+                   "learn2learn and the loop then run there too where they can)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-compile", action="store_true", help="skip the compile=True path (torch.compile; needs a C++ compiler)")
     p.add_argument("--no-l2l", action="store_true", help="skip learn2learn even if it imports")
@@ -301,7 +306,7 @@ def main(argv=None) -> dict:
     else:
         feats, labels, source = real_features(a.dataset, a.split or None, a.encoder, a.data_root, a.cache)
         source["synthetic"] = False
-    feats = feats.float().contiguous()
+    feats = feats.float().contiguous().to(a.device)
     print(f"features: {source['table']} {tuple(feats.shape)} ({time.perf_counter() - t0:.1f} s to load"
           f"{', cache hit' if source.get('cache_hit') else ''}); torch threads {torch.get_num_threads()}")
 
@@ -348,8 +353,27 @@ def main(argv=None) -> dict:
     if not a.no_1000 and chunk != min(1000, E):
         paths["fewmm@1000"] = lambda: run_fewmm(feats, episodes, 1000)
         paths["gather@1000"] = make_gather(feats, episodes, 1000)
+    n_loop = min(a.loop_episodes, E)
+    paths["loop"] = lambda: run_loop(feats, episodes, n_loop)
+    results["l2l"] = None
+    l2l_mod = None
+    if a.no_l2l:
+        print("(c) learn2learn: skipped (--no-l2l)")
+    else:
+        try:
+            import learn2learn as l2l_mod
+        except Exception as e:  # not installed, or broken
+            print(f"(c) learn2learn: skipped, it does not import ({type(e).__name__}: {e}).\n"
+                  f"    Install it with: {L2L_INSTALL_HINT}")
+        else:
+            ts = time.perf_counter()
+            taskset = l2l_taskset(feats, labels, n, k, q)
+            setup_s = time.perf_counter() - ts
+            n_l2l = a.l2l_episodes
+            paths["l2l"] = lambda: run_l2l(taskset, n_l2l, n, k, q, a.seed)
     cpu: dict = {}
-    outs, times = timed_interleaved(paths, a.repeats, cpu)
+    outs, times, runs = timed_interleaved(paths, a.repeats, cpu)
+    results["interleaved"] = strip_last(runs)
     acc_f = outs["fewmm"]
     m_f, ci_f = mean_ci(acc_f)
     rf = record("fewmm", E, times["fewmm"], cpu["fewmm"], chunk_episodes=chunk, acc_mean=m_f, acc_ci95=ci_f)
@@ -370,10 +394,8 @@ def main(argv=None) -> dict:
              note="   (same accuracies)")
         line("    gather, chunks of 1000:", record("gather@1000", E, times["gather@1000"], cpu["gather@1000"], chunk_episodes=min(1000, E)))
 
-    # (b) per-episode loop
-    n_loop = min(a.loop_episodes, E)
-    cpu_l: list = []
-    acc_l, t_l = timed(lambda: run_loop(feats, episodes, n_loop), a.repeats, cpu_l)
+    # (b) per-episode loop (timed in the same interleaved rounds)
+    acc_l, t_l, cpu_l = outs["loop"], times["loop"], cpu["loop"]
     identical = bool(np.array_equal(acc_l, acc_f[:n_loop]))
     rl = record("loop", n_loop, t_l, cpu_l, acc_mean=mean_ci(acc_l)[0], identical_to_fewmm=identical)
     line("(b) per-episode loop:", rl, note=f"   {'rate extrapolated; ' if n_loop < E else ''}per-episode accuracies == (a): {identical}")
@@ -381,33 +403,37 @@ def main(argv=None) -> dict:
         bad = np.flatnonzero(acc_l != acc_f[:n_loop])
         raise AssertionError(f"fewmm and the loop disagree on {bad.size} of {n_loop} episodes (first: {bad[:5].tolist()})")
 
-    # (c) learn2learn
-    results["l2l"] = None
-    if a.no_l2l:
-        print("(c) learn2learn: skipped (--no-l2l)")
-    else:
-        try:
-            import learn2learn
-        except Exception as e:  # not installed, or broken
-            print(f"(c) learn2learn: skipped, it does not import ({type(e).__name__}: {e}).\n"
-                  f"    Install it with: {L2L_INSTALL_HINT}")
-        else:
-            ts = time.perf_counter()
-            taskset = l2l_taskset(feats, labels, n, k, q)
-            setup_s = time.perf_counter() - ts
-            n_l2l = a.l2l_episodes
-            cpu_2: list = []
-            acc_2, t_2 = timed(lambda: run_l2l(taskset, n_l2l, n, k, q, a.seed), a.repeats, cpu_2)
-            m_2, ci_2 = mean_ci(acc_2)
-            se = math.sqrt((ci_f / 1.96) ** 2 + (ci_2 / 1.96) ** 2)
-            z = (m_f - m_2) / se if se > 0 else 0.0
-            p_val = math.erfc(abs(z) / math.sqrt(2))
-            r2 = record("l2l", n_l2l, t_2, cpu_2, setup_s=setup_s, acc_mean=m_2, acc_ci95=ci_2, acc_diff_vs_fewmm=m_f - m_2,
-                        z=z, p_value=p_val, version=learn2learn.__version__)
-            line("(c) learn2learn TaskDataset:", r2, unit="tasks/s   ",
-                 note=f"   rate extrapolated; MetaDataset setup {setup_s:.2f} s not counted")
-            print(f"    l2l acc {m_2:.4f} +- {ci_2:.4f} on its own tasks vs fewmm {m_f:.4f} +- {ci_f:.4f}:"
-                  f" diff {m_f - m_2:+.4f}, z {z:+.2f}, p {p_val:.2f}")
+    # (c) learn2learn (timed in the same interleaved rounds)
+    if "l2l" in outs:
+        acc_2, t_2, cpu_2 = outs["l2l"], times["l2l"], cpu["l2l"]
+        m_2, ci_2 = mean_ci(acc_2)
+        se = math.sqrt((ci_f / 1.96) ** 2 + (ci_2 / 1.96) ** 2)
+        z = (m_f - m_2) / se if se > 0 else 0.0
+        p_val = math.erfc(abs(z) / math.sqrt(2))
+        r2 = record("l2l", n_l2l, t_2, cpu_2, setup_s=setup_s, acc_mean=m_2, acc_ci95=ci_2, acc_diff_vs_fewmm=m_f - m_2,
+                    z=z, p_value=p_val, version=l2l_mod.__version__)
+        line("(c) learn2learn TaskDataset:", r2, unit="tasks/s   ",
+             note=f"   rate extrapolated; MetaDataset setup {setup_s:.2f} s not counted")
+        print(f"    l2l acc {m_2:.4f} +- {ci_2:.4f} on its own tasks vs fewmm {m_f:.4f} +- {ci_f:.4f}:"
+              f" diff {m_f - m_2:+.4f}, z {z:+.2f}, p {p_val:.2f}")
+
+    # stable figures: per-round ratios of paths timed side by side, median and spread
+    stable = {"fewmm_over_loop": ratio_stats(runs, "fewmm", "loop", scale=E / n_loop),
+              "fewmm_time_over_gather_time": ratio_stats(runs, "gather", "fewmm")}
+    if "l2l" in outs:
+        stable["fewmm_over_l2l"] = ratio_stats(runs, "fewmm", "l2l", scale=E / n_l2l)
+    if "fewmm-compiled" in outs:
+        stable["fewmm_compiled_time_over_gather_time"] = ratio_stats(runs, "gather", "fewmm-compiled")
+    if "fewmm@1000" in outs:
+        stable["fewmm_time_over_gather1000_time"] = ratio_stats(runs, "gather@1000", "fewmm")
+    targets = {"fewmm_over_l2l": (20.0, True), "fewmm_time_over_gather_time": (2.0, False),
+               "fewmm_compiled_time_over_gather_time": (2.0, False)}
+    results["stable_ratios"] = {k: {**v, **({"verdict": verdict(v, *targets[k])} if k in targets else {})} for k, v in stable.items()}
+    results["machine"] = machine_state()
+    print("stable ratios (median over the interleaved rounds [25th-75th percentile]):")
+    for k, v in results["stable_ratios"].items():
+        vd = v.get("verdict")
+        print(f"  {k:<40} {fmt_ratio(v)}" + (f"   target {vd['target']}: {vd['verdict']}{'' if vd['stable'] else ' (not stable)'}" if vd else ""))
 
     def ratios_by(key):
         rr = {"fewmm_over_loop": results["fewmm"][key] / results["loop"][key],

@@ -22,9 +22,11 @@ Measured methods (``--methods``):
 ``l2l``        learn2learn 0.2.0: per task ``learner = MAML(head, lr, first_order).clone()``,
                ``learner.adapt(loss)`` x inner steps, query loss; mean over tasks; backward; Adam.
 ``gram``       fewmm ``MAML(path="gram")``: Gram products with the support set, no per-task weights.
-``functional`` fewmm ``MAML(path="functional")``: per-task weights, ``torch.bmm`` forward.
-``vmap``       fewmm ``MAML(path="functional", force_vmap=True)``: per-task weights,
-               ``torch.func.vmap(functional_call)`` forward (the fully general path).
+``functional`` fewmm ``MAML(path="functional")``: the general path (any head; what fusion heads
+               use): adapted ``nn.Linear`` layers kept low-rank (``W - U^T V``, no per-task weight
+               copies) when the head runs batched over tasks, else dense per-task parameters.
+``vmap``       fewmm ``MAML(path="functional", force_vmap=True)``: dense per-task weights,
+               ``torch.func.vmap(functional_call)`` forward; a reference row (no target).
 
 1. Speed, for every (inner steps in ``--inner-steps``, order in ``--orders``): each method runs one
    warm-up meta-step, then ``--repeats`` rounds in which every method runs one meta-step
@@ -89,14 +91,18 @@ import torch.nn.functional as F
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(REPO))
+for _p in (REPO, REPO / "benchmarks"):  # run from a checkout without installing; the shared timing helper
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 from fewmm.episodes import sample_episodes  # noqa: E402
 from fewmm.meta import MAML, MAMLClassifier, episode_tensors  # noqa: E402
+from interleaved import fmt_ratio, machine_state, ratio_stats, run_interleaved, verdict  # noqa: E402
 
 L2L_INSTALL_HINT = "PYTHON=.venv/bin/python scripts/install_learn2learn.sh  (pip install learn2learn fails on Python 3.11)"
 ALL_METHODS = ("l2l", "gram", "functional", "vmap")
+#: issue targets, x learn2learn meta-steps/s (median over the interleaved rounds)
+TARGETS = {"gram": 5.0, "functional": 1.0}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,8 +164,36 @@ def build_data(args):
     return feats, labels, classes[:n_base], classes[n_base:], desc
 
 
-def make_head(d, h, n, seed):
+class GMUHead(nn.Module):
+    """Gated multimodal unit over two modalities (Arevalo et al., "Gated Multimodal Units for
+    Information Fusion", ICLR workshop 2017), then a linear classifier. Input ``(n, d)``: the first
+    ``d_a`` columns are modality A's features, the rest modality B's. ``h_a = tanh(W_a x_a)``,
+    ``h_b = tanh(W_b x_b)``, ``z = sigmoid(W_z [x_a; x_b])``, ``h = z * h_a + (1 - z) * h_b``,
+    logits ``W_o h`` (n, n_way). Not an ``nn.Sequential``: MAML takes its general path."""
+
+    def __init__(self, d_a, d_b, h, n):
+        super().__init__()
+        self.d_a = d_a
+        self.proj_a = nn.Linear(d_a, h)
+        self.proj_b = nn.Linear(d_b, h)
+        self.gate = nn.Linear(d_a + d_b, h)
+        self.out = nn.Linear(h, n)
+
+    def forward(self, x):
+        xa, xb = x[..., : self.d_a], x[..., self.d_a :]
+        z = torch.sigmoid(self.gate(x))
+        return self.out(z * torch.tanh(self.proj_a(xa)) + (1 - z) * torch.tanh(self.proj_b(xb)))
+
+
+HEADS = ("mlp", "gmu")
+
+
+def make_head(d, h, n, seed, kind="mlp"):
+    """``mlp``: Linear(d, h)-ReLU-Linear(h, n); ``gmu``: :class:`GMUHead` over the two halves of
+    the features (two stand-in modalities of d // 2 and d - d // 2 dims)."""
     torch.manual_seed(seed)
+    if kind == "gmu":
+        return GMUHead(d // 2, d - d // 2, h, n)
     return nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, n))
 
 
@@ -314,59 +348,66 @@ def speed(args, feats, labels, base, methods_wanted):
             fo = order == "first"
             methods = {}
             for name in methods_wanted:
-                head = make_head(d, args.hidden, args.way, args.seed)
+                head = make_head(d, args.hidden, args.way, args.seed, args.head).to(feats.device)
                 methods[name] = make_method(name, head, args, steps, fo)
             check = grad_check(methods, batch)  # before any update: identical heads
-            times = {n: [] for n in methods}
             faults = {n: [] for n in methods}
-            cpu = {n: [] for n in methods}
-            for n, m in methods.items():  # warm-up
-                m.step(*batch)
-            for _ in range(args.repeats):
-                for n, m in methods.items():
+
+            def timed_step(n, m):
+                def f():
                     f0 = minflt()
-                    c0 = time.process_time()
-                    t0 = time.perf_counter()
                     m.step(*batch)
-                    times[n].append(time.perf_counter() - t0)
-                    cpu[n].append(time.process_time() - c0)
+                    if feats.device.type == "cuda":
+                        torch.cuda.synchronize()
                     faults[n].append(minflt() - f0)
+                return f
+
+            runs = run_interleaved({n: timed_step(n, m) for n, m in methods.items()}, rounds=args.repeats, warmup=1)
             peaks = {n: tensor_peak_mib(lambda m=m: m.step(*batch)) for n, m in methods.items()} if args.memory else {}
             res = {}
             for n in methods:
-                best, med = min(times[n]), float(np.median(times[n]))
+                p = runs["paths"][n]
                 res[n] = {
-                    "steps_per_s_best": 1.0 / best,
-                    "steps_per_s_median": 1.0 / med,
-                    "times_s": times[n],
-                    "cpu_s_median": float(np.median(cpu[n])),
-                    "minor_faults_per_step": int(np.median(faults[n])),
+                    "steps_per_s_median": 1.0 / p["wall_s_median"],
+                    "steps_per_s_best": 1.0 / min(p["wall_s"]),
+                    "times_s": p["wall_s"],
+                    "cpu_s": p["cpu_s"],
+                    "cpu_s_median": p["cpu_s_median"],
+                    "minor_faults_per_step": int(np.median(faults[n][1:])),  # [0] is the warm-up
                     "tensor_peak_mib": peaks.get(n),
                     "path": getattr(getattr(methods[n], "meta", None), "path_", None) if n != "l2l" else None,
                 }
             if "l2l" in res:
                 for n in res:
-                    res[n]["ratio_vs_l2l_best"] = res[n]["steps_per_s_best"] / res["l2l"]["steps_per_s_best"]
-                    res[n]["ratio_vs_l2l_median"] = res[n]["steps_per_s_median"] / res["l2l"]["steps_per_s_median"]
-                    res[n]["ratio_vs_l2l_cpu"] = res["l2l"]["cpu_s_median"] / res[n]["cpu_s_median"]
+                    if n == "l2l":
+                        continue
+                    st = ratio_stats(runs, n, "l2l")
+                    res[n]["ratio_vs_l2l"] = st
+                    if n in TARGETS:  # vmap is a reference row (forced dense per-task weights), not a target
+                        res[n]["verdict"] = verdict(st, TARGETS[n])
+                    res[n]["ratio_vs_l2l_cpu"] = ratio_stats(runs, n, "l2l", key="cpu_s")
             for n, c in check.items():
                 res[n]["vs_l2l"] = c
-            row = {"inner_steps": steps, "order": order, "methods": res}
+            row = {"inner_steps": steps, "order": order, "head": args.head, "methods": res, "loadavg_per_round": runs["loadavg_per_round"],
+                   "machine": machine_state()}
             rows.append(row)
             print_speed_row(row)
     return rows
 
 
 def print_speed_row(row):
-    head = f"inner steps {row['inner_steps']}, {row['order']} order"
-    print(f"\n{head}")
-    print(f"  {'method':<11} {'steps/s best':>12} {'median':>8} {'x l2l':>7} {'x l2l cpu':>9} {'faults/step':>12} {'tensor peak MiB':>16}  {'|dgrad| vs l2l':>14}")
+    load = row["loadavg_per_round"]
+    print(f"\ninner steps {row['inner_steps']}, {row['order']} order, head {row['head']} "
+          f"(load average {min(load):.1f}-{max(load):.1f} over the rounds, {row['machine']['torch_threads']} torch threads)")
+    print(f"  {'method':<11} {'steps/s med':>11} {'x l2l: median [q25-q75] of rounds':>34} {'verdict':>16} {'x l2l cpu':>9} "
+          f"{'faults/step':>12} {'tensor peak MiB':>16}  {'|dgrad| vs l2l':>14}")
     for n, r in row["methods"].items():
-        ratio = f"{r['ratio_vs_l2l_best']:.1f}" if "ratio_vs_l2l_best" in r else "-"
-        rcpu = f"{r['ratio_vs_l2l_cpu']:.1f}" if "ratio_vs_l2l_cpu" in r else "-"
-        dg = f"{r['vs_l2l']['max_abs_grad_diff']:.1e}" if "vs_l2l" in r else "-"
+        ratio = fmt_ratio(r["ratio_vs_l2l"]) if "ratio_vs_l2l" in r else "-"
+        v = f"{r['verdict']['verdict']} {r['verdict']['target']}{'' if r['verdict']['stable'] else ' ?'}" if "verdict" in r else "-"
+        rcpu = f"{r['ratio_vs_l2l_cpu']['median']:.2f}" if "ratio_vs_l2l_cpu" in r else "-"
+        dg = f"{r['vs_l2l']['max_abs_grad_diff'] / max(r['vs_l2l']['max_abs_grad'], 1e-30):.1e} rel" if "vs_l2l" in r else "-"
         pk = f"{r['tensor_peak_mib']:.1f}" if r.get("tensor_peak_mib") is not None else "-"
-        print(f"  {n:<11} {r['steps_per_s_best']:>12.2f} {r['steps_per_s_median']:>8.2f} {ratio:>7} {rcpu:>9} {r['minor_faults_per_step']:>12d} {pk:>16}  {dg:>14}")
+        print(f"  {n:<11} {r['steps_per_s_median']:>11.2f} {ratio:>34} {v:>16} {rcpu:>9} {r['minor_faults_per_step']:>12d} {pk:>16}  {dg:>14}")
     sys.stdout.flush()
 
 
@@ -400,7 +441,7 @@ def memory_probe(args):
     name, steps, order = args._probe.split(",")
     feats, labels, base, _, _ = build_data(args)
     batch = first_batch(feats, labels, base, args)
-    head = make_head(feats.shape[1], args.hidden, args.way, args.seed)
+    head = make_head(feats.shape[1], args.hidden, args.way, args.seed, args.head)
     m = make_method(name, head, args, int(steps), order == "first")
     m.step(*batch)  # warm-up: pages in library code and creates Adam's state
     gc.collect()
@@ -480,8 +521,9 @@ def train_and_eval(args, feats, labels, base, novel, methods_wanted):
     fo = args.train_first_order
     stream = sample_episodes(labels, args.way, args.shot, args.query, n_episodes=args.train_steps * args.meta_batch, seed=args.seed + 1, classes=base)
     test = sample_episodes(labels, args.way, args.shot, args.query, n_episodes=args.eval_episodes, seed=args.seed + 2, classes=novel)
-    names = [n for n in ("l2l", "gram") if n in methods_wanted] or ["gram"]
-    init_head = make_head(d, args.hidden, args.way, args.seed)
+    ours = "gram" if args.head == "mlp" else "functional"
+    names = [n for n in ("l2l", ours) if n in methods_wanted] or [ours]
+    init_head = make_head(d, args.hidden, args.way, args.seed, args.head)
     out = {"train_steps": args.train_steps, "inner_steps": args.train_inner_steps, "outer_lr": args.train_outer_lr, "order": "first" if fo else "second",
            "n_base_classes": int(base.size), "n_novel_classes": int(novel.size), "eval_episodes": args.eval_episodes, "methods": {}}
     target = torch.arange(args.way).repeat_interleave(args.query)
@@ -516,9 +558,9 @@ def train_and_eval(args, feats, labels, base, novel, methods_wanted):
         out["methods"].setdefault(name, {})["accuracy"] = {"mean": est.mean, "ci95": est.ci95}
         extra = f"  (trained in {out['methods'][name]['train_seconds']:.1f} s)" if "train_seconds" in out["methods"][name] else ""
         print(f"  {name:<24} {est}{extra}")
-    if "l2l" in accs and "gram" in accs:
-        diff = paired_difference(accs["gram"], accs["l2l"])
-        out["paired_gram_minus_l2l"] = {"mean": diff.mean, "ci95": diff.ci95}
+    if "l2l" in accs and ours in accs:
+        diff = paired_difference(accs[ours], accs["l2l"])
+        out[f"paired_{ours}_minus_l2l"] = {"mean": diff.mean, "ci95": diff.ci95}
         print(f"  fewmm - learn2learn (paired): {diff} points")
     return out
 
@@ -531,6 +573,9 @@ def main(argv=None):
     ap.add_argument("--dim", type=int, default=1280, help="synthetic feature dim (default 1280)")
     ap.add_argument("--no-normalize", action="store_true", help="do not L2-normalise the features")
     ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--head", choices=HEADS, default="mlp",
+                    help="mlp: Linear-ReLU-Linear (Gram path applies); gmu: a GMU fusion head over the two halves of the "
+                         "features (general path only; the gram method is dropped)")
     ap.add_argument("--way", type=int, default=5)
     ap.add_argument("--shot", type=int, default=1)
     ap.add_argument("--query", type=int, default=15)
@@ -549,6 +594,7 @@ def main(argv=None):
     ap.add_argument("--train-first-order", action="store_true")
     ap.add_argument("--eval-episodes", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="torch device of the heads and tasks (default cpu; tensor peaks and RSS are CPU-only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write the numbers here")
     ap.add_argument("--_probe", help=argparse.SUPPRESS)
@@ -559,6 +605,8 @@ def main(argv=None):
     bad = [m for m in args.methods if m not in ALL_METHODS]
     if bad:
         ap.error(f"unknown --methods {bad}; known: {','.join(ALL_METHODS)}")
+    if args.head == "gmu" and "gram" in args.methods:
+        args.methods = [m for m in args.methods if m != "gram"]  # the Gram path does not apply to a GMU head
     if args._probe:
         return memory_probe(args)
     args.memory = not args.no_memory
@@ -569,8 +617,13 @@ def main(argv=None):
         print(f"learn2learn does not import: its rows are skipped. Install: {L2L_INSTALL_HINT}")
         methods.remove("l2l")
     feats, labels, base, novel, desc = build_data(args)
+    feats = feats.to(args.device)
+    if args.device != "cpu":
+        args.memory = False  # torch.profiler CPU tensor peaks and /proc RSS say nothing about device memory
     print(f"features: {desc}; {tuple(feats.shape)}, {'L2-normalised' if not args.no_normalize else 'raw'}")
-    print(f"head Linear({feats.shape[1]},{args.hidden})-ReLU-Linear({args.hidden},{args.way}); {args.way}-way {args.shot}-shot "
+    head_desc = (f"Linear({feats.shape[1]},{args.hidden})-ReLU-Linear({args.hidden},{args.way})" if args.head == "mlp" else
+                 f"GMU(two modalities of {feats.shape[1] // 2} + {feats.shape[1] - feats.shape[1] // 2} dims, hidden {args.hidden})-Linear({args.hidden},{args.way})")
+    print(f"head {head_desc}; {args.way}-way {args.shot}-shot "
           f"{args.query}-query, meta-batch {args.meta_batch}, inner lr {args.inner_lr}, {args.threads} threads, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     result = {
@@ -580,7 +633,11 @@ def main(argv=None):
                     "loadavg_start": os.getloadavg(), "torch": torch.__version__, "python": platform.python_version()},
         "config": {k: v for k, v in vars(args).items() if not k.startswith("_")},
         "features": desc,
-        "timing": "one warm-up step per method, then --repeats interleaved rounds; steps/s from the best and the median step time",
+        "head": head_desc,
+        "timing": ("benchmarks/interleaved.py: one warm-up step per method, then --repeats rounds, each running every method once "
+                   "(order reversed every other round); ratio_vs_l2l = median over rounds of time(l2l) / time(method) in the same "
+                   "round, with its 25th-75th percentiles; ratios are the stable figures, steps/s are absolute numbers of this machine "
+                   "at this load"),
         "speed": speed(args, feats, labels, base, methods),
     }
     if args.memory:

@@ -39,7 +39,7 @@ from .episodes import Episodes
 from .methods.base import FewShotMethod, check_features, check_finite_scores, check_logits
 
 #: Bytes of gathered support + query rows per chunk on CPU when ``chunk_size`` is None.
-CPU_CHUNK_BYTES = 8 * 2**20
+CPU_CHUNK_BYTES = 2 * 2**20
 #: Episodes per chunk on other devices (and the upper bound on CPU) when ``chunk_size`` is None.
 DEFAULT_CHUNK_EPISODES = 1000
 
@@ -170,7 +170,8 @@ def evaluate_episodes(
     episodes : Episodes
     chunk_size : int, optional
         Episodes scored per batch (bounds memory: chunk * N * (K + Q) * dim * 4 bytes). Default:
-        see :func:`resolve_chunk_size` (about 8 MiB of rows on CPU, 1000 episodes on GPU).
+        see :func:`resolve_chunk_size` (about 2 MiB of rows on CPU, so that the scoring reads them back from
+        the CPU cache; 1000 episodes on GPU).
         Results do not depend on it.
     device : torch device, optional
         Where to compute (default: the features' device).
@@ -245,11 +246,11 @@ def evaluate_episodes(
                 # norms gathered instead of recomputed; the mean of one shot is that shot.
                 if k == 1:
                     protos = sup.view(m, n, d)
-                    p2 = row_sq[sup_idx[s : s + m]]
+                    p2 = torch.index_select(row_sq, 0, sup_idx[s : s + m].reshape(-1)).view(m, n)
                 else:
                     protos = sup.mean(dim=2)
                     p2 = (protos * protos).sum(-1)
-                q2 = row_sq[qry_idx[s : s + m]]
+                q2 = torch.index_select(row_sq, 0, qry_idx[s : s + m].reshape(-1)).view(m, n * q)
                 logits = torch.baddbmm(-(q2.unsqueeze(2) + p2.unsqueeze(1)), qry, protos.transpose(1, 2), alpha=2.0)
             check_finite_scores(logits, method, feats)  # one isfinite().all() per chunk
             torch.argmax(logits, dim=2, out=preds[s : s + m])

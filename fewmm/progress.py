@@ -36,7 +36,7 @@ def is_terminal(stream=None) -> bool:
 
 
 class PlainProgress:
-    """A tqdm look-alike for non-terminals: prints ``desc: n/total unit (p%), elapsed, ~left``
+    """A tqdm look-alike for non-terminals: prints ``desc: n/total unit (p%), elapsed, ~left, rate``
     lines, at most one per ``interval`` seconds, and a last line on :meth:`close`.
 
     Supports the subset of tqdm used in fewmm: ``update``, ``set_postfix``, ``write``, ``close``,
@@ -65,6 +65,9 @@ class PlainProgress:
         done = self.n - self._n0
         if self.total and 0 < done and self.n < self.total:
             s += f", ~{format_seconds(el / done * (self.total - self.n))} left"
+        if done > 0 and el > 0:
+            rate = done / el
+            s += f", {rate:.3g} {self.unit}/s" if rate >= 1 else f", {format_seconds(1 / rate)}/{self.unit}"
         return s + (f", {self._postfix}" if self._postfix else "")
 
     def _emit(self) -> None:

@@ -150,12 +150,18 @@ def test_speed_report_copies_every_number(tmp_path, capsys):
     res = REPO / "results"
     args = ["--throughput", str(res / "episode_throughput.json"), "--maml", str(res / "maml_speed.json"),
             "--latency", str(res / "adapter_latency.json"), "--train-speed", str(res / "protonet_train_speed.json"),
-            "--maml-memory", str(res / "maml_conv4_memory.json")]
+            "--maml-memory", str(res / "maml_conv4_memory.json"), "--extraction", str(res / "extraction_speed.json")]
     assert speed_report.main(args) == 0
     md = capsys.readouterr().out
     tp = json.loads((res / "episode_throughput.json").read_text())
     assert f"| {tp['fewmm']['episodes_per_s']:.0f} | {100 * tp['fewmm']['acc_mean']:.2f} |" in md
-    assert f"fewmm / loop {tp['ratios']['fewmm_over_loop']:.1f}x" in md
+    st = tp["stable_ratios"]["fewmm_time_over_gather_time"]  # median of the interleaved rounds, 25th-75th percentile
+    assert f"fewmm time / gather time {st['median']:.2f}x [{st['q25']:.2f}-{st['q75']:.2f}] (target <= 2: {st['verdict']['verdict']}" in md
+    ms = json.loads((res / "maml_speed.json").read_text())
+    g = ms["speed"][0]["methods"]["functional"]["ratio_vs_l2l"]
+    assert f"{g['median']:.2f}x [{g['q25']:.2f}-{g['q75']:.2f}]" in md
+    ex = json.loads((res / "extraction_speed.json").read_text())["rows"][0]["pipeline_over_bare"]
+    assert f"{ex['median']:.2f}x [{ex['q25']:.2f}-{ex['q75']:.2f}]" in md
     lat = json.loads((res / "adapter_latency.json").read_text())
     assert f"Largest median head time {lat['head_ms_median_max']:.3f} ms" in md
     mem = json.loads((res / "maml_conv4_memory.json").read_text())
@@ -164,7 +170,7 @@ def test_speed_report_copies_every_number(tmp_path, capsys):
     assert f"({ts['ratio_fewmm_over_reference']:.2f}x;" in md
     # missing files are left out, not an error
     assert speed_report.main(["--throughput", str(tmp_path / "none.json"), "--maml", str(tmp_path / "none.json"),
-                              "--latency", "x", "--train-speed", "x", "--maml-memory", "x"]) == 0
+                              "--latency", "x", "--train-speed", "x", "--maml-memory", "x", "--extraction", "x"]) == 0
     assert capsys.readouterr().out.strip() == ""
     # --readme rewrites the speed block
     readme = tmp_path / "R.md"

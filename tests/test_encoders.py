@@ -409,3 +409,42 @@ def test_clap_audio_long_clip_is_center_cropped_deterministically(request):
     a, b = enc.embed([long]), enc.embed([centre])
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     assert "truncation=rand_trunc" in enc.preprocess_id
+
+
+class _Recorder(E.Encoder):
+    """A model-free encoder: feature = [payload, payload ** 2]; records where _prepare ran."""
+
+    name, modality, dim = "recorder", "text", 2
+
+    def __init__(self):
+        super().__init__(batch_size=4)
+        self.threads, self.events = [], []
+
+    def _prepare(self, payload):
+        import threading
+
+        if payload == "bad":
+            raise ValueError("cannot parse")
+        self.threads.append(threading.current_thread().name)
+        return float(payload)
+
+    def _forward(self, batch):
+        self.events.append(("forward", len(batch)))
+        x = torch.tensor(batch, dtype=torch.float32)
+        return torch.stack([x, x * x], 1)
+
+
+def test_embed_reads_ahead_in_a_worker_thread_same_features_and_errors():
+    """Encoder.embed decodes the next batch in a worker thread (not the caller's), returns exactly
+    the features of batch-by-batch encoding, and a bad item of batch 2 is raised (naming it) after
+    batch 1 was encoded and reported through on_batch."""
+    enc = _Recorder()
+    got = enc.embed([str(i) for i in range(10)], progress=False)
+    x = torch.arange(10, dtype=torch.float32)
+    assert torch.equal(got, torch.stack([x, x * x], 1))
+    assert enc.events == [("forward", 4), ("forward", 4), ("forward", 2)]
+    assert len(enc.threads) == 10 and all(t.startswith("fewmm-recorder-read") for t in enc.threads)
+    seen = []
+    with pytest.raises(DataError, match=r"recorder: cannot read text item 5 \(bad\): ValueError: cannot parse"):
+        _Recorder().embed(["0", "1", "2", "3", "4", "bad", "6"], progress=False, on_batch=lambda s, f: seen.append((s, f.shape[0])))
+    assert seen == [(0, 4)]

@@ -91,10 +91,11 @@ def test_row_sq_norms_equal_the_plain_reduction_across_blocks():
 def test_resolve_chunk_size():
     y = np.repeat(np.arange(10), 20)
     ep = sample_episodes(y, 5, 1, 15, 5000, seed=0)  # 80 rows per episode
-    # CPU default: 8 MiB of gathered float32 rows; 80 rows x 1280 dims x 4 bytes = 409,600 bytes
-    assert resolve_chunk_size(None, ep, 1280) == 8 * 2**20 // 409_600 == 20
-    assert resolve_chunk_size(None, ep, 1280, itemsize=8) == 10
-    assert resolve_chunk_size(None, ep, 16) == 1000  # 1638 fit: capped at DEFAULT_CHUNK_EPISODES
+    # CPU default: 2 MiB of gathered float32 rows; 80 rows x 1280 dims x 4 bytes = 409,600 bytes
+    assert resolve_chunk_size(None, ep, 1280) == 2 * 2**20 // 409_600 == 5
+    assert resolve_chunk_size(None, ep, 1280, itemsize=8) == 2
+    assert resolve_chunk_size(None, ep, 16) == 2 * 2**20 // (80 * 16 * 4) == 409
+    assert resolve_chunk_size(None, ep, 4) == 1000  # 1638 fit: capped at DEFAULT_CHUNK_EPISODES
     assert resolve_chunk_size(None, ep[0:300], 16) == 300  # capped at the number of episodes
     assert resolve_chunk_size(None, ep, 10**9) == 1  # at least one episode
     assert resolve_chunk_size(None, ep, 1280, device="cuda") == 1000
@@ -118,10 +119,10 @@ class Recording(M.ProtoNet):
 
 def test_chunks_are_the_resolved_size():
     x, y = table(dim=2048, seed=8)
-    ep = sample_episodes(y, 5, 2, 3, 100, seed=0)  # 25 rows x 2048 dims x 4 bytes: 40 episodes per 8 MiB
+    ep = sample_episodes(y, 5, 2, 3, 100, seed=0)  # 25 rows x 2048 dims x 4 bytes: 10 episodes per 2 MiB
     m = Recording()
     ref = evaluate_episodes(m, x, ep)
-    assert m.chunks == [40, 40, 20] and resolve_chunk_size(None, ep, 2048) == 40
+    assert m.chunks == [10] * 10 and resolve_chunk_size(None, ep, 2048) == 10
     m = Recording()
     assert np.array_equal(evaluate_episodes(m, x, ep, chunk_size=30), ref)
     assert m.chunks == [30, 30, 30, 10]

@@ -29,3 +29,21 @@ def test_not_a_terminal_gets_plain_lines(capsys):
 
 def test_format_seconds():
     assert [format_seconds(s) for s in (9.2, 75.3, 4000)] == ["9s", "1m15s", "1h06m"]
+
+
+def test_plain_progress_rate_and_time_left(monkeypatch):
+    """items/s and time left from a controlled clock: 50 of 100 items in 2 s -> 25 item/s, ~2s left;
+    a slow rate (1 item in 4 s) is shown as seconds per item."""
+    import fewmm.progress as P
+
+    now = [100.0]
+    monkeypatch.setattr(P.time, "monotonic", lambda: now[0])
+    out = io.StringIO()
+    bar = PlainProgress(total=100, desc="enc", unit="item", interval=0, stream=out)
+    now[0] = 102.0
+    bar.update(50)
+    assert out.getvalue().splitlines()[-1] == "enc: 50/100 item (50%), 2s elapsed, ~2s left, 25 item/s"
+    slow = PlainProgress(total=10, desc="enc", unit="item", interval=0, stream=out)
+    now[0] = 106.0
+    slow.update(1)
+    assert out.getvalue().splitlines()[-1] == "enc: 1/10 item (10%), 4s elapsed, ~36s left, 4s/item"

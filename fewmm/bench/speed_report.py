@@ -18,7 +18,10 @@ def throughput_md(d: dict, name: str) -> str:
     r = d["ratios"]
     la = d.get("loadavg_before")
     lines = [
-        f"**Episode throughput** (`{name}`): {c['dataset']}/{c['split']} {c['encoder']} features ({c['n_items']} x {c['dim']}), "
+        f"**Episode throughput** (`{name}`): "
+        + (f"{d['source']['table']} features, same shape as Omniglot-evaluation x EfficientNet-Lite2 "
+           if d.get("source", {}).get("synthetic") else f"{c['dataset']}/{c['split']} {c['encoder']} features ")
+        + f"({c['n_items']} x {c['dim']}), "
         f"{c['ways']}-way {c['shots']}-shot {c['queries']}-query, {c['episodes']} episodes, {c['threads']} torch thread(s), "
         f"load average before the run {la[0]:.1f} on 2 cores." if la else "",
         "",
@@ -37,35 +40,101 @@ def throughput_md(d: dict, name: str) -> str:
     lines.append(f"| bare gather of the same bytes (memory-bound limit) | {d['gather']['episodes_per_s']:.0f} | |")
     comp = (f"; with `compile=True` {r['fewmm_compiled_time_over_gather_time']:.2f}"
             if "fewmm_compiled_time_over_gather_time" in r else "")
-    lines += ["", f"Ratios: fewmm / loop {r['fewmm_over_loop']:.1f}x; fewmm / learn2learn {r.get('fewmm_over_l2l', float('nan')):.1f}x "
-              f"(target >= 20x); fewmm time / gather time {r['fewmm_time_over_gather_time']:.2f}{comp} (target <= 2)."]
+    st = d.get("stable_ratios")
+    if st:
+        lines += ["", "Stable ratios (median over the interleaved rounds, [25th-75th percentile]; episodes/s above are absolute "
+                      "numbers of this machine at this load): " + "; ".join(
+                          f"{_RATIO_NAMES.get(k, k)} {_fmt(v)}" + (f" (target {v['verdict']['target']}: {_verdict(v['verdict'])})" if "verdict" in v else "")
+                          for k, v in st.items()) + "."]
+    else:
+        lines += ["", f"Ratios: fewmm / loop {r['fewmm_over_loop']:.1f}x; fewmm / learn2learn {r.get('fewmm_over_l2l', float('nan')):.1f}x "
+                  f"(target >= 20x); fewmm time / gather time {r['fewmm_time_over_gather_time']:.2f}{comp} (target <= 2)."]
     return "\n".join(lines) + "\n"
+
+
+_RATIO_NAMES = {"fewmm_over_loop": "fewmm / loop", "fewmm_over_l2l": "fewmm / learn2learn",
+                "fewmm_time_over_gather_time": "fewmm time / gather time",
+                "fewmm_compiled_time_over_gather_time": "`compile=True` time / gather time",
+                "fewmm_time_over_gather1000_time": "fewmm time / gather time in chunks of 1000"}
+
+
+def _fmt(st: dict) -> str:
+    return f"{st['median']:.2f}x [{st['q25']:.2f}-{st['q75']:.2f}]"
+
+
+def _verdict(v: dict) -> str:
+    return v["verdict"] + ("" if v["stable"] else ", not stable: the spread straddles the target")
 
 
 def maml_md(d: dict, name: str) -> str:
     m = d["machine"]
     c = d["config"]
-    lines = [f"**MAML meta-steps/s** (`{name}`): head Linear({c['dim']},{c['hidden']})-ReLU-Linear({c['hidden']},{c['way']}), "
-             f"meta-batch {c['meta_batch']} tasks of {c['way']}-way {c['shot']}-shot {c['query']}-query, {d['features']}, "
-             f"{m['threads']} threads, load average {m['loadavg_start'][0]:.1f} at the start. Best step time of {c['repeats']} rounds.", ""]
-    methods = c["methods"]
-    lines.append("| inner steps | order | " + " | ".join(f"{x} steps/s (x l2l)" for x in methods) + " |")
-    lines.append("|---|---|" + "---|" * len(methods))
+    head = d.get("head") or f"Linear({c['dim']},{c['hidden']})-ReLU-Linear({c['hidden']},{c['way']})"
+    methods = [x for x in c["methods"] if x != "l2l"]
+    stable = any("ratio_vs_l2l" in v for row in d["speed"] for v in row["methods"].values())
+    if not stable:  # a file from before the interleaved-rounds helper
+        lines = [f"**MAML meta-steps/s** (`{name}`): head {head}, best step time of {c['repeats']} rounds (old format).", ""]
+        lines.append("| inner steps | order | " + " | ".join(f"{x} steps/s (x l2l)" for x in c["methods"]) + " |")
+        lines.append("|---|---|" + "---|" * len(c["methods"]))
+        for row in d["speed"]:
+            cells = ["" if row["methods"].get(x) is None else f"{row['methods'][x]['steps_per_s_best']:.2f} ({row['methods'][x].get('ratio_vs_l2l_best', float('nan')):.1f}x)"
+                     for x in c["methods"]]
+            lines.append(f"| {row['inner_steps']} | {row['order']} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+    loads = [x for row in d["speed"] for x in row.get("loadavg_per_round", [])]
+    lines = [f"**MAML meta-steps/s vs learn2learn** (`{name}`): head {head}, meta-batch {c['meta_batch']} tasks of {c['way']}-way "
+             f"{c['shot']}-shot {c['query']}-query, {d['features']}, {m['threads']} torch thread(s), {c['repeats']} interleaved rounds "
+             f"per setting, load average {min(loads):.1f}-{max(loads):.1f} on {m['cpus']} cores. Stable figure: the median over rounds "
+             "of time(learn2learn) / time(method) in the same round, [25th-75th percentile], with the verdict against the target "
+             "(Gram path >= 5x, general path `functional` >= 1x; `vmap`: dense per-task weights, a reference); learn2learn's steps/s is an absolute number of this machine at this load. "
+             "Tensor peak: live CPU tensor bytes above those at the start of one meta-step (torch.profiler, deterministic). "
+             "Meta-gradient: largest |difference| to learn2learn's, relative to its largest |value|.", ""]
+    lines.append("| inner steps | order | learn2learn steps/s (tensor peak MiB) | " + " | ".join(f"{x}: x l2l, verdict (tensor peak MiB; meta-grad rel. diff.)" for x in methods) + " |")
+    lines.append("|---|---|---|" + "---|" * len(methods))
     for row in d["speed"]:
-        cells = []
+        l2 = row["methods"].get("l2l")
+        cells = [f"{l2['steps_per_s_median']:.2f} ({l2['tensor_peak_mib']:.1f})" if l2 and l2.get("tensor_peak_mib") is not None else
+                 (f"{l2['steps_per_s_median']:.2f}" if l2 else "")]
         for x in methods:
             v = row["methods"].get(x)
-            cells.append("" if v is None else f"{v['steps_per_s_best']:.2f} ({v['ratio_vs_l2l_best']:.1f}x)")
+            if v is None or "ratio_vs_l2l" not in v:
+                cells.append("")
+                continue
+            pk = f"{v['tensor_peak_mib']:.1f}" if v.get("tensor_peak_mib") is not None else "-"
+            g = v.get("vs_l2l")
+            gd = f"{g['max_abs_grad_diff'] / max(g['max_abs_grad'], 1e-30):.0e}" if g else "-"
+            vd = _verdict(v["verdict"]) if "verdict" in v else "reference, no target"
+            cells.append(f"{_fmt(v['ratio_vs_l2l'])} {vd} ({pk}; {gd})")
         lines.append(f"| {row['inner_steps']} | {row['order']} | " + " | ".join(cells) + " |")
     if d.get("memory"):
         lines += ["", "Peak extra anonymous memory per meta-step (MiB, fresh process each): " + "; ".join(
-            f"{row['inner_steps']} step {row['order']}: " + ", ".join(f"{k} {v['anon_peak_delta_mib']:.0f}" for k, v in row["methods"].items())
+            f"{row['inner_steps']} step {row['order']}: " + ", ".join(f"{k} {v['anon_peak_delta_mib']:.0f}" for k, v in row["methods"].items()
+                                                                    if "anon_peak_delta_mib" in v)
             for row in d["memory"])]
     t = d.get("training")
     if t:
         acc = ", ".join(f"{k} {v['accuracy']['mean']:.2f} ± {v['accuracy']['ci95']:.2f} " + (f" ({v['train_seconds']:.1f} s)" if "train_seconds" in v else "") for k, v in t["methods"].items())
         lines += ["", f"After {t['train_steps']} meta-steps ({t['inner_steps']} inner steps, {t['order']} order) on the same task stream, "
                       f"novel-class accuracy over {t['eval_episodes']} episodes (training time): {acc}."]
+    return "\n".join(lines) + "\n"
+
+
+def extraction_md(d: dict, name: str) -> str:
+    lines = [f"**Feature extraction, whole pipeline vs bare encoder forward** (`{name}`; `{d['command']}`): read, decode, "
+             "resample or resize, batch, encode (batch i + 1 decoded in a worker thread while the encoder runs batch i), cache "
+             f"write, against the encoder forward alone on the same decoded inputs; {d['config']['rounds']} interleaved rounds, "
+             f"{d['machine']['torch_threads']} torch threads, {d['machine']['cpu_count']} cores. Stable figure: median over rounds of "
+             "time(pipeline) / time(bare) [25th-75th percentile]; items/s are absolute numbers of this machine at this load.", "",
+             "| encoder (data, items) | pipeline / bare, verdict (<= 1.2) | without read-ahead / bare | items/s pipeline, bare | load average |",
+             "|---|---|---|---|---|"]
+    for r in d["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['encoder']} ({r['dataset']}) | not measured: {r['error'][:120]} | | | |")
+            continue
+        la = r["runs"]["loadavg_per_round"]
+        lines.append(f"| {r['encoder']} ({r['dataset']}, {r['items']}) | {_fmt(r['pipeline_over_bare'])} {_verdict(r['verdict'])} | "
+                     f"{_fmt(r['sequential_over_bare'])} | {r['items_per_s_median']['pipeline']:.1f}, {r['items_per_s_median']['bare']:.1f} | "
+                     f"{min(la):.1f}-{max(la):.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -109,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=HelpFormatter)
     p.add_argument("--throughput", nargs="+", default=["results/episode_throughput.json", "results/episode_throughput_1thread.json"],
                    help="episode throughput JSON files (benchmarks/episode_throughput.py)")
-    p.add_argument("--maml", default="results/maml_speed.json", help="MAML speed JSON (benchmarks/maml_speed.py)")
+    p.add_argument("--maml", nargs="+", default=["results/maml_speed.json", "results/maml_speed_gmu.json"],
+                   help="MAML speed JSON files (benchmarks/maml_speed.py; --head gmu for the second)")
+    p.add_argument("--extraction", default="results/extraction_speed.json", help="extraction JSON (benchmarks/extraction_speed.py)")
     p.add_argument("--latency", default="results/adapter_latency.json", help="adapter latency JSON (benchmarks/adapter_latency.py)")
     p.add_argument("--train-speed", default="results/protonet_train_speed.json",
                    help="Conv-4 training speed JSON (benchmarks/protonet_train_speed.py)")
@@ -119,11 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 DEFAULTS = {"throughput": ["results/episode_throughput.json", "results/episode_throughput_1thread.json"],
-            "maml": "results/maml_speed.json", "latency": "results/adapter_latency.json",
+            "maml": ["results/maml_speed.json", "results/maml_speed_gmu.json"], "latency": "results/adapter_latency.json",
+            "extraction": "results/extraction_speed.json",
             "train_speed": "results/protonet_train_speed.json", "maml_memory": "results/maml_conv4_memory.json"}
 
 
-def speed_markdown(root: str | Path = ".", throughput=None, maml=None, latency=None, train_speed=None, maml_memory=None) -> str:
+def speed_markdown(root: str | Path = ".", throughput=None, maml=None, latency=None, train_speed=None, maml_memory=None,
+                   extraction=None) -> str:
     """The ``<!-- results:speed -->`` block: one part per speed results file that exists.
 
     Parameters
@@ -132,7 +205,9 @@ def speed_markdown(root: str | Path = ".", throughput=None, maml=None, latency=N
         Folder the paths are relative to (the repository root); the paths are printed as given.
     throughput : list of str, optional
         Episode throughput JSON files (default ``DEFAULTS["throughput"]``).
-    maml, latency, train_speed, maml_memory : str, optional
+    maml : list of str, optional
+        MAML speed JSON files (benchmarks/maml_speed.py; default ``DEFAULTS["maml"]``).
+    latency, train_speed, maml_memory, extraction : str, optional
         The other speed JSON files (defaults in ``DEFAULTS``). A file that does not exist is left out.
 
     Returns
@@ -142,8 +217,9 @@ def speed_markdown(root: str | Path = ".", throughput=None, maml=None, latency=N
     """
     root = Path(root)
     throughput = DEFAULTS["throughput"] if throughput is None else throughput
-    pairs = [(t, throughput_md) for t in throughput] + [
-        (maml or DEFAULTS["maml"], maml_md), (latency or DEFAULTS["latency"], latency_md),
+    maml = DEFAULTS["maml"] if maml is None else ([maml] if isinstance(maml, str) else maml)
+    pairs = [(t, throughput_md) for t in throughput] + [(m, maml_md) for m in maml] + [
+        (extraction or DEFAULTS["extraction"], extraction_md), (latency or DEFAULTS["latency"], latency_md),
         (train_speed or DEFAULTS["train_speed"], train_speed_md), (maml_memory or DEFAULTS["maml_memory"], maml_memory_md)]
     parts = []
     for path, fn in pairs:
@@ -155,7 +231,7 @@ def speed_markdown(root: str | Path = ".", throughput=None, maml=None, latency=N
 def main(argv=None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
-    md = speed_markdown(".", a.throughput, a.maml, a.latency, a.train_speed, a.maml_memory)
+    md = speed_markdown(".", a.throughput, a.maml, a.latency, a.train_speed, a.maml_memory, a.extraction)
     if a.readme:
         try:
             text = Path(a.readme).read_text(encoding="utf-8")

@@ -197,3 +197,147 @@ def anil_layer_names(head: nn.Module) -> list[str]:
     if last is None:
         raise ValueError("head has no parameters to adapt")
     return last
+
+
+# ----------------------------------------------------------------------------------------------
+# low-rank adaptation of nn.Linear layers (the general path's default for heads built of Linear layers)
+class LowRankState:
+    """Per-task adapted ``nn.Linear`` layers of a meta-batch of T tasks, kept low-rank.
+
+    One inner-loop step changes a linear layer's weight by ``-alpha * delta^T x`` (``x``: the
+    layer's input rows of the task's support set, ``delta``: the loss gradient w.r.t. its output
+    rows), a matrix of rank at most ``n_support`` per call of the layer. After any number of steps
+    task t's weight is therefore ``W - U_t^T V_t`` with ``V_t`` the stacked inputs ``(r, d_in)``
+    and ``U_t`` the stacked ``alpha * delta`` ``(r, d_out)`` (``r`` = support rows x steps x calls),
+    and ``y = x W^T - (x V_t^T) U_t + b_t``: the per-task ``(T, d_out, d_in)`` weights are never
+    formed (the Gram path of :mod:`fewmm.meta.maml` is the special case of a first layer whose
+    input does not change).
+
+    Attributes
+    ----------
+    t : int
+        Number of tasks.
+    weight : dict of str -> torch.Tensor (d_out, d_in)
+        Shared initial weight of each adapted layer (the parameter, or a detached copy).
+    bias : dict of str -> torch.Tensor (T, d_out) or None
+    v, u : dict of str -> list of torch.Tensor (T, r_j, d_in) / (T, r_j, d_out)
+        The low-rank factors, one pair per call of the layer and step (kept apart, not
+        concatenated: a concatenation per step would keep every intermediate copy for backward).
+    """
+
+    def __init__(self, t: int):
+        self.t = t
+        self.weight: dict = {}
+        self.bias: dict = {}
+        self.v: dict = {}
+        self.u: dict = {}
+
+    def add(self, name: str, v: torch.Tensor, u: torch.Tensor) -> None:
+        """Append factors ``v`` (T, r, d_in), ``u`` (T, r, d_out) to layer ``name``."""
+        self.v.setdefault(name, []).append(v)
+        self.u.setdefault(name, []).append(u)
+
+    def dense_weight(self, name: str) -> torch.Tensor:
+        """Task t's adapted weight ``W - U_t^T V_t`` as one (T, d_out, d_in) tensor."""
+        w = self.weight[name].unsqueeze(0).expand(self.t, *self.weight[name].shape)
+        for v, u in zip(self.v.get(name, []), self.u.get(name, [])):
+            w = torch.baddbmm(w, u.transpose(1, 2), v, alpha=-1.0)
+        return w
+
+
+class LowRankLinears:
+    """Run a head on a task batch ``(T, n, ...)`` with its adapted ``nn.Linear`` layers low-rank.
+
+    While :meth:`patched` is active, the ``forward`` of every adapted ``nn.Linear`` of ``head`` is
+    replaced (an instance attribute, removed on exit) by one that reads the layer's per-task state
+    from a :class:`LowRankState` and optionally records ``(name, input (T, m, d_in), output
+    (T, m, d_out))`` of each call, so that the inner loop can take gradients w.r.t. the outputs.
+    The head itself is called once on the whole task batch: this is exact only when it treats the
+    leading (task) dimension as a batch dimension, which :meth:`MAML <fewmm.meta.maml.MAML>` checks
+    on the first call (see :meth:`batch_equivalent`). Not thread-safe for one head object.
+
+    Parameters
+    ----------
+    head : nn.Module
+    adapted : set of str
+        Names (``named_parameters``) of the parameters adapted in the inner loop.
+    """
+
+    def __init__(self, head: nn.Module, adapted: set[str]):
+        self.head = head
+        self.linears = []
+        for mname, m in head.named_modules():
+            if isinstance(m, nn.Linear):
+                names = {_pname(mname, "weight")} | ({_pname(mname, "bias")} if m.bias is not None else set())
+                if names & adapted:
+                    self.linears.append((mname, m))
+
+    @staticmethod
+    def applicable(head: nn.Module, adapted: set[str]) -> bool:
+        """True when every adapted parameter is the weight or bias of an ``nn.Linear`` whose
+        weight and bias are both adapted (or that has no bias)."""
+        covered: set[str] = set()
+        for mname, m in head.named_modules():
+            if isinstance(m, nn.Linear):
+                names = {_pname(mname, "weight")} | ({_pname(mname, "bias")} if m.bias is not None else set())
+                if names & adapted and not names <= adapted:
+                    return False
+                covered |= names
+        return bool(adapted) and adapted <= covered
+
+    def _forward(self, name: str, state: LowRankState, record: list | None, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2 or x.shape[0] != state.t:
+            raise RuntimeError(f"low-rank MAML: layer {name!r} got input of shape {tuple(x.shape)}, expected a leading task dim {state.t}")
+        lead = x.shape[:-1]
+        x3 = x.reshape(state.t, -1, x.shape[-1])
+        z = torch.matmul(x3, state.weight[name].t())
+        for v, u in zip(state.v.get(name, []), state.u.get(name, [])):
+            z = torch.baddbmm(z, torch.bmm(x3, v.transpose(1, 2)), u, alpha=-1.0)
+        b = state.bias.get(name)
+        if b is not None:
+            z = z + b.unsqueeze(1)
+        if record is not None:
+            if not z.requires_grad:
+                z.requires_grad_()
+            record.append((name, x3, z))
+        return z.view(*lead, z.shape[-1])
+
+    def patched(self, state: LowRankState, record: list | None = None):
+        """Context manager: inside it, calling ``head`` uses ``state`` (and appends to ``record``)."""
+        from contextlib import contextmanager
+        from functools import partial
+
+        @contextmanager
+        def ctx():
+            for name, m in self.linears:
+                object.__setattr__(m, "forward", partial(self._forward, name, state, record))
+            try:
+                yield
+            finally:
+                for _, m in self.linears:
+                    m.__dict__.pop("forward", None)
+
+        return ctx()
+
+    def batch_equivalent(self, x: torch.Tensor) -> bool:
+        """Whether running the head on ``x[:2]`` (T, n, d) at once equals running it task by task
+        (same shapes, values within float rounding) and no recorded layer output is modified in
+        place; any exception counts as False."""
+        k = min(2, x.shape[0])
+        xb = x[:k].detach()
+        try:
+            with torch.no_grad():
+                yb = self.head(xb)
+                ys = torch.stack([self.head(xb[i]) for i in range(k)])
+            if yb.shape != ys.shape or not torch.allclose(yb, ys, rtol=1e-4, atol=1e-5):
+                return False
+            st = LowRankState(k)
+            for name, m in self.linears:
+                st.weight[name] = m.weight.detach()
+                st.bias[name] = None if m.bias is None else m.bias.detach().unsqueeze(0).expand(k, -1)
+            rec: list = []
+            with torch.enable_grad(), self.patched(st, rec):
+                yp = self.head(xb)
+            return bool(rec) and all(z._version == 0 for _, _, z in rec) and torch.allclose(yp.detach(), yb, rtol=1e-4, atol=1e-5)
+        except Exception:
+            return False

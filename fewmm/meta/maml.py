@@ -27,10 +27,22 @@ the one that ran is recorded in ``MAML.path_``:
     never a per-task copy of ``W`` (``T * h * d`` numbers, the cost that makes task-batched MAML
     slow on CPU). Layers after it (small) are adapted with per-task parameters.
 ``"functional"``
-    Any ``nn.Module`` head: per-task parameters of shape ``(T, *shape)``, forward with
-    ``torch.bmm`` for ``nn.Sequential`` of ``nn.Linear`` and element-wise activations, otherwise
-    ``torch.func.vmap(torch.func.functional_call)`` over tasks; gradients of the summed task
-    losses with ``torch.autograd.grad`` (``create_graph=True`` for second order).
+    Any ``nn.Module`` head (fusion heads, backbones). Recorded in ``MAML.functional_impl_``:
+
+    * ``"lowrank"`` (MAML and ANIL, when every adapted parameter belongs to an ``nn.Linear`` and
+      the head, called once on the whole ``(T, n, d)`` task batch, gives what it gives task by
+      task, checked on the first call): each adapted linear layer of task t is kept as
+      ``W - U_t^T V_t`` (``V_t``: the layer's inputs on the support set at each step, ``U_t``:
+      ``alpha`` times the loss gradient w.r.t. its outputs; see
+      :class:`fewmm.meta.functional.LowRankState`), so no per-task ``(T, h, d)`` weight copy is
+      ever formed: memory as learn2learn's per-task loop, without its per-task Python overhead;
+    * otherwise (Meta-SGD, other parameter types, heads that mix tasks or edit a layer's output
+      in place, ``force_vmap=True``): dense per-task parameters of shape ``(T, *shape)``, forward
+      with ``torch.bmm`` for ``nn.Sequential`` of ``nn.Linear`` and element-wise activations
+      (``"bmm"``), else ``torch.func.vmap(torch.func.functional_call)`` over tasks (``"vmap"``).
+
+    Gradients of the summed task losses with ``torch.autograd.grad`` (``create_graph=True`` for
+    second order).
 
 Features are L2-normalised before the inner loop by default (``feature_norm="l2"``): an inner
 learning rate of 0.5 on raw EfficientNet features (norms 10-58) diverges.
@@ -47,7 +59,7 @@ from torch import nn
 
 from ..errors import FeatureError
 from ..methods.base import FewShotMethod, l2_normalize
-from .functional import TaskBatchedModule, anil_layer_names, flatten_sequential, split_gram
+from .functional import LowRankLinears, LowRankState, TaskBatchedModule, anil_layer_names, flatten_sequential, split_gram
 
 VARIANTS = ("maml", "anil", "metasgd")
 PATHS = ("auto", "gram", "functional")
@@ -65,6 +77,7 @@ class _Fast:
     bias: torch.Tensor | None = None  # (T, h)
     weight: torch.Tensor | None = None  # (h, din) the Gram layer's initial weight (or a detached copy)
     prefix_params: dict | None = None  # for eval: detached prefix parameters
+    lowrank: LowRankState | None = None  # functional path, low-rank linear layers (params unused then)
 
 
 def _leaf(p: torch.Tensor, track: bool) -> torch.Tensor:
@@ -105,14 +118,18 @@ class MAML(nn.Module):
         Scale every feature row to unit L2 norm before the inner loop.
     force_vmap : bool, default False
         On the functional path, always run the head through
-        ``torch.func.vmap(torch.func.functional_call)`` over tasks, even for an ``nn.Sequential`` of
-        ``nn.Linear`` and element-wise layers (which otherwise runs with ``torch.bmm``). Same
-        results; for benchmarking the general path.
+        ``torch.func.vmap(torch.func.functional_call)`` over tasks with dense per-task parameters,
+        even where the low-rank or ``torch.bmm`` implementations apply. Same results (up to
+        rounding); for benchmarking and as a reference.
 
     Attributes
     ----------
     path_ : str
         "gram" or "functional": the path the last call ran.
+    functional_impl_ : str or None
+        How the last functional-path call ran: "lowrank" (adapted ``nn.Linear`` layers kept as
+        ``W - U^T V``, the head called once on the task batch), "bmm" or "vmap" (per-task dense
+        parameters); None before the first call or on the Gram path.
     lrs : nn.ParameterList
         Meta-SGD only: one learning-rate tensor per head parameter (same shape), initialised to
         ``inner_lr``, in ``head.parameters()`` order.
@@ -192,6 +209,15 @@ class MAML(nn.Module):
             self._rest_names = self._rest.param_names() if s.rest else []
             self._lin_w = f"{s.linear_name}.weight" if s.linear_name else "weight"
             self._lin_b = (f"{s.linear_name}.bias" if s.linear_name else "bias") if s.linear.bias is not None else None
+        # general path: adapted nn.Linear layers kept low-rank (LowRankLinears) when every adapted
+        # parameter belongs to one and the head is batch-equivalent (checked on the first call)
+        self._lowrank = (
+            LowRankLinears(head, self._adapted)
+            if variant != "metasgd" and not self.force_vmap and LowRankLinears.applicable(head, self._adapted)
+            else None
+        )
+        self._lowrank_ok: bool | None = None  # None: not checked yet
+        self.functional_impl_: str | None = None
         mods = flatten_sequential(head)
         self._n_way = mods[-1][1].out_features if mods and isinstance(mods[-1][1], nn.Linear) else None
         self._in_dim = mods[0][1].in_features if mods and isinstance(mods[0][1], nn.Linear) else None
@@ -383,8 +409,50 @@ class MAML(nn.Module):
             if sx.is_inference():
                 sx, sy = sx.clone(), sy.clone()
             if self.path_ == "gram":
+                self.functional_impl_ = None
                 return self._inner_gram(sx, sy, track)
+            if self._use_lowrank(sx):
+                self.functional_impl_ = "lowrank"
+                return self._inner_lowrank(sx, sy, track)
+            self.functional_impl_ = "bmm" if self._runner.simple else "vmap"
             return self._inner_functional(sx, sy, track)
+
+    def _use_lowrank(self, sx: torch.Tensor) -> bool:
+        if self._lowrank is None:
+            return False
+        if self._lowrank_ok is None:
+            ok = self._lowrank.batch_equivalent(sx)
+            if sx.shape[0] >= 2 or not ok:  # one task cannot show tasks mixing: check again on a batch
+                self._lowrank_ok = ok
+            return ok
+        return self._lowrank_ok
+
+    def _inner_lowrank(self, sx, sy, track) -> _Fast:
+        """Functional path with the adapted linear layers low-rank (see LowRankState): same
+        adapted functions, losses and meta-gradients as the dense per-task parameters."""
+        t = sx.shape[0]
+        create_graph = track and not self.first_order
+        st = LowRankState(t)
+        for name, m in self._lowrank.linears:
+            st.weight[name] = m.weight if track else m.weight.detach()
+            st.bias[name] = None if m.bias is None else _expand(m.bias if track else m.bias.detach(), t)
+        alpha = self.inner_lr
+        for _ in range(self.inner_steps):
+            rec: list = []
+            with self._lowrank.patched(st, rec):
+                out = self.head(sx)
+            loss = self._support_loss(out, sy)
+            grads = torch.autograd.grad(loss, [z for _, _, z in rec], create_graph=create_graph, allow_unused=True)
+            dbias: dict = {}
+            for (name, x3, _), dz in zip(rec, grads):
+                if dz is None:
+                    continue
+                st.add(name, x3 if create_graph else x3.detach(), alpha * dz)
+                if st.bias[name] is not None:
+                    dbias[name] = dz.sum(1) if name not in dbias else dbias[name] + dz.sum(1)
+            for name, db in dbias.items():
+                st.bias[name] = st.bias[name] - alpha * db
+        return _Fast(path="functional", lowrank=st)
 
     def _lr(self, i: int) -> float | torch.Tensor:
         return self.lrs[i] if self.variant == "metasgd" else self.inner_lr
@@ -471,6 +539,9 @@ class MAML(nn.Module):
     def _query_logits(self, fast: _Fast, qx: torch.Tensor) -> torch.Tensor:
         """(T, Q, d) validated queries -> (T, Q, n_way) logits of the adapted heads."""
         if fast.path == "functional":
+            if fast.lowrank is not None:
+                with self._lowrank.patched(fast.lowrank):
+                    return self.head(qx)
             return self._runner(fast.params, qx)
         hq = self._prefix_forward(qx, fast.prefix_params)
         z = torch.baddbmm(F.linear(hq, fast.weight), torch.bmm(hq, fast.hs.transpose(1, 2)), fast.a, alpha=-1.0)
@@ -480,6 +551,15 @@ class MAML(nn.Module):
 
     def _materialize(self, fast: _Fast, t: int) -> dict[str, torch.Tensor]:
         if fast.path == "functional":
+            if fast.lowrank is not None:
+                st = fast.lowrank
+                out = {n: _expand(p, t) for n, p in self.head.named_parameters()}
+                for name, m in self._lowrank.linears:
+                    pre = f"{name}." if name else ""
+                    out[pre + "weight"] = st.dense_weight(name)
+                    if m.bias is not None:
+                        out[pre + "bias"] = st.bias[name]
+                return out
             return dict(fast.params)
         out = {}
         for n, p in self.head.named_parameters():

@@ -74,10 +74,11 @@ def _speed(root, exp, docs):
     from ..bench.speed_report import speed_markdown
 
     th = [r for r in exp.results if "episode_throughput" in r]
-    other = {k: next((r for r in exp.results if k in r), None) for k in ("maml_speed", "adapter_latency", "protonet_train_speed",
-                                                                         "maml_conv4_memory")}
-    return speed_markdown(root, th, other["maml_speed"], other["adapter_latency"], other["protonet_train_speed"],
-                          other["maml_conv4_memory"])
+    maml = [r for r in exp.results if "maml_speed" in r]
+    other = {k: next((r for r in exp.results if k in r), None) for k in ("adapter_latency", "protonet_train_speed",
+                                                                         "maml_conv4_memory", "extraction_speed")}
+    return speed_markdown(root, th, maml, other["adapter_latency"], other["protonet_train_speed"],
+                          other["maml_conv4_memory"], other["extraction_speed"])
 
 
 def _mutation(root, exp, docs):
