@@ -51,7 +51,6 @@ so predictions after loading equal those before saving.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import re
@@ -65,6 +64,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from .data.io import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 from .data.table import MODALITIES, AudioClip, FileRef, ItemTable
 from .errors import DataError, FeatureError, FewmmError
+from .util import atomic_write, atomic_write_text, check_item_labels, check_query_classes, sha256_file
 
 #: Name and version of the saved format; :meth:`Adapter.load` refuses newer versions.
 FORMAT = "fewmm-adapter"
@@ -249,7 +249,7 @@ def as_items(items, labels=None, require_labels: bool = False) -> tuple[list[dic
         if labels is None:
             lab = np.asarray(table.class_names, dtype=str)[table.labels]
             labels = None if (lab == "").any() else lab  # unlabelled rows (require_labels=False)
-        return out, names, _check_labels(labels, len(out))
+        return out, names, check_item_labels(labels, len(out))
     if isinstance(items, np.ndarray) and items.ndim == 2:
         raise DataError(f"items is one array of shape {items.shape}; wrap a single image in a list ([image])")
     if isinstance(items, (str, os.PathLike, dict)) or not hasattr(items, "__len__"):
@@ -270,59 +270,12 @@ def as_items(items, labels=None, require_labels: bool = False) -> tuple[list[dic
         raise DataError(f"{len(problems)} bad item{'s' if len(problems) > 1 else ''}:\n" + "\n".join(f"  - {p}" for p in problems))
     if not out:
         raise DataError("no items given")
-    return out, names, _check_labels(labels, len(out))
-
-
-def _check_labels(labels, n: int) -> np.ndarray | None:
-    if labels is None:
-        return None
-    if isinstance(labels, str):
-        raise DataError("labels must be a sequence (one label per item), not a single str")
-    if not hasattr(labels, "__len__"):
-        raise DataError(f"labels must be a sequence (list, tuple or array), got {type(labels).__name__}")
-    if not isinstance(labels, np.ndarray):
-        kinds = set()
-        for v in labels:
-            if isinstance(v, (bool, np.bool_)):
-                raise DataError(f"labels must be str or int, got a bool ({v!r}); use class names")
-            kinds.add("str" if isinstance(v, (str, np.str_)) else "int" if isinstance(v, (int, np.integer)) else
-                      "float" if isinstance(v, (float, np.floating)) else type(v).__name__)
-        if len(kinds) > 1:
-            raise DataError(f"labels mix types {sorted(kinds)}; use one type (e.g. all str)")
-    y = np.asarray(labels)
-    if y.dtype == bool:
-        raise DataError("labels must be str or int, got bools; use class names")
-    if y.ndim != 1 or y.shape[0] != n:
-        raise DataError(f"labels has shape {y.shape}, expected ({n},): one label per item")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all() or not np.all(y == np.round(y)):
-            raise DataError("labels are floats that are not whole numbers; pass class names or integer labels")
-        y = y.astype(np.int64)
-    if y.dtype == object:
-        kinds = {type(v) for v in y}
-        if len(kinds) > 1:
-            raise DataError(f"labels mix types {sorted(k.__name__ for k in kinds)}; use one type (e.g. all str)")
-        if any(v is None or (isinstance(v, str) and not v.strip()) for v in y):
-            bad = [i for i, v in enumerate(y) if v is None or (isinstance(v, str) and not v.strip())]
-            raise DataError(f"empty label for item(s) {bad[:10]}")
-        if kinds <= {str}:
-            y = y.astype(str)
-    if y.dtype.kind == "U" and (np.char.strip(y) == "").any():
-        raise DataError(f"empty label for item(s) {np.flatnonzero(np.char.strip(y) == '')[:10].tolist()}")
-    if y.dtype.kind not in "iuUb":
-        raise DataError(f"labels must be str or int, got dtype {y.dtype}")
-    return y
+    return out, names, check_item_labels(labels, len(out))
 
 
 # ------------------------------------------------------------------------------------------------
 # the adapter
 # ------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    """sha256 of the file as it is now (not memoised: this is the integrity check)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _with_params(build, name: str, params: dict, factory):
     """``build()``, with bad hyper-parameters reported by name (and the known ones listed)."""
     import inspect
@@ -716,9 +669,7 @@ class Adapter(ClassifierMixin, BaseEstimator, _HubMixin):
         its, names, y = as_items(items, labels, require_labels=True)
         if y is None:
             raise DataError("score needs labels")
-        unknown = sorted(set(np.asarray(y).tolist()) - set(self.classes_.tolist()))
-        if unknown:
-            raise DataError(f"score: labels {unknown[:10]} are not classes of the adapter ({self.classes_.tolist()[:20]})")
+        check_query_classes(y, self.classes_, "score: labels", DataError)
         correct = self.predict(self._embed(its, names)) == y
         if sample_weight is None:
             return float(correct.mean())
@@ -756,10 +707,7 @@ class Adapter(ClassifierMixin, BaseEstimator, _HubMixin):
         if self._kind == "head":
             for k, v in self.head_.state_dict().items():
                 tensors[f"head.{k}"] = v.detach().cpu().contiguous()
-        tmp = out / (TENSORS_NAME + ".tmp")
-        save_file(tensors, str(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out / TENSORS_NAME)
+        atomic_write(out / TENSORS_NAME, lambda p: save_file(tensors, str(p)), mode=0o644)
         st = out / TENSORS_NAME
         if self._kind == "head":
             head_cfg = {"kind": "head", **self.head_.config()}
@@ -782,11 +730,9 @@ class Adapter(ClassifierMixin, BaseEstimator, _HubMixin):
             "classes_type": "int" if is_int else "str",
             "n_support": int(self.n_support_),
             "weight_names": list(self.weight_names_),
-            "tensors": {"file": TENSORS_NAME, "sha256": _sha256(st), "bytes": st.stat().st_size},
+            "tensors": {"file": TENSORS_NAME, "sha256": sha256_file(st), "bytes": st.stat().st_size},
         }
-        tmp = out / (CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
-        os.replace(tmp, out / CONFIG_NAME)
+        atomic_write_text(out / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
         return out
 
     @classmethod
@@ -854,7 +800,7 @@ class Adapter(ClassifierMixin, BaseEstimator, _HubMixin):
         if size != want_bytes:
             raise AdapterError(f"{st}: {size} bytes, but the adapter recorded {want_bytes}: the file is truncated or "
                                "replaced; save the adapter again")
-        if _sha256(st) != want_sha:
+        if sha256_file(st) != want_sha:
             raise AdapterError(f"{st}: sha256 differs from the one recorded in {CONFIG_NAME}: the file was modified; "
                                "save the adapter again")
         try:

@@ -72,6 +72,8 @@ class AM3Head(FusionHead):
     """
 
     name = "am3"
+    #: hyper-parameter sets the contract tests run (:func:`fewmm.testing.contract_cases`)
+    contract_variants = ({}, {"use_text": False})
 
     def __init__(
         self,

@@ -62,6 +62,8 @@ class AttentionHead(FusionHead):
     """
 
     name = "attention"
+    #: hyper-parameter sets the contract tests run (:func:`fewmm.testing.contract_cases`)
+    contract_variants = ({}, {"width": 16, "n_heads": 2, "value_proj": True, "key_hidden": 0})
 
     def __init__(self, dims, modalities, width: int | None = 512, n_heads: int = 1, key_hidden: int = 32, value_proj: bool = False,
                  freeze_proj: bool = False, dropout: float = 0.1, init_scale: float = 10.0):

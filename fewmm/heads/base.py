@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import FeatureError
+from ..util import l2_normalize as l2n  # noqa: F401  (the heads' short name)
 from ..methods.base import sq_euclidean_logits
 
 #: Logit of a class that cannot be scored for a query (no modality in common). Finite, so no
@@ -47,11 +48,6 @@ _NEG = -1.0e9  # masked-out softmax input (finite: a row of all-masked entries g
 # ------------------------------------------------------------------------------------------------
 # building blocks
 # ------------------------------------------------------------------------------------------------
-def l2n(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Rows scaled to unit L2 norm over the last axis; zero rows stay zero. Shape kept."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
-
-
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Softmax over ``dim`` restricted to ``mask``; masked entries are exactly 0.
 
@@ -232,6 +228,9 @@ class FusionHead(nn.Module):
     """
 
     name: str = ""
+    #: Hyper-parameter dicts that :func:`fewmm.testing.contract_cases` checks this head with (and
+    #: tests/test_heads.py runs); ``({},)``: the defaults only.
+    contract_variants: tuple = ({},)
 
     def __init__(self, dims, modalities, text_dim: int | None = None, **hparams):
         super().__init__()

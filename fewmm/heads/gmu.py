@@ -60,6 +60,8 @@ class GMUHead(FusionHead):
     """
 
     name = "gmu"
+    #: hyper-parameter sets the contract tests run (:func:`fewmm.testing.contract_cases`)
+    contract_variants = ({}, {"hidden": 16, "gate_hidden": 0, "freeze_proj": False})
 
     def __init__(self, dims, modalities, hidden: int | None = 512, gate_hidden: int = 32, freeze_proj: bool = False,
                  dropout: float = 0.1, init_scale: float = 10.0):

@@ -50,6 +50,8 @@ class TemperatureHead(FusionHead):
     """
 
     name = "temperature"
+    #: hyper-parameter sets the contract tests run (:func:`fewmm.testing.contract_cases`)
+    contract_variants = ({}, {"per_sample": True})
 
     def __init__(self, dims, modalities, per_sample: bool = False, hidden: int = 64, init_scale: float = 10.0):
         if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or not 0 < init_scale < float("inf"):
