@@ -406,7 +406,7 @@ class Adapter(AdapterPersistence, ClassifierMixin, BaseEstimator, _HubMixin):
         its, names, y = as_items(items, labels, require_labels=True)
         if y is None:
             raise DataError("score needs labels")
-        check_query_classes(y, self.classes_, "score: labels", DataError)
+        check_query_classes(y, self.classes_, "score labels", DataError)
         correct = self.predict(self._embed(its, names)) == y
         if sample_weight is None:
             return float(correct.mean())
