@@ -131,9 +131,11 @@ class MAMLTrainer(Trainer):
 
         if self.maml is not None:
             return
-        module = learner.inner_task(batch)[0]
+        module, sx = learner.inner_task(batch)[:2]
         self.maml = MAML(module, inner_lr=self.inner_lr, inner_steps=self.inner_steps, first_order=self.first_order,
                          variant=self.variant, feature_norm=None, adapted=learner.adapted_parameters(self.scope))
+        with torch.no_grad():  # fix the way now: MAML learns it from one forward, which may draw dropout noise
+            self.maml.n_way(sx.detach())
 
     def parameters(self):
         return list(self.maml.lrs) if (self.maml is not None and self.variant == "metasgd") else []
