@@ -39,7 +39,8 @@ What is checked (each a function named ``check_*`` below, runnable alone):
 
 Learners (the engine's protocol: ``model``, ``labels``, ``batch``, ``logits``, ``targets``,
 ``inner_task``, ``adapted_parameters``, ``evaluate``, ``describe``) get the checks that apply to
-them: ``protocol``, ``shapes``, ``deterministic``, ``adapted_parameters`` and ``save_load``
+them: ``protocol``, ``shapes``, ``bad_episodes`` (indices outside the items: EpisodeError),
+``deterministic``, ``adapted_parameters`` and ``save_load``
 (model weights as safetensors + ``describe()`` as JSON). A learner class registered in
 ``LEARNERS`` provides ``contract_example(seed)``, a small instance to check (the same data for
 every ``seed``; ``seed`` sets the initial weights).
@@ -617,8 +618,22 @@ def check_learner_save_load(learner, who: str = "learner", rebuild: Callable | N
     _expect(torch.equal(got, want), who, "save_load", "logits changed after a safetensors round trip of the weights")
 
 
+def check_learner_bad_episodes(learner, who: str = "learner") -> None:
+    """Episodes pointing outside the learner's items (sampled from another table) raise
+    EpisodeError naming the range and the table size, not a deep IndexError."""
+    from .episodes import Episodes
+    from .errors import EpisodeError
+
+    ep = _episodes(learner)
+    n = len(learner.labels)
+    bad = Episodes(ep.classes, ep.support + n, ep.query, ep.seed)
+    with _raises(who, "bad_episodes", EpisodeError, "support indices", f"has {n} rows"):
+        learner.logits(learner.batch(bad))
+
+
 LEARNER_CHECKS: dict[str, Callable] = {
     "protocol": check_learner_protocol,
+    "bad_episodes": check_learner_bad_episodes,
     "shapes": check_learner_shapes,
     "deterministic": check_learner_deterministic,
     "adapted_parameters": check_learner_adapted_parameters,

@@ -63,7 +63,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], mode:
     write : callable taking a :class:`pathlib.Path`
         Writes the whole content to the path it is given (e.g. ``lambda p: save_file(t, str(p))``).
     mode : int, optional
-        File mode to set before the rename (e.g. ``0o644``; :func:`tempfile.mkstemp` makes 0o600).
+        File mode to set before the rename (e.g. ``0o644``); default: what ``open(path, "w")``
+        gives under the current umask (:func:`tempfile.mkstemp` alone would make 0o600).
 
     Returns
     -------
@@ -75,12 +76,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], mode:
         From creating, writing or renaming the file (the temporary file is removed).
     """
     path = Path(path)
+    if mode is None:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

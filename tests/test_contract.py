@@ -15,7 +15,8 @@ import torch
 import fewmm.heads as H
 import fewmm.methods as M
 from fewmm import persist
-from fewmm.errors import FeatureError, PersistError
+from fewmm.episodes import Episodes, check_episode_indices, sample_episodes
+from fewmm.errors import EpisodeError, FeatureError, PersistError
 from fewmm.heads.concat import ConcatHead
 from fewmm.methods.protonet import ProtoNet
 from fewmm.testing import (ContractCase, check_head, check_learner, check_method, contract_cases, disabled_pickle,
@@ -46,6 +47,10 @@ def test_cases_cover_every_registered_name():
     assert "head:gmu[hidden=16-gate_hidden=0-freeze_proj=False]" in ids  # a head's contract_variants
     assert len([c for c in contract_cases() if c.kind == "head"]) == 12
     assert {c.kind for c in contract_cases(kinds=("method",))} == {"method"}
+    from fewmm.engine import LEARNERS
+
+    assert {f"learner:{n}" for n in LEARNERS.names()} == {c.id for c in contract_cases(kinds=("learner",))} == \
+        {"learner:head", "learner:tensor"}
 
 
 # -- a new component is picked up, and a faulty one is caught ------------------------------------
@@ -145,6 +150,7 @@ class _TinyLearner:
         self.scope_check = scope_check
 
     def batch(self, episodes, step=None):
+        check_episode_indices(episodes, len(self.labels))
         return episodes
 
     def _protos(self, ep):
@@ -210,6 +216,21 @@ def test_score_refuses_query_classes_missing_from_the_support_set():
     assert m.score(q, ["a", "b", "a"]) == pytest.approx(2 / 3)
     with pytest.raises(FeatureError, match=r"query_labels: classes \['c'\] are missing from the support set \(support classes: \['a', 'b'\]\)"):
         m.score(q, ["a", "b", "c"])
+
+
+@pytest.mark.parametrize("kind", ["head", "tensor"])
+def test_learner_batches_name_episodes_outside_their_items(kind):
+    """Found by check_bad_episodes: episodes sampled from another table reached torch indexing
+    (IndexError deep in the batch gathering)."""
+    from fewmm.engine import LEARNERS
+
+    learner = LEARNERS.get(kind).contract_example(seed=0)  # 36 items
+    ep = sample_episodes(learner.labels, 3, 1, 2, 2, seed=0)
+    assert learner.batch(ep) is not None
+    bad = Episodes(ep.classes, ep.support, ep.query + 36, ep.seed)
+    lo, hi = int(ep.query.min()) + 36, int(ep.query.max()) + 36
+    with pytest.raises(EpisodeError, match=rf"episode query indices span {lo}\.\.{hi}, but the feature table has 36 rows"):
+        learner.batch(bad)
 
 
 # -- persistence -----------------------------------------------------------------------------------

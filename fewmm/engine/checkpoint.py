@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
+from ..util import atomic_write  # noqa: F401  (re-exported: fewmm.engine.atomic_write)
 
 FORMAT = "fewmm-engine-checkpoint/1"
 #: Formats of checkpoints written before the engine (``last.*`` of ``train_head``).
@@ -27,14 +27,6 @@ OLD_FORMATS = ("fewmm-head-checkpoint/1",)
 
 __all__ = ["FORMAT", "CheckpointError", "atomic_write", "state_tensors", "optimizer_tensors", "load_optimizer",
            "rng_state", "set_rng_state", "save_checkpoint", "read_checkpoint"]
-
-
-def atomic_write(path, write) -> None:
-    """Call ``write(tmp_path)`` then atomically rename ``tmp_path`` to ``path``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def state_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -239,6 +239,17 @@ class HeadLearner:
     def name(self) -> str:
         return self.model.name
 
+    @classmethod
+    def contract_example(cls, seed: int = 0) -> "HeadLearner":
+        """A small instance for the contract tests (:func:`fewmm.testing.contract_cases`): a GMU
+        head (hidden 16, initial weights from ``seed``) on synthetic image + audio features, 6
+        classes x 6 items, 30% of them missing one modality (the same data for every seed)."""
+        from ..heads import create
+        from ..heads.synthetic import make_synthetic
+
+        f, _ = make_synthetic(n_classes=6, per_class=6, missing_fraction=0.3, corrupt_modality=None, seed=0)
+        return cls(create("gmu", f, seed=seed, hidden=16), f)
+
     def check_items(self, items: np.ndarray) -> None:
         """Raise FeatureError naming an item of ``items`` that has no modality."""
         check_items_have_modality(self.features, "features", np.asarray(items))
@@ -391,6 +402,18 @@ class TensorLearner:
         item_shape = tuple(self.transform(inputs[:1]).shape[1:])
         self.inner = inner_module if inner_module is not None else (model if len(item_shape) == 1 else ItemReshape(model, item_shape))
 
+    @classmethod
+    def contract_example(cls, seed: int = 0) -> "TensorLearner":
+        """A small instance for the contract tests (:func:`fewmm.testing.contract_cases`): an MLP
+        8 -> 16 -> 3 (initial weights from ``seed``) on 6 Gaussian classes x 6 items of 8-d features
+        (the same data for every seed)."""
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(6, 8, generator=g).repeat_interleave(6, 0) * 3 + torch.randn(36, 8, generator=g)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        return cls(model, x, np.repeat(np.arange(6), 6))
+
     def _gather(self, idx: np.ndarray) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(idx).reshape(-1), device=self.inputs.device)
         return self.transform(self.inputs[t]).to(self.device)
@@ -398,6 +421,9 @@ class TensorLearner:
     def batch(self, episodes: Episodes, step: int | None = None) -> tuple:
         """``(support (E, N*K, ...), support_y (E, N*K), query (E, N*Q, ...), query_y (E, N*Q))``,
         class-major, episode-local labels."""
+        from ..episodes import check_episode_indices
+
+        check_episode_indices(episodes, len(self.labels))
         e, n, k = episodes.support.shape
         q = episodes.query.shape[2]
         sx = self._gather(episodes.support)
