@@ -18,6 +18,14 @@ loaded), fewmm.persist (pickle-free save / load of fitted components), fewmm.tes
 every registered method, head and learner passes), fewmm.util (shared helpers: L2 normalisation,
 atomic writes, sha256, label checks), fewmm.registry / fewmm.plugins (names, plugins),
 fewmm.errors.
+
+Training (fusion heads on frozen features, backbones from scratch, fewmm.meta heads) runs
+through one engine::
+
+    fewmm.episodes  ->  fewmm.engine.tasks (TaskStream: (seed, step) -> tasks)
+        ->  fewmm.engine.learner (HeadLearner, TensorLearner)
+        ->  fewmm.engine.trainers (protonet | maml, fomaml, anil, metasgd via fewmm.meta.MAML)
+        ->  fewmm.engine.fit (one loop; fewmm.engine.checkpoint)  ->  fewmm.heads / fewmm.backbones
 """
 
 __version__ = "0.1.0"

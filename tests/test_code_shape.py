@@ -10,13 +10,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "fewmm"
 
-#: Imports of private names still made by files that another branch is rewriting (issue 10,
-#: items 1-3: the episodic engine replaces these loops). Listed so that this test passes
-#: meanwhile; an entry that no longer imports anything private makes the test fail, so the list
-#: can only shrink.
-PENDING = {
-    ("fewmm/backbones/maml.py", "fewmm.backbones.episodic._save"),
-}
+#: Imports of private names that may stay for now, each with the reason; empty: none.
+PENDING: set[tuple[str, str]] = set()
 
 
 def _private(part: str) -> bool:
@@ -93,9 +88,8 @@ def test_no_module_imports_another_modules_private_names():
     ("os.replace(tmp", "fewmm/util.py"),
 ])
 def test_shared_helpers_are_written_once(pattern, where):
-    """One copy of each shared helper, in fewmm.util (train.py and backbones/episodic.py are being
-    rewritten by the engine branch and are not counted)."""
-    skip = {"fewmm/train.py", "fewmm/backbones/episodic.py", "fewmm/backbones/maml.py", "fewmm/meta/train.py"}
+    """One copy of each shared helper, in fewmm.util."""
+    skip: set[str] = set()
     hits = sorted(p.relative_to(PKG.parent).as_posix() for p in PKG.rglob("*.py")
                   if pattern in p.read_text(encoding="utf-8") and p.relative_to(PKG.parent).as_posix() not in skip)
     assert hits == [where]
