@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .errors import FewmmError
+from .util import l2_normalize
 
 #: Encoder name prefixes whose item and text towers come from one joint model.
 JOINT_FAMILIES = {"hf-clip": ("image", "text"), "openclip": ("image", "text"), "hf-clap": ("audio", "text")}
@@ -39,10 +40,6 @@ JOINT_FAMILIES = {"hf-clip": ("image", "text"), "openclip": ("image", "text"), "
 
 class AlignmentError(FewmmError, ValueError):
     """Two encoders cannot form an aligned pair, or a bridge cannot be trained as asked."""
-
-
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def _as_matrix(x, name: str, dim: int | None = None) -> torch.Tensor:
@@ -87,16 +84,16 @@ class AlignedPair:
         AlignmentError
             Wrong width, NaN/inf.
         """
-        x = _unit(_as_matrix(features, "item features", self.item_dim))
+        x = l2_normalize(_as_matrix(features, "item features", self.item_dim))
         if self.item_map is not None:
             with torch.no_grad():
                 x = self.item_map(x)
-        return _unit(x)
+        return l2_normalize(x)
 
     def texts(self, features) -> torch.Tensor:
         """Class-text features (C, text_dim) -> (C, dim), float32, unit rows (the text side is
         never transformed: the identity for joint models, the frozen target space of a bridge)."""
-        return _unit(_as_matrix(features, "class-text features", self.text_dim))
+        return l2_normalize(_as_matrix(features, "class-text features", self.text_dim))
 
     def class_text(self, features, classes=None) -> dict:
         """``{class: (dim,) tensor}`` for :mod:`fewmm.methods` 's ``class_text`` argument.
@@ -238,7 +235,7 @@ def train_bridge(item_features, labels, class_text, base_classes, config: Bridge
     """
     cfg = config or BridgeConfig()
     x = _as_matrix(item_features, "item features")
-    t = _unit(_as_matrix(class_text, "class-text features"))
+    t = l2_normalize(_as_matrix(class_text, "class-text features"))
     y = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
     if y.shape[0] != x.shape[0]:
         raise AlignmentError(f"{y.shape[0]} labels for {x.shape[0]} item rows")
@@ -251,7 +248,7 @@ def train_bridge(item_features, labels, class_text, base_classes, config: Bridge
     missing = np.setdiff1d(base, y[keep])
     if missing.size:
         raise AlignmentError(f"base classes without items: {missing.tolist()}")
-    xb = _unit(x[torch.as_tensor(np.flatnonzero(keep))])
+    xb = l2_normalize(x[torch.as_tensor(np.flatnonzero(keep))])
     yb = torch.as_tensor(np.searchsorted(base, y[keep]), dtype=torch.int64)
     tb = t[torch.as_tensor(base)]
     d_in, d_out = x.shape[1], t.shape[1]
@@ -264,7 +261,7 @@ def train_bridge(item_features, labels, class_text, base_classes, config: Bridge
 
     def full_loss() -> tuple[float, float]:
         with torch.no_grad():
-            logits = _unit(g(xb)) @ tb.T / cfg.temperature
+            logits = l2_normalize(g(xb)) @ tb.T / cfg.temperature
             return float(nn.functional.cross_entropy(logits, yb)), float((logits.argmax(1) == yb).float().mean())
 
     t0 = time.time()
@@ -279,7 +276,7 @@ def train_bridge(item_features, labels, class_text, base_classes, config: Bridge
             idx = perm[pos : pos + bs]
             pos += bs
             opt.zero_grad()
-            logits = _unit(g(xb[idx])) @ tb.T / cfg.temperature
+            logits = l2_normalize(g(xb[idx])) @ tb.T / cfg.temperature
             nn.functional.cross_entropy(logits, yb[idx]).backward()
             opt.step()
     g.eval().requires_grad_(False)

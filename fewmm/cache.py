@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import torch
 
 from .data.table import ItemTable, ids_digest
 from .paths import feature_cache_dir
+from .util import atomic_write, sha256_bytes
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = "2"
@@ -120,7 +120,7 @@ def cache_key(encoder, table: ItemTable, modality: str) -> dict:
 
 
 def _key_digest(key: dict) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return sha256_bytes(json.dumps(key, sort_keys=True).encode())
 
 
 def _tensor_digest(features: torch.Tensor, mask: torch.Tensor) -> str:
@@ -194,14 +194,7 @@ class FeatureCache:
             "dim": str(feats.shape[1]),
             "data_sha256": _tensor_digest(feats, m),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"features": feats, "mask": m}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda p: save_file({"features": feats, "mask": m}, str(p), metadata=meta))
         return path
 
 
@@ -268,14 +261,7 @@ class _Parts:
         meta = {"key": json.dumps(self.key, sort_keys=True), "key_sha256": _key_digest(self.key),
                 "data_sha256": _tensor_digest(feats, m), "start": str(start), "end": str(start + len(feats))}
         path = self.dir / f"{start:09d}-{start + len(feats):09d}.safetensors"
-        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"features": feats, "mask": m}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda p: save_file({"features": feats, "mask": m}, str(p), metadata=meta))
 
     def clear(self) -> None:
         if self.dir.is_dir():

@@ -304,3 +304,29 @@ def infeasibility(labels, n_way: int, n_shot: int, n_query: int, classes=None, c
     except EpisodeError as e:
         return str(e)
     return None
+
+
+def check_episode_indices(episodes: Episodes, n_items: int) -> None:
+    """Raise unless every support and query index of ``episodes`` is a row of a table of
+    ``n_items`` items.
+
+    Parameters
+    ----------
+    episodes : Episodes
+    n_items : int
+        Rows of the feature table (or input tensor) the indices point into.
+
+    Raises
+    ------
+    EpisodeError
+        ``"episode support indices span 0..110, but the feature table has 36 rows: sample the
+        episodes from the labels of this very table"`` (e.g. episodes sampled from another
+        table's labels).
+    """
+    for part in ("support", "query"):
+        idx = getattr(episodes, part)
+        if idx.size and (idx.min() < 0 or idx.max() >= n_items):
+            raise EpisodeError(
+                f"episode {part} indices span {int(idx.min())}..{int(idx.max())}, but the feature table has {n_items} rows: "
+                "sample the episodes from the labels of this very table"
+            )

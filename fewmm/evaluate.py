@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import torch
 
-from .episodes import Episodes
+from .episodes import Episodes, check_episode_indices
 from .methods.base import FewShotMethod, check_features, check_finite_scores, check_logits
 
 #: Bytes of gathered support + query rows per chunk on CPU when ``chunk_size`` is None.
@@ -136,20 +136,6 @@ def _checked_features(features) -> torch.Tensor:
     return check_features(features, "features")
 
 
-def _check_indices(episodes: Episodes, n_items: int) -> None:
-    """EpisodeError when an episode points outside the feature table (e.g. episodes sampled from
-    another table's labels)."""
-    from .errors import EpisodeError
-
-    for part in ("support", "query"):
-        idx = getattr(episodes, part)
-        if idx.size and (idx.min() < 0 or idx.max() >= n_items):
-            raise EpisodeError(
-                f"episode {part} indices span {int(idx.min())}..{int(idx.max())}, but the feature table has {n_items} rows: "
-                "sample the episodes from the labels of this very table"
-            )
-
-
 def evaluate_episodes(
     method: FewShotMethod,
     features,
@@ -207,7 +193,7 @@ def evaluate_episodes(
     e, n, k = episodes.support.shape
     q = episodes.query.shape[2]
     d = feats.shape[1]
-    _check_indices(episodes, feats.shape[0])
+    check_episode_indices(episodes, feats.shape[0])
     sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), device=dev)
     qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), device=dev)
     target = torch.arange(n, device=dev).repeat_interleave(q)

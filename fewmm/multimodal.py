@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .episodes import Episodes
+from .episodes import Episodes, check_episode_indices
 from .errors import FeatureError
 
 
@@ -99,7 +99,14 @@ class MMFeatures:
         return MMFeatures(self.features, self.mask, self.modalities, self.labels, self.class_names, None, dict(self.info))
 
     def batch(self, episodes: Episodes, device=None) -> "MMBatch":
-        """Gather the episodes' support and query items into an :class:`MMBatch`."""
+        """Gather the episodes' support and query items into an :class:`MMBatch`.
+
+        Raises
+        ------
+        EpisodeError
+            An episode index outside this table (named range and table size).
+        """
+        check_episode_indices(episodes, len(self))
         dev = device or self.mask.device
         s = torch.as_tensor(episodes.support, device=dev)
         q = torch.as_tensor(episodes.query.reshape(episodes.n_episodes, -1), device=dev)

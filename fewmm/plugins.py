@@ -24,7 +24,6 @@ What was loaded is written into every results file (:func:`plugins_record`).
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .errors import PluginError
+from .util import sha256_file
 
 #: spec given to :func:`import_plugin` -> its record (module, file, sha256)
 _IMPORTED: dict[str, dict] = {}
@@ -98,7 +98,7 @@ def import_plugin(spec: str) -> ModuleType:
     file = getattr(module, "__file__", None)
     rec = {"module": module.__name__, "file": file}
     if file and Path(file).is_file():
-        rec["sha256"] = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+        rec["sha256"] = sha256_file(file)
     _IMPORTED[spec] = rec
     return module
 

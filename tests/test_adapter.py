@@ -329,7 +329,7 @@ def test_bad_arguments_and_labels_are_refused(files, tmp_path):
     ad = Adapter(encoders=ENC).fit(items, labels)
     with pytest.raises(DataError, match="is a directory"):
         ad.predict([str(files["dir"])])
-    with pytest.raises(DataError, match=r"labels \['zebra'\] are not classes"):
+    with pytest.raises(DataError, match=r"score labels: classes \['zebra'\] are missing from the support set"):
         ad.score(items[:1], ["zebra"])
     with pytest.raises(DataError, match="wrap a single image in a list"):
         ad.predict(np.zeros((28, 28), np.uint8))

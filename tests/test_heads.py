@@ -11,6 +11,7 @@ from fewmm.episodes import sample_episodes
 from fewmm.errors import FeatureError, UnknownNameError
 from fewmm.heads.synthetic import make_synthetic
 from fewmm.multimodal import MMBatch, MMFeatures
+from fewmm.testing import contract_cases
 
 
 @pytest.fixture(autouse=True)
@@ -35,20 +36,9 @@ def batch(feats):
     return feats.batch(eps)
 
 
-SPECS = [
-    ("avg-proto", {}),
-    ("concat", {}),
-    ("single:image", {}),
-    ("single:audio", {}),
-    ("gmu", {}),
-    ("gmu", {"hidden": 16, "gate_hidden": 0, "freeze_proj": False}),
-    ("attention", {}),
-    ("attention", {"width": 16, "n_heads": 2, "value_proj": True, "key_hidden": 0}),
-    ("temperature", {}),
-    ("temperature", {"per_sample": True}),
-    ("am3", {}),
-    ("am3", {"use_text": False}),
-]
+# Every registered head with each of its contract_variants, from the registry (no hand list): a
+# newly registered head is tested here and in tests/test_contract.py.
+SPECS = [(c.name, c.params) for c in contract_cases(kinds=("head",))]
 IDS = [f"{n}{'-' + '-'.join(f'{k}={v}' for k, v in kw.items()) if kw else ''}" for n, kw in SPECS]
 
 

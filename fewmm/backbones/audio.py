@@ -27,7 +27,7 @@ SR = 16000
 
 
 def _logmel_tensor(payloads, seconds: float, progress: bool) -> np.ndarray:
-    from ..encoders._util import audio_at
+    from ..data.io import audio_at
     from ..encoders.logmel import LogMelStatsEncoder
     from ..progress import progress_bar
 

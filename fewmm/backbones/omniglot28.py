@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..util import atomic_write
+
 N_TRAIN, N_VAL, N_TEST = 1028, 172, 423
 SPLIT_SEED = 1
 ROTATIONS = (0, 1, 2, 3)  # multiples of 90 degrees
@@ -101,9 +103,7 @@ def load_omniglot28(root=None, cache=None, progress: bool = True) -> tuple[torch
     bar.close()
     imgs = torch.from_numpy(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"images": imgs}, str(tmp))
-    tmp.replace(path)
+    atomic_write(path, lambda p: save_file({"images": imgs}, str(p)))
     return imgs, names
 
 

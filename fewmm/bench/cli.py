@@ -26,7 +26,7 @@ from pathlib import Path
 from ..clihelp import HelpFormatter, add_device_argument, interrupted_message
 from ..errors import FewmmError
 from ..plugins import add_plugin_argument, import_plugins
-from .runner import DEFAULT_ENCODER, DEFAULT_METHODS, SUITES_DIR, RunSpec, Suite, _ints, _strs, load_suite, parse_dataset, run_suite
+from .runner import DEFAULT_ENCODER, DEFAULT_METHODS, SUITES_DIR, RunSpec, Suite, parse_ints, parse_strs, load_suite, parse_dataset, run_suite
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,20 +68,20 @@ def suite_from_args(a: argparse.Namespace) -> Suite:
     else:
         suite = load_suite(SUITES_DIR / "default.toml")
     if a.dataset:
-        encs = _strs(a.encoder) if a.encoder else []
-        suite.runs = [RunSpec(*parse_dataset(d), encoders=list(encs)) for d in _strs(a.dataset)]
+        encs = parse_strs(a.encoder) if a.encoder else []
+        suite.runs = [RunSpec(*parse_dataset(d), encoders=list(encs)) for d in parse_strs(a.dataset)]
         suite.name = suite.name if a.config else "bench"
     elif a.encoder:
         for r in suite.runs:
-            r.encoders = _strs(a.encoder)
+            r.encoders = parse_strs(a.encoder)
     if a.methods:
-        suite.methods = _strs(a.methods)
+        suite.methods = parse_strs(a.methods)
     if a.ways:
-        suite.ways = _ints(a.ways, "--ways")
+        suite.ways = parse_ints(a.ways, "--ways")
     if min(suite.ways) < 2:
         raise FewmmError(f"--ways must be >= 2 (a 1-way episode is always 100% correct), got {suite.ways}")
     if a.shots:
-        suite.shots = _ints(a.shots, "--shots")
+        suite.shots = parse_ints(a.shots, "--shots")
     if a.queries is not None:
         if a.seed is not None and a.seed < 0:
             raise FewmmError(f"--seed must be >= 0, got {a.seed}")
@@ -102,7 +102,7 @@ def suite_from_args(a: argparse.Namespace) -> Suite:
 
     lists = [("--methods", suite.methods), ("--ways", suite.ways), ("--shots", suite.shots)]
     if a.dataset:
-        lists += [("--dataset", _strs(a.dataset)), ("--encoder", _strs(a.encoder) if a.encoder else [])]
+        lists += [("--dataset", parse_strs(a.dataset)), ("--encoder", parse_strs(a.encoder) if a.encoder else [])]
     for flag, values in lists:  # a repeated value would run twice and be written twice into the results
         try:
             check_unique(values, flag + (" (or the suite's " + flag[2:] + ")" if a.config else ""))

@@ -30,6 +30,7 @@ from ..evaluate import evaluate_episodes
 from ..metrics import mean_ci, paired_difference
 from ..plugins import plugins_record
 from ..progress import format_seconds
+from ..util import atomic_write, atomic_write_text
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_METHODS = ["protonet", "protonet-cosine", "simpleshot", "linear-probe", "knn"]
@@ -151,7 +152,9 @@ def _disambiguate_labels(runs: list[RunSpec]) -> None:
             r.label = f"{r.label or Path(r.options['path']).stem}-{path_tag(r.options['path'])}"
 
 
-def _ints(v, arg: str) -> list[int]:
+def parse_ints(v, arg: str) -> list[int]:
+    """``5``, ``"5,10"`` or ``[5, 10]`` -> ``[5, 10]``; raises FewmmError naming ``arg`` unless
+    every value is a positive integer."""
     if isinstance(v, int):
         return [v]
     if isinstance(v, str):
@@ -165,7 +168,8 @@ def _ints(v, arg: str) -> list[int]:
     return out
 
 
-def _strs(v) -> list[str]:
+def parse_strs(v) -> list[str]:
+    """``"a, b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (blank parts dropped)."""
     if isinstance(v, str):
         return [p.strip() for p in v.split(",") if p.strip()]
     return [str(x) for x in v]
@@ -216,7 +220,7 @@ def load_suite(path: str | os.PathLike) -> Suite:
             sp_path = Path(split).expanduser()
             split = split if sp_path.is_absolute() else str(path.parent / split)  # relative to the suite file
         try:
-            runs.append(RunSpec(name, split, _strs(r.get("encoders", [])), opts, r.get("base"),
+            runs.append(RunSpec(name, split, parse_strs(r.get("encoders", [])), opts, r.get("base"),
                                 bool(r.get("optional", False)), r.get("queries"), r.get("label", "")))
         except FewmmError as e:
             raise FewmmError(f"{path}: [[run]] {r['dataset']!r}: {e}") from None
@@ -225,9 +229,9 @@ def load_suite(path: str | os.PathLike) -> Suite:
     return Suite(
         name=str(cfg.get("name", path.stem)),
         runs=runs,
-        methods=_strs(cfg.get("methods", ["protonet"])),
-        ways=_ints(cfg.get("ways", [5]), "ways"),
-        shots=_ints(cfg.get("shots", [1, 5]), "shots"),
+        methods=parse_strs(cfg.get("methods", ["protonet"])),
+        ways=parse_ints(cfg.get("ways", [5]), "ways"),
+        shots=parse_ints(cfg.get("shots", [1, 5]), "shots"),
         queries=int(cfg.get("queries", 15)),
         episodes=int(cfg.get("episodes", 600)),
         seed=int(cfg.get("seed", 0)),
@@ -360,17 +364,17 @@ class Reporter:
         except OSError as e:
             raise FewmmError(f"cannot create the results folder {self.out_dir} (--out): {e.strerror or e}") from None
         doc = {**self.header, "finished": finished, "results": self.rows, "skipped": self.skipped}
-        tmp = self.json_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
-        os.replace(tmp, self.json_path)
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
-            w.writeheader()
-            for r in self.rows:
-                w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else json.dumps(v) if isinstance(v, list) else v)
-                            for k, v in r.items()})
-        os.replace(tmp, self.csv_path)
+        atomic_write_text(self.json_path, json.dumps(doc, indent=2, default=_jsonable) + "\n")
+
+        def write_csv(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+                w.writeheader()
+                for r in self.rows:
+                    w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else json.dumps(v) if isinstance(v, list) else v)
+                                for k, v in r.items()})
+
+        atomic_write(self.csv_path, write_csv, mode=0o644)
 
 
 def _jsonable(o):

@@ -42,7 +42,10 @@ _ZIP_HANDLES: dict[tuple[int, str], zipfile.ZipFile] = {}
 _ZIP_LOCK = threading.Lock()
 
 
-def _zip_handle(path: Path) -> zipfile.ZipFile:
+def zip_handle(path: Path) -> zipfile.ZipFile:
+    """The open :class:`zipfile.ZipFile` of archive ``path`` for this process (opened once, kept;
+    see :func:`close_zip_handles`). Raises :class:`~fewmm.errors.DataError` naming the archive
+    when it is missing or not a zip file."""
     key = (os.getpid(), str(path))
     zf = _ZIP_HANDLES.get(key)
     if zf is None:
@@ -83,7 +86,7 @@ def read_bytes(ref: FileRef | str | os.PathLike) -> bytes:
             raise DataError(f"{ref}: file not found") from None
         except OSError as e:
             raise DataError(f"{ref}: cannot read file: {e}") from None
-    zf = _zip_handle(Path(ref.path))
+    zf = zip_handle(Path(ref.path))
     try:  # ZipFile serialises reads of its shared file handle itself
         return zf.read(ref.member)
     except KeyError:
@@ -494,6 +497,12 @@ def resample(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return resample_poly(x, target // g, orig // g).astype(np.float32, copy=False)
 
 
+def audio_at(payload: Any, sample_rate: int) -> np.ndarray:
+    """Audio payload -> mono float32 waveform (n_samples,) resampled to ``sample_rate`` Hz."""
+    clip = read_audio(payload)
+    return resample(clip.waveform, clip.sample_rate, sample_rate)
+
+
 def read_text(payload: Any) -> str:
     """A text payload as ``str`` (a ``str`` is returned as is; a FileRef/Path is read as UTF-8).
 
@@ -526,6 +535,8 @@ __all__ = [
     "image_size_problem",
     "MAX_ASPECT_RATIO",
     "close_zip_handles",
+    "zip_handle",
+    "audio_at",
     "IMAGE_EXTENSIONS",
     "AUDIO_EXTENSIONS",
 ]

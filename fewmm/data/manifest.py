@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..util import sha256_file
 from .io import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, check_audio_file, image_size_problem
 from .table import MODALITIES, FileRef, ItemTable
 
@@ -287,7 +288,7 @@ def load_manifest(path: str | os.PathLike, name: str | None = None, require_labe
     meta.setdefault("row", np.arange(1, len(rows) + 1, dtype=np.int64))
     if "split" in columns:
         meta["split"] = np.array(splits, dtype=str)  # normalised: base / val / novel
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_file(path)
     uniq_files = list(dict.fromkeys(files))
     return ItemTable(
         name=name or f"manifest/{path.stem}",

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from ..errors import EncoderError
-from .base import file_sha256
+from ..data.io import audio_at  # noqa: F401  (re-exported for the audio encoders)
+from ..util import file_sha256
+from ..util import l2_normalize as unit_rows
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -209,13 +211,5 @@ def quiet_transformers():
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Rows of ``x`` (n, d) divided by their L2 norm (``torch.nn.functional.normalize``)."""
-    return torch.nn.functional.normalize(x.float(), p=2.0, dim=-1, eps=eps)
-
-
-def audio_at(payload: Any, sample_rate: int) -> np.ndarray:
-    """Audio payload -> mono float32 waveform (n_samples,) resampled to ``sample_rate`` Hz."""
-    from ..data.io import read_audio, resample
-
-    clip = read_audio(payload)
-    return resample(clip.waveform, clip.sample_rate, sample_rate)
+    """Rows of ``x`` (n, d) as float32, divided by their L2 norm (:func:`fewmm.util.l2_normalize`)."""
+    return unit_rows(x.float(), eps)

@@ -12,7 +12,6 @@ does batching, ``torch.inference_mode``, the progress bar, and names the item on
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, EncoderError
+from ..util import file_sha256  # noqa: F401  (re-exported: fewmm.encoders.file_sha256)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -32,28 +32,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise EncoderError("device='cuda' was asked for but torch sees no CUDA GPU; use --device cpu or auto")
     return dev
-
-
-_SHA_MEMO: dict[tuple, str] = {}
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 hex digest of a file, memoised per process on (resolved path, size, mtime), so
-    weights files and data files are hashed once however often they are asked for (weights ids
-    of file-backed encoders, data-file hashes in results)."""
-    p = Path(path).expanduser().resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_MEMO:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            while True:
-                b = f.read(chunk)
-                if not b:
-                    break
-                h.update(b)
-        _SHA_MEMO[key] = h.hexdigest()
-    return _SHA_MEMO[key]
 
 
 class Encoder(ABC):

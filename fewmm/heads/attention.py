@@ -62,6 +62,8 @@ class AttentionHead(FusionHead):
     """
 
     name = "attention"
+    #: hyper-parameter sets the contract tests run (:func:`fewmm.testing.contract_cases`)
+    contract_variants = ({}, {"width": 16, "n_heads": 2, "value_proj": True, "key_hidden": 0})
 
     def __init__(self, dims, modalities, width: int | None = 512, n_heads: int = 1, key_hidden: int = 32, value_proj: bool = False,
                  freeze_proj: bool = False, dropout: float = 0.1, init_scale: float = 10.0):
@@ -111,6 +113,13 @@ class AttentionHead(FusionHead):
         if self.value_proj:
             fused = self.out(fused)
         return l2n(fused), a.mean(-2)
+
+    def item_embedding(self, x, mask):
+        """Fused unit-norm embedding (..., width) of items (raw features; see :meth:`embed`)."""
+        return self.embed(normalised_side(x, mask, self.modalities), mask)[0]
+
+    def metric_scale(self):
+        return self.scale()
 
     def support_state(self, batch):
         """Support embeddings (E, N, K, width), independent of the queries."""

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import FeatureError
+from ..util import l2_normalize as l2n  # noqa: F401  (the heads' short name)
 from ..methods.base import sq_euclidean_logits
 
 #: Logit of a class that cannot be scored for a query (no modality in common). Finite, so no
@@ -47,11 +48,6 @@ _NEG = -1.0e9  # masked-out softmax input (finite: a row of all-masked entries g
 # ------------------------------------------------------------------------------------------------
 # building blocks
 # ------------------------------------------------------------------------------------------------
-def l2n(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Rows scaled to unit L2 norm over the last axis; zero rows stay zero. Shape kept."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
-
-
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Softmax over ``dim`` restricted to ``mask``; masked entries are exactly 0.
 
@@ -232,6 +228,9 @@ class FusionHead(nn.Module):
     """
 
     name: str = ""
+    #: Hyper-parameter dicts that :func:`fewmm.testing.contract_cases` checks this head with (and
+    #: tests/test_heads.py runs); ``({},)``: the defaults only.
+    contract_variants: tuple = ({},)
 
     def __init__(self, dims, modalities, text_dim: int | None = None, **hparams):
         super().__init__()
@@ -339,6 +338,40 @@ class FusionHead(nn.Module):
     def query_forward(self, state, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """``_forward`` given ``state = support_state(batch)`` (only for heads returning a state)."""
         raise NotImplementedError(f"head {self.name!r} has no support state")
+
+    # -- metric view (Proto-MAML, :mod:`fewmm.engine`) ---------------------------------------
+    def item_embedding(self, x: dict, mask: torch.Tensor) -> torch.Tensor:
+        """Embedding of items in the space where the head compares queries with class prototypes.
+
+        Heads that declare one can be trained with the MAML family of :mod:`fewmm.engine`
+        (Proto-MAML: the adapted linear classifier starts from the prototypes in this space).
+
+        Parameters
+        ----------
+        x : dict of str to torch.Tensor of shape (..., d_m)
+            Raw (not normalised) features; zero where the item lacks the modality.
+        mask : torch.Tensor of shape (..., n_mod), bool
+
+        Returns
+        -------
+        torch.Tensor of shape (..., h), float32
+
+        Raises
+        ------
+        NotImplementedError
+            The head has no item embedding (fixed heads): train it with trainer "protonet".
+        """
+        raise NotImplementedError(f"head {self.name!r} declares no item embedding: it cannot be trained with the MAML family")
+
+    def class_embedding(self, batch) -> torch.Tensor:
+        """Class prototypes (E, N, h) in the :meth:`item_embedding` space: by default the mean of
+        the class's support embeddings (zeros for a class whose support items are all padding)."""
+        es = self.item_embedding(batch.support, batch.support_mask)
+        return masked_mean(es, batch.support_mask.any(-1))
+
+    def metric_scale(self):
+        """Inverse temperature ``s`` of the head's logits ``-s ||e_q - p_c||^2`` (float or 0-d tensor)."""
+        return 1.0
 
     def check_batch(self, batch, check_items: bool = True) -> None:
         """Validate a batch against the head.

@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ..episodes import Episodes
 from ..errors import FeatureError
-from ..methods.base import check_labels
+from ..util import check_labels, check_query_classes
 from ..multimodal import MMBatch, MMFeatures
 from .base import FusionHead
 
@@ -131,6 +131,9 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
     once, at the first scoring after ``fit``, and reused: call ``fit`` again after changing the
     head's parameters.
     """
+
+    #: caches rebuilt at the first scoring; :func:`fewmm.persist.save` stores them as None
+    transient_attributes = ("_state",)
 
     def __init__(self, head: FusionHead, device=None, query_chunk: int = 4096):
         self.head = head
@@ -325,6 +328,34 @@ class HeadClassifier(ClassifierMixin, BaseEstimator):
         """Predicted labels, shape (n_query,), values from ``classes_`` (X: MMFeatures)."""
         pred = self._scores(X)[0].argmax(1).numpy()  # raises NotFittedError before fit
         return self.classes_[pred]
+
+    def score(self, X: MMFeatures, y=None, sample_weight=None) -> float:
+        """Mean accuracy on a labelled query set (scikit-learn's ``score``).
+
+        Parameters
+        ----------
+        X : MMFeatures of n_query items
+        y : array-like of shape (n_query,), optional
+            Query labels (default ``X.labels``); every one must be a class of the support set.
+        sample_weight : array-like of shape (n_query,), optional
+
+        Returns
+        -------
+        float in [0, 1].
+
+        Raises
+        ------
+        FeatureError
+            ``y`` holds a class missing from the support set (named), or bad labels / features.
+        NotFittedError
+            Before ``fit``.
+        """
+        from sklearn.metrics import accuracy_score
+
+        self._check_fitted()
+        y = X.labels if y is None else check_labels(y, len(X), "query_labels")
+        check_query_classes(y, self.classes_)
+        return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
 
     def explain(self, query: MMFeatures) -> np.ndarray:
         """Weight the head gave each modality for each query.

@@ -60,6 +60,8 @@ class GMUHead(FusionHead):
     """
 
     name = "gmu"
+    #: hyper-parameter sets the contract tests run (:func:`fewmm.testing.contract_cases`)
+    contract_variants = ({}, {"hidden": 16, "gate_hidden": 0, "freeze_proj": False})
 
     def __init__(self, dims, modalities, hidden: int | None = 512, gate_hidden: int = 32, freeze_proj: bool = False,
                  dropout: float = 0.1, init_scale: float = 10.0):
@@ -96,6 +98,13 @@ class GMUHead(FusionHead):
         h = torch.stack([torch.tanh(self.proj[m](xm)) for m, xm in zip(self.modalities, xs)], -2)
         z = masked_softmax(self.gate(torch.cat(xs + [mask.to(xs[0].dtype)], -1)), mask)
         return l2n((z.unsqueeze(-1) * h).sum(-2)), z
+
+    def item_embedding(self, x, mask):
+        """Fused unit-norm embedding (..., width) of items (raw features; see :meth:`embed`)."""
+        return self.embed(normalised_side(x, mask, self.modalities), mask)[0]
+
+    def metric_scale(self):
+        return self.scale()
 
     def support_state(self, batch):
         """Support embeddings (E, N, K, width), independent of the queries."""

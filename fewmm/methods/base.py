@@ -56,6 +56,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ..errors import FeatureError, MethodError
+from ..util import check_label_types, check_labels, check_query_classes, l2_normalize  # noqa: F401  (re-exported: fewmm.methods.base.check_labels etc.)
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -75,8 +76,8 @@ def _as_tensor(x, name: str) -> torch.Tensor:
                     a = a.astype(np.float64)
                 except (TypeError, ValueError) as e:
                     raise TypeError(f"{name} must hold numbers only: {e}") from None
-            if not a.flags.writeable:  # e.g. a read-only memmap: torch needs a writable buffer
-                a = a.copy()
+            if not a.flags.writeable or any(s < 0 for s in a.strides):
+                a = a.copy()  # a read-only memmap, or a reversed view (x[::-1]): torch needs a writable, positive-stride buffer
             t = torch.as_tensor(a)
         except (FeatureError, TypeError):
             raise
@@ -130,82 +131,6 @@ def check_features(x, name: str = "features", dim: int | None = None, owner: str
         rows = torch.nonzero(bad).flatten()[:5].tolist()
         raise FeatureError(f"{name} contains NaN or inf values in {int(bad.sum())} rows (first rows: {rows})")
     return t
-
-
-def _label_kind(v) -> str:
-    if isinstance(v, (bool, np.bool_)):
-        return "bool"
-    if isinstance(v, (str, np.str_)):
-        return "str"
-    if isinstance(v, (int, np.integer)):
-        return "int"
-    if isinstance(v, (float, np.floating)):
-        return "float"
-    return type(v).__name__
-
-
-def check_label_types(y, name: str = "labels") -> None:
-    """Raise when the labels ``y`` mix Python types (e.g. ints and strs).
-
-    numpy would either turn ``[1, "a"]`` silently into the strings ``"1", "a"`` or fail deep in
-    ``np.unique`` on an object array; one clear message instead (the wording of
-    :class:`fewmm.adapter.Adapter`).
-
-    Parameters
-    ----------
-    y : sequence or numpy.ndarray of shape (n,)
-        Only lists, tuples and object arrays are inspected (a typed numpy array has one type).
-    name : str
-        What messages call ``y``.
-
-    Raises
-    ------
-    FeatureError (a ValueError)
-        ``"{name}: labels mix types ['int', 'str']; use one type (e.g. all str)"``.
-    """
-    if isinstance(y, torch.Tensor) or (isinstance(y, np.ndarray) and y.dtype != object):
-        return
-    try:
-        values = np.asarray(y, dtype=object).reshape(-1)
-    except Exception:  # ragged: the shape checks report it
-        return
-    kinds = {_label_kind(v) for v in values}
-    if len(kinds) > 1:
-        raise FeatureError(f"{name}: labels mix types {sorted(kinds)}; use one type (e.g. all str)")
-
-
-def check_labels(y, n: int, name: str = "support_labels") -> np.ndarray:
-    """Validate class labels -> numpy array of shape (n,).
-
-    A column vector of shape (n, 1) is flattened with a ``DataConversionWarning`` (scikit-learn's
-    convention).
-
-    Raises
-    ------
-    FeatureError (a ValueError)
-        ``y`` is None, not 1-d, of another length than ``n``, contains NaN, mixes types (ints and
-        strs: "labels mix types"), or is not class labels (continuous values: "Unknown label type").
-    """
-    from sklearn.utils.multiclass import check_classification_targets
-    from sklearn.utils.validation import column_or_1d
-
-    if y is None:
-        raise FeatureError(f"{name} is None: fit requires y to be passed, but the target y is None (one label per support item)")
-    check_label_types(y, name)
-    y = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = column_or_1d(y, warn=True)
-    if y.ndim != 1:
-        raise FeatureError(f"{name} must have shape (n,), got shape {y.shape}")
-    if y.shape[0] != n:
-        raise FeatureError(f"{name} has {y.shape[0]} labels for {n} feature rows")
-    if y.dtype.kind == "f" and not np.isfinite(y).all():
-        raise FeatureError(f"{name} contains NaN")
-    try:
-        check_classification_targets(y)
-    except ValueError as e:
-        raise FeatureError(f"{name} must be class labels: {e}") from None
-    return y
 
 
 def method_label(method) -> str:
@@ -305,6 +230,9 @@ class FewShotMethod(ClassifierMixin, BaseEstimator):
     """
 
     name: str = ""
+    #: Hyper-parameter dicts that :func:`fewmm.testing.contract_cases` checks this method with;
+    #: ``({},)``: the defaults only.
+    contract_variants: tuple = ({},)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -461,6 +389,32 @@ class FewShotMethod(ClassifierMixin, BaseEstimator):
         return self.classes_[scores.argmax(dim=1).cpu().numpy()]
 
     # -- hooks -----------------------------------------------------------------------------
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy on labelled queries (scikit-learn's ``score``).
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_query, dim)
+        y : array-like of shape (n_query,)
+            Query labels; every one must be a class of the support set.
+        sample_weight : array-like of shape (n_query,), optional
+
+        Returns
+        -------
+        float in [0, 1].
+
+        Raises
+        ------
+        FeatureError (a ValueError)
+            ``y`` holds a class missing from the support set (named), or bad labels / features.
+        NotFittedError
+            Before ``fit``.
+        """
+        self._check_fitted()
+        y = check_labels(y, len(y) if hasattr(y, "__len__") else -1, "query_labels")
+        check_query_classes(y, self.classes_)
+        return super().score(X, y, sample_weight=sample_weight)
+
     def fit_base(self, base_features) -> "FewShotMethod":
         """Optionally learn statistics from base-class features (e.g. SimpleShot's mean).
         Default: nothing. Returns self."""
@@ -524,11 +478,6 @@ class FewShotMethod(ClassifierMixin, BaseEstimator):
             self._fit(support[i].reshape(n * k, d), y.to(support.device), n)
             out[i] = check_logits(self._logits(query[i]), (query.shape[1], n), self)
         return out
-
-
-def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Rows scaled to unit L2 norm (rows of zeros stay zero)."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
 
 
 def sq_euclidean_logits(query: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:

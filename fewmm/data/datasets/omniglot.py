@@ -12,7 +12,7 @@ import numpy as np
 
 from ...errors import DataError
 from ..download import locate
-from ..io import _zip_handle
+from ..io import zip_handle
 from ..table import FileRef, ItemTable
 from . import check_split, register
 
@@ -58,7 +58,7 @@ def load_omniglot(split: str | None = None, root=None, download: bool = True) ->
     folder = locate("omniglot", root, download, lambda d: (d / zname).is_file(), zname, only=[zname])
     zpath = (folder / zname).resolve()
     members = []
-    for m in sorted(_zip_handle(zpath).namelist()):
+    for m in sorted(zip_handle(zpath).namelist()):
         match = _MEMBER.match(m)
         if match and match.group(1) == split:
             members.append((m, match))
