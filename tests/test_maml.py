@@ -352,6 +352,48 @@ class ItemCentred(nn.Module):
         return self.l2(torch.tanh(self.l1(x - x.mean(0))))
 
 
+class DirectWeight(nn.Module):
+    """Reads its last layer's weight directly (``x @ l2.weight.T``), as the engine's Proto-MAML
+    classifier does: the low-rank path, which patches ``nn.Linear.forward``, would keep the
+    un-adapted weight there (found at the merge of the engine and the low-rank path), so it must
+    fall back to dense per-task parameters."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(9)
+        self.l1, self.l2 = nn.Linear(D, H), nn.Linear(H, N)
+        self.double()
+
+    def forward(self, x):
+        return torch.tanh(self.l1(x)) @ self.l2.weight.T + self.l2.bias
+
+
+class DroppedGMU(GMU):
+    """GMU with dropout before its output layer (train mode)."""
+
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        z = torch.sigmoid(self.gate(x))
+        return self.out(self.drop(z * torch.tanh(self.a(x[..., : D // 2])) + (1 - z) * torch.tanh(self.b(x[..., D // 2 :]))))
+
+
+def test_lowrank_check_draws_nothing_from_the_global_rng_and_ignores_dropout(tasks):
+    """The first-call batch-equivalence check runs with element-wise dropout off (dropout is
+    batch-equivalent by construction) and inside a forked RNG: the global random stream after it
+    is the one before it (exact resume of a run that calls it again)."""
+    sx, sy, _, _ = tasks
+    m = MAML(DroppedGMU(), inner_lr=LR, inner_steps=STEPS, feature_norm=None, path="functional")
+    torch.manual_seed(123)
+    ok = m._lowrank.batch_equivalent(sx)
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    assert ok and torch.equal(after, torch.rand(3))
+    assert m.head.drop.training  # put back in train mode
+
+
 def _inplace_relu():
     torch.manual_seed(9)
     return nn.Sequential(nn.Linear(D, H), nn.ReLU(inplace=True), nn.Linear(H, N)).double()
@@ -360,8 +402,8 @@ def _inplace_relu():
 @pytest.mark.parametrize("first_order", [False, True], ids=["second-order", "first-order"])
 @pytest.mark.parametrize(
     "make,impl",
-    [(GMU, "lowrank"), (mlp, "lowrank"), (ItemCentred, "vmap"), (_inplace_relu, "bmm")],
-    ids=["gmu", "mlp", "mixes-tasks", "inplace-relu"],
+    [(GMU, "lowrank"), (mlp, "lowrank"), (ItemCentred, "vmap"), (_inplace_relu, "bmm"), (DirectWeight, "vmap")],
+    ids=["gmu", "mlp", "mixes-tasks", "inplace-relu", "reads-weight-directly"],
 )
 def test_general_path_impl_matches_learn2learn(tasks, make, impl, first_order):
     """The general path's implementations (low-rank linears; dense per-task parameters where the

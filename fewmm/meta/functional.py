@@ -321,10 +321,27 @@ class LowRankLinears:
 
     def batch_equivalent(self, x: torch.Tensor) -> bool:
         """Whether running the head on ``x[:2]`` (T, n, d) at once equals running it task by task
-        (same shapes, values within float rounding) and no recorded layer output is modified in
-        place; any exception counts as False."""
+        (same shapes, values within float rounding), no recorded layer output is modified in
+        place, every adapted linear layer is called through its ``forward`` and no adapted
+        parameter is read in any other way (a head that uses ``layer.weight`` directly, e.g. the
+        Proto-MAML classifier of :mod:`fewmm.engine`, would otherwise silently keep the
+        un-adapted weight); any exception counts as False."""
         k = min(2, x.shape[0])
         xb = x[:k].detach()
+        # element-wise dropout is batch-equivalent by construction but draws different masks for the
+        # batch and the per-task calls: check with it off; and draw nothing from the global RNG (a check
+        # at the first call of a resumed run must not shift the random stream: exact resume)
+        drops = [m for m in self.head.modules() if type(m) in (nn.Dropout, nn.AlphaDropout) and m.training]
+        try:
+            for m in drops:
+                m.eval()
+            with torch.random.fork_rng(devices=[]):
+                return self._batch_equivalent(xb, k)
+        finally:
+            for m in drops:
+                m.train()
+
+    def _batch_equivalent(self, xb: torch.Tensor, k: int) -> bool:
         try:
             with torch.no_grad():
                 yb = self.head(xb)
@@ -332,12 +349,17 @@ class LowRankLinears:
             if yb.shape != ys.shape or not torch.allclose(yb, ys, rtol=1e-4, atol=1e-5):
                 return False
             st = LowRankState(k)
-            for name, m in self.linears:
-                st.weight[name] = m.weight.detach()
-                st.bias[name] = None if m.bias is None else m.bias.detach().unsqueeze(0).expand(k, -1)
+            for name, m in self.linears:  # copies: the patched forward must not touch the parameters themselves
+                st.weight[name] = m.weight.detach().clone()
+                st.bias[name] = None if m.bias is None else m.bias.detach().clone().unsqueeze(0).expand(k, -1)
             rec: list = []
             with torch.enable_grad(), self.patched(st, rec):
                 yp = self.head(xb)
-            return bool(rec) and all(z._version == 0 for _, _, z in rec) and torch.allclose(yp.detach(), yb, rtol=1e-4, atol=1e-5)
+            if not rec or {n for n, _, _ in rec} != {n for n, _ in self.linears}:
+                return False  # an adapted layer is not called through its forward
+            params = [p for _, m in self.linears for p in ((m.weight,) if m.bias is None else (m.weight, m.bias))]
+            if yp.requires_grad and any(g is not None for g in torch.autograd.grad(yp.sum(), params, allow_unused=True)):
+                return False  # an adapted parameter is read outside its layer's forward
+            return all(z._version == 0 for _, _, z in rec) and torch.allclose(yp.detach(), yb, rtol=1e-4, atol=1e-5)
         except Exception:
             return False
