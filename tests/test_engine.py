@@ -284,3 +284,13 @@ def test_head_without_embedding_cannot_use_maml(data):
     batch = learner.batch(sample_episodes(data.labels, 5, 1, 2, 1, seed=0, classes=BASE))
     with pytest.raises(NotImplementedError, match="no item embedding"):
         create_trainer("maml").prepare(learner, batch)
+
+
+def test_bf16_autocast_with_the_maml_family_tracks_float32(data):
+    losses = {}
+    for amp in (None, "bf16"):
+        cfg = FitConfig(n_shot=5, n_query=5, episodes_per_step=2, steps=2, eval_every=2, val_episodes=10, progress=False, amp=amp)
+        r = fit(HeadLearner(H.create("gmu", data, seed=0, hidden=16), data), create_trainer("maml", inner_steps=2), BASE, VAL, cfg)
+        losses[amp] = r.history[0]["loss"]
+    assert losses["bf16"] != losses[None]  # autocast was on
+    assert losses["bf16"] == pytest.approx(losses[None], rel=0.05)
