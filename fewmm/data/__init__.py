@@ -41,6 +41,8 @@ from .table import MODALITIES, AudioClip, FileRef, ItemTable, ids_digest
 
 import_builtin()
 
+from .datasets.omniglot import OneShotRun, load_omniglot_runs  # noqa: E402  (the one-shot challenge runs)
+
 
 def list_datasets() -> list[str]:
     """Names of the built-in data sets, sorted (``"manifest"``, which needs a path, is not listed)."""
@@ -121,6 +123,8 @@ def load(name: str, split: str | None = None, root: str | os.PathLike | None = N
 
 __all__ = [
     "load",
+    "load_omniglot_runs",
+    "OneShotRun",
     "list_datasets",
     "dataset_help",
     "load_manifest",
