@@ -292,11 +292,11 @@ def test_maml_predict_equals_plain_sgd_on_a_copy_and_checks_the_way():
 
 
 def test_challenge_table_rows_and_published_marked_quoted():
-    doc = {"methods": {"modified Hausdorff distance": {"error_pct": 38.75, "errors": 155, "items": 400,
+    doc = {"methods": {"modified Hausdorff distance": {"error_pct": 38.75, "errors": 155, "items": 400, "ci95_over_runs": 7.5,
                                                        "per_run_error_pct": [40.0] * 19 + [15.0]}},
            "published": {"error_pct": dict(C.PUBLISHED)}, "training_split": "images_background only", "command": "python -m x evaluate"}
     t = C.challenge_table(doc)
-    assert "| modified Hausdorff distance | 38.75 | 155/400 | " + " ".join(["40"] * 19 + ["15"]) + " |" in t
+    assert "| modified Hausdorff distance | 38.75 ± 7.50 | 155/400 | " + " ".join(["40"] * 19 + ["15"]) + " |" in t
     assert "| *humans, published (Lake et al. 2019, Table 1; quoted)* | *4.5* | | |" in t
     assert "*13.7*" in t and "*3.3*" in t
     assert "`python -m x evaluate`" in t

@@ -234,6 +234,8 @@ def evaluate(a) -> int:
     from ..backbones.episodic import load_backbone
     from ..backbones.maml import MAMLNet
     from ..data import load_omniglot_runs
+    from ..encoders.base import file_sha256
+    from ..metrics import mean_ci
     from .runner import environment
 
     torch.set_num_threads(a.threads)
@@ -242,16 +244,26 @@ def evaluate(a) -> int:
     runs = load_omniglot_runs(a.data_root)
     _, _, split_info = background_images(a.data_root, a.cache, progress=False)
     methods: dict[str, dict] = {}
-    preds = {"modified Hausdorff distance": [mhd_predict(r) for r in runs]}
-    methods["modified Hausdorff distance"] = {"what": "Dubuisson & Jain 1994 on the 105x105 inked pixels, centred; the official demo's "
-                                                      "preprocessing and rule (no training)"}
+    wanted = [m for m in a.methods.split(",") if m]
+    bad = [m for m in wanted if m not in ("mhd", "protonet", "maml")]
+    if bad or not wanted:
+        print(f"error: --methods {a.methods!r}: expected a comma-separated subset of mhd,protonet,maml", file=sys.stderr)
+        return 2
+    preds = {}
+    if "mhd" in wanted:
+        preds["modified Hausdorff distance"] = [mhd_predict(r) for r in runs]
+        methods["modified Hausdorff distance"] = {"what": "Dubuisson & Jain 1994 on the 105x105 inked pixels, centred; the official "
+                                                          "demo's preprocessing and rule (no training)"}
     for method, folder in (("protonet", a.protonet), ("maml", a.maml)):
+        if method not in wanted:
+            continue
         ckpt = Path(folder)
         if not (ckpt / "best.json").is_file() or not (ckpt / "last.json").is_file():
             print(f"[skip] {method}: no checkpoint in {ckpt} (train it first: python -m fewmm.bench.omniglot_challenge train "
                   f"--method {method} ...)", file=sys.stderr)
             continue
         info = _checkpoint_info(ckpt)
+        info["weights_sha256"] = file_sha256(ckpt / "best.safetensors")
         if method == "protonet":
             net = load_backbone(ckpt / "best", create("conv4"))
             name = "protonet-conv4"
@@ -268,7 +280,9 @@ def evaluate(a) -> int:
     rows = []
     for name, p in preds.items():
         wrong = [int((pr != r.answers).sum()) for pr, r in zip(p, runs)]
+        est = mean_ci(np.asarray(wrong) / 20.0)  # over the 20 runs, as over episodes
         methods[name].update({"errors": int(sum(wrong)), "items": 20 * len(runs), "error_pct": 100.0 * sum(wrong) / (20 * len(runs)),
+                              "ci95_over_runs": round(est.ci95, 2),
                               "per_run_errors": wrong, "per_run_error_pct": [100.0 * w / 20 for w in wrong]})
         rows += [{"method": name, "run": r.name, "errors": w, "items": 20, "error_pct": 100.0 * w / 20} for w, r in zip(wrong, runs)]
         rows.append({"method": name, "run": "all", "errors": sum(wrong), "items": 20 * len(runs), "error_pct": methods[name]["error_pct"]})
@@ -311,9 +325,11 @@ def evaluate(a) -> int:
 def challenge_table(doc: dict) -> str:
     """The README table (Markdown) of a results document written by ``evaluate``."""
     ms = doc["methods"]
-    lines = ["| method | error (%) over 400 test items | errors | per-run error (%), run01..run20 |", "|---|---|---|---|"]
+    lines = ["| method | error (%) over 400 test items ± 95% CI over the 20 runs | errors | per-run error (%), run01..run20 |",
+             "|---|---|---|---|"]
     for name, m in ms.items():
-        lines.append(f"| {name} | {m['error_pct']:.2f} | {m['errors']}/{m['items']} | {' '.join(f'{e:g}' for e in m['per_run_error_pct'])} |")
+        lines.append(f"| {name} | {m['error_pct']:.2f} ± {m['ci95_over_runs']:.2f} | {m['errors']}/{m['items']} | "
+                     f"{' '.join(f'{e:g}' for e in m['per_run_error_pct'])} |")
     for name, e in doc["published"]["error_pct"].items():
         lines.append(f"| *{name}, published (Lake et al. 2019, Table 1; quoted)* | *{e}* | | |")
     notes = []
@@ -352,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="score the 20 runs: modified Hausdorff distance, and the trained ProtoNet / MAML")
     e.add_argument("--protonet", default=DEFAULT_CHECKPOINTS["protonet"], help="ProtoNet checkpoint folder (best.* is used)")
     e.add_argument("--maml", default=DEFAULT_CHECKPOINTS["maml"], help="MAML checkpoint folder (best.* is used)")
+    e.add_argument("--methods", default="mhd,protonet,maml", help="which rows (comma-separated subset of mhd,protonet,maml)")
     e.add_argument("--out", default="results")
     e.add_argument("--name", default="omniglot-challenge")
     e.add_argument("--training-note", default=None, help="how the checkpoints were trained (budget, threads), stored in the results")
