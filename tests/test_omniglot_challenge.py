@@ -306,7 +306,18 @@ def test_committed_results_match_the_readme():
     repo = Path(__file__).resolve().parents[1]
     doc = json.loads((repo / "results" / "omniglot-challenge.json").read_text())
     assert doc["methods"]["modified Hausdorff distance"]["errors"] == 155
+    assert doc["methods"]["modified Hausdorff distance"]["per_run_error_pct"] == OFFICIAL_DEMO_PER_RUN
     assert "images_background only" in doc["training_split"]
+    assert doc["training_split_details"]["characters"] == {"train": 868, "val": 96}
+    for name in ("protonet-conv4", "maml-first-order-conv4"):
+        m = doc["methods"][name]
+        assert sum(m["per_run_errors"]) == m["errors"] and m["items"] == 400 and len(m["per_run_errors"]) == 20
+        assert m["error_pct"] == 100.0 * m["errors"] / 400
+        t = m["training"]
+        assert t["best_on_validation_at"] <= t["trained"] and t["config"]["seed"] == 0
+    # the published rows are quoted, and say so
+    assert doc["published"]["error_pct"] == {"humans": 4.5, "Bayesian program learning": 3.3, "prototypical networks": 13.7}
+    assert "quoted from the paper" in doc["published"]["source"]
     readme = (repo / "README.md").read_text()
     block = readme.split("<!-- results:omniglot-challenge -->\n")[1].split("<!-- /results:omniglot-challenge -->")[0]
     assert block == C.challenge_table(doc)
