@@ -23,6 +23,10 @@ manifest    your own CSV/JSONL manifest (any modality)     all/base/val/   all
                                                            novel
 ==========  =============================================  ==============  ===============
 
+The 20 runs of the Omniglot one-shot classification challenge (Lake et al. 2015), which are not an
+item table (each run pairs 20 training drawings with 20 test drawings), come from
+:func:`load_omniglot_runs` (``omniglot/all_runs.zip``).
+
 Files are looked for in the data root (``root`` / ``--data-root``, else ``$FEWMM_DATA``, else
 ``~/.cache/fewmm/data``) and downloaded from their official source when missing (see
 :mod:`fewmm.data.download`).
