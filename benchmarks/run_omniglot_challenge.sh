@@ -13,4 +13,4 @@ PROTONET_EPISODES=${PROTONET_EPISODES:?set it to methods.protonet-conv4.training
 MAML_STEPS=${MAML_STEPS:?set it to methods.maml-first-order-conv4.training.trained of results/omniglot-challenge.json}
 "$PY" -m fewmm.bench.omniglot_challenge --threads 1 train --method protonet --episodes "$PROTONET_EPISODES" --eval-every 100 --overwrite
 "$PY" -m fewmm.bench.omniglot_challenge --threads 1 train --method maml --episodes "$MAML_STEPS" --eval-every 100 --overwrite
-"$PY" -m fewmm.bench.omniglot_challenge --threads 1 evaluate --readme README.md
+"$PY" -m fewmm.bench.omniglot_challenge --threads 2 evaluate --readme README.md  # the committed run adds --training-note (see the JSON)
