@@ -62,7 +62,6 @@ def load_omniglot28(root=None, cache=None, progress: bool = True) -> tuple[torch
     fewmm.errors.DataNotFoundError
         Omniglot is not in the data root.
     """
-    from PIL import Image
     from safetensors.torch import load_file, save_file
     from ..progress import progress_bar
 
@@ -89,11 +88,9 @@ def load_omniglot28(root=None, cache=None, progress: bool = True) -> tuple[torch
     for t in tables:
         counts = np.zeros(len(t.class_names), dtype=np.int64)
         for payload, c in zip(t.modalities["image"], t.labels):
-            arr = read_image(payload)  # 0 = stroke, 255 = paper
-            im = Image.fromarray(255 - arr).resize((SIZE, SIZE), Image.BOX)
             if counts[c] >= 20:
                 raise ValueError(f"omniglot: character {t.class_names[c]} has more than 20 drawings")
-            out[row + c, counts[c]] = np.asarray(im, dtype=np.uint8)
+            out[row + c, counts[c]] = to28(read_image(payload))  # read_image: 0 = stroke, 255 = paper
             counts[c] += 1
             bar.update(1)
         if (counts != 20).any():
@@ -113,3 +110,57 @@ def rotated_classes(images: torch.Tensor, chars: np.ndarray, rotations=ROTATIONS
     ``rotations[r] * 90`` degrees counter-clockwise)."""
     sel = images[torch.as_tensor(chars)]
     return torch.stack([torch.rot90(sel, k=int(r), dims=(-2, -1)) for r in rotations], dim=1).flatten(0, 1).contiguous()
+
+
+#: Background characters held out for validation in the one-shot challenge protocol
+#: (:func:`background_split`): about 10% of the 964, drawn with ``default_rng(CHALLENGE_SPLIT_SEED)``.
+CHALLENGE_N_VAL = 96
+CHALLENGE_SPLIT_SEED = 1
+
+
+def background_split(names: list[str], n_val: int = CHALLENGE_N_VAL, seed: int = CHALLENGE_SPLIT_SEED) -> dict[str, np.ndarray]:
+    """Train / validation characters for the Omniglot one-shot challenge (Lake et al. 2015): the
+    ``images_background`` characters only (964 characters, 30 alphabets); the evaluation
+    alphabets, where the 20 challenge runs come from, are never used.
+
+    The background characters (rows of :func:`load_omniglot28` whose name starts with
+    ``"background:"``) sorted by name are shuffled with ``numpy.random.default_rng(seed)``; the
+    first ``n_val`` are validation, the rest training.
+
+    Parameters
+    ----------
+    names : list of str
+        The row names of :func:`load_omniglot28` (``"<background|evaluation>:<Alphabet>/characterNN"``).
+    n_val : int
+        Validation characters (default 96, about 10%).
+    seed : int
+
+    Returns
+    -------
+    dict with ``"train"`` and ``"val"``: sorted int64 indices into ``names``.
+
+    Raises
+    ------
+    ValueError
+        Not 964 distinct background characters, or ``n_val`` not in [1, 963].
+    """
+    bg = [i for i, n in enumerate(names) if n.startswith("background:")]
+    if len(bg) != 964 or len({names[i] for i in bg}) != 964:
+        raise ValueError(f"expected the 964 distinct Omniglot background characters, got {len(bg)} names starting with 'background:'")
+    if not 1 <= n_val < len(bg):
+        raise ValueError(f"n_val must be in [1, {len(bg) - 1}], got {n_val}")
+    bg = np.asarray(bg)[np.argsort([names[i] for i in bg], kind="stable")]
+    perm = bg[np.random.default_rng(seed).permutation(len(bg))]
+    return {"train": np.sort(perm[n_val:]), "val": np.sort(perm[:n_val])}
+
+
+def to28(ink_white: np.ndarray) -> np.ndarray:
+    """One 105x105 Omniglot drawing as read by :func:`fewmm.data.read_image` (uint8, 0 = ink,
+    255 = paper) -> the 28x28 training input of :func:`load_omniglot28`: inverted (255 = stroke)
+    and resized with PIL's box filter. Returns uint8 (28, 28)."""
+    from PIL import Image
+
+    arr = np.asarray(ink_white)
+    if arr.ndim != 2 or arr.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 (H, W) greyscale drawing (0 = ink, 255 = paper), got {arr.dtype} {arr.shape}")
+    return np.asarray(Image.fromarray(255 - arr).resize((SIZE, SIZE), Image.BOX), dtype=np.uint8)

@@ -23,6 +23,10 @@ manifest    your own CSV/JSONL manifest (any modality)     all/base/val/   all
                                                            novel
 ==========  =============================================  ==============  ===============
 
+The 20 runs of the Omniglot one-shot classification challenge (Lake et al. 2015), which are not an
+item table (each run pairs 20 training drawings with 20 test drawings), come from
+:func:`load_omniglot_runs` (``omniglot/all_runs.zip``).
+
 Files are looked for in the data root (``root`` / ``--data-root``, else ``$FEWMM_DATA``, else
 ``~/.cache/fewmm/data``) and downloaded from their official source when missing (see
 :mod:`fewmm.data.download`).
@@ -40,6 +44,8 @@ from .manifest import DEFAULT_SPLIT_FRACTIONS, MANIFEST_SPLITS, class_splits, lo
 from .table import MODALITIES, AudioClip, FileRef, ItemTable, ids_digest
 
 import_builtin()
+
+from .datasets.omniglot import OneShotRun, load_omniglot_runs  # noqa: E402  (the one-shot challenge runs)
 
 
 def list_datasets() -> list[str]:
@@ -121,6 +127,8 @@ def load(name: str, split: str | None = None, root: str | os.PathLike | None = N
 
 __all__ = [
     "load",
+    "load_omniglot_runs",
+    "OneShotRun",
     "list_datasets",
     "dataset_help",
     "load_manifest",

@@ -15,7 +15,8 @@ Pinned checksums
 ----------------
 The sha256 values below were taken from ``MANIFEST.sha256`` of the project's shared data folder,
 for the files there that are byte-for-byte the files the official sources publish: the two
-Omniglot zips, the MNIST ``.gz`` files and the BANKING77 CSVs. Not pinned, and said so here:
+Omniglot zips (and the one-shot runs' ``all_runs.zip``, whose git blob id equals that of
+``python/one-shot-classification/all_runs.zip`` in the official repository, 3c49ffe2), the MNIST ``.gz`` files and the BANKING77 CSVs. Not pinned, and said so here:
 
 * BANKING77 ``categories.json``: the shared copy may be re-formatted, so its hash is not known
   to equal the published file's; after download it is only checked to be a JSON list of 77 names.
@@ -109,6 +110,11 @@ SOURCES: dict[str, Source] = {
                 "images_evaluation.zip",
                 (_OMNIGLOT + "images_evaluation.zip", _OMNIGLOT_2 + "images_evaluation.zip"),
                 "1e38c900e62a4c12e3f4870053d234fc01fc0859137660d0b608b9bb5a69a100",
+            ),
+            RemoteFile(  # the 20 one-shot classification runs (fewmm.data.load_omniglot_runs)
+                "all_runs.zip",
+                (_OMNIGLOT + "one-shot-classification/all_runs.zip", _OMNIGLOT_2 + "one-shot-classification/all_runs.zip"),
+                "437c1eeab0af8484112e1b4cc0f3d541ec727f7c47b9b202da738af9dfd6c325",
             ),
         ),
     ),
