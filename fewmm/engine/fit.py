@@ -43,6 +43,9 @@ __all__ = ["FitConfig", "FitResult", "fit", "check_classes", "RESUMABLE_CHANGES"
 RESUMABLE_CHANGES = ("steps", "progress", "device")
 #: Keys of every history entry (one per validation).
 HISTORY_KEYS = ("step", "loss", "train_acc", "val_acc", "lr", "seconds")
+#: keys of a ``last.json`` (resume) checkpoint description
+LAST_KEYS = ("format", "step", "best_val_acc", "best_step", "evals_since_best", "stopped_early", "rng", "model", "run", "optim",
+             "history")
 SCHEDULES = ("constant", "step", "cosine")
 VALIDATIONS = ("classes", "holdout", "none")
 
@@ -367,6 +370,10 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
                 f"{where} was written by fewmm before the engine (format {saved.get('format')!r}, expected {FORMAT!r}) and "
                 f"cannot be resumed: start a new run in another directory (or delete {ckpt}/last.*); its best weights still "
                 "load (fewmm.train.load_head for a head, fewmm.backbones.episodic.load_backbone for a backbone)")
+        missing = [k for k in LAST_KEYS if k not in saved]
+        if missing:
+            raise CheckpointError(f"{where} is incomplete: missing {missing} (truncated or edited?); start a new run in another "
+                                  f"directory (or delete {ckpt}/last.*)")
         if hasattr(learner, "check_checkpoint"):
             learner.check_checkpoint(saved.get("model", {}), where)
         elif saved.get("model") != meta:
@@ -379,9 +386,13 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
         for k in run:
             if k != "config" and saved["run"].get(k) != run[k]:
                 raise CheckpointError(f"{where} was trained with other {what.get(k, k.replace('_', ' '))}: {saved['run'].get(k)} (now {run[k]})")
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        trainer.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("trainer.")})
-        load_optimizer(opt, tensors, saved["optim"])
+        try:
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            trainer.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("trainer.")})
+            load_optimizer(opt, tensors, saved["optim"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(f"{where}: the saved weights or optimiser state do not fit this model ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:300]})") from None
         set_rng_state(saved.get("rng", {}))
         step, best_acc, best_step = int(saved["step"]), float(saved["best_val_acc"]), int(saved["best_step"])
         since_best, stopped, history = int(saved["evals_since_best"]), bool(saved["stopped_early"]), list(saved["history"])
