@@ -1,0 +1,92 @@
+"""A ProtoNet-trained head (Snell, Swersky & Zemel, "Prototypical Networks for Few-shot
+Learning", NeurIPS 2017) on frozen features: a small embedding network trained with the
+prototypical loss on episodes of the base classes, then ProtoNet (squared euclidean distance to
+the support means in the embedding) on each novel-class episode. No inner loop: the episode's
+support set only sets the prototypes. See :mod:`fewmm.methods.meta_base` for the base-class
+protocol.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..episodes import sample_episodes
+from .meta_base import MetaTrainedMethod, mlp
+
+
+def _neg_sq_dist(query: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
+    """Negative squared euclidean distances from differences (not the ``|q|^2 + |p|^2 - 2 q.p``
+    expansion, whose cancellation makes a query's logits depend on the batch it came in):
+    (E, M, h), (E, N, h) -> (E, M, N)."""
+    return -(query.unsqueeze(2) - protos.unsqueeze(1)).pow(2).sum(-1)
+
+
+class ProtoNetHead(MetaTrainedMethod):
+    """ProtoNet on the output of an MLP embedding meta-trained with prototypical episodes.
+
+    Parameters
+    ----------
+    hidden : int, default 256
+        Hidden width of the embedding ``Linear(d, hidden) -> ReLU -> Linear(hidden, out_dim)``.
+    out_dim : int, default 128
+        Embedding width.
+    n_way, n_shot, n_query, meta_batch, steps, outer_lr, seed
+        See :class:`fewmm.methods.meta_base.MetaTrainedMethod` (``n_way`` only shapes training
+        episodes: any number of classes can be scored).
+    """
+
+    name = "protonet-head"
+
+    def __init__(self, hidden=256, out_dim=128, n_way=5, n_shot=1, n_query=10, meta_batch=8, steps=100, outer_lr=1e-3,
+                 seed=0):
+        self.out_dim = out_dim
+        super().__init__(hidden=hidden, n_way=n_way, n_shot=n_shot, n_query=n_query, meta_batch=meta_batch,
+                         steps=steps, outer_lr=outer_lr, seed=seed)
+
+    def check_params(self) -> None:
+        """Raise ValueError naming a bad hyper-parameter (also those of the base class)."""
+        super().check_params()
+        from .meta_base import _positive_int
+
+        _positive_int(self.out_dim, "out_dim")
+
+    def _build(self, dim, n_out):
+        return mlp(dim, int(self.hidden), int(self.out_dim), int(self.seed))
+
+    def _meta_train(self, model, features, labels):
+        """Adam on the prototypical loss, ``steps`` updates of ``meta_batch`` episodes drawn from
+        the seed alone (:func:`fewmm.episodes.sample_episodes`)."""
+        from ..meta import episode_tensors
+
+        n, k, q, b = int(self.n_way), int(self.n_shot), int(self.n_query), int(self.meta_batch)
+        eps = sample_episodes(labels, n, k, q, n_episodes=int(self.steps) * b, seed=int(self.seed))
+        opt = torch.optim.Adam(model.parameters(), lr=float(self.outer_lr))
+        hist = []
+        for step in range(int(self.steps)):
+            sl = slice(step * b, (step + 1) * b)
+            sx, _, qx, qy = episode_tensors(features, eps.support[sl], eps.query[sl])
+            logits = self._score(model, sx.reshape(b, n, k, -1), qx)
+            loss = F.cross_entropy(logits.reshape(-1, n), qy.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            acc = float((logits.detach().argmax(-1) == qy).float().mean())
+            hist.append({"step": step, "loss": float(loss.detach()), "accuracy": acc})
+        return hist
+
+    def _score(self, model, support, query):
+        e, n, k, d = support.shape
+        zs = model(support.reshape(-1, d)).reshape(e, n, k, -1)
+        zq = model(query.reshape(-1, d)).reshape(e, query.shape[1], -1)
+        return _neg_sq_dist(zq, zs.mean(dim=2))
+
+    def _score_unbalanced(self, model, x, y, n, q):
+        with torch.no_grad():
+            z = model(x)
+            protos = torch.zeros((n, z.shape[1]), dtype=z.dtype, device=z.device).index_add_(0, y, z)
+            protos = protos / torch.bincount(y, minlength=n).clamp_min(1).unsqueeze(1).to(z.dtype)
+            return _neg_sq_dist(model(q).unsqueeze(0), protos.unsqueeze(0))[0]
+
+
+__all__ = ["ProtoNetHead"]
