@@ -257,12 +257,18 @@ def omniglot_summary(docs: list[dict]) -> str:
     return "\n".join(lines) + "\n\n" + foot + "\n"
 
 
+def head_label(row: dict) -> str:
+    """How tables name a fusion-bench row's head: ``"gmu [fomaml]"`` for a trained head (its
+    trainer in brackets), the head's name otherwise (and in results written before the trainer axis)."""
+    return f"{row['head']} [{row['trainer']}]" if row.get("trainer") else row["head"]
+
+
 def fusion_table(doc: dict) -> str:
-    """Rows: condition x head; columns: fold x shots, each 'acc ± ci (Δ vs best fixed ± ci)'."""
+    """Rows: condition x head [trainer]; columns: fold x shots, each 'acc ± ci (Δ vs reference ± ci)'."""
     rows = doc["results"]
     cols = list(dict.fromkeys((r["fold"], r["shots"]) for r in rows))
-    keys = list(dict.fromkeys((r["condition"], r["head"]) for r in rows))
-    by = {(r["condition"], r["head"], r["fold"], r["shots"]): r for r in rows}
+    keys = list(dict.fromkeys((r["condition"], head_label(r)) for r in rows))
+    by = {(r["condition"], head_label(r), r["fold"], r["shots"]): r for r in rows}
     cmod = doc.get("corrupt_modality", "")
     head = "| condition | head | " + " | ".join(f"fold {f}, {k}-shot" for f, k in cols) + f" | weight on {cmod}: clean / corrupted items (fold {cols[0][0]}, 1-shot) |"
     lines = [head, "|---|---|" + "---|" * (len(cols) + 1)]
@@ -286,8 +292,10 @@ def fusion_table(doc: dict) -> str:
             wtxt = f"{r1['mean_weights_clean_items'][j]:.2f} / {r1['mean_weights_corrupted_items'][j]:.2f}"
         lines.append(f"| {cond} | {h} | " + " | ".join(cells) + f" | {wtxt} |")
     ways = ", ".join(f"{w}-way" for w in dict.fromkeys(r["ways"] for r in rows)) or "5-way"
+    chosen = ("the fixed fusion chosen on validation episodes (validation classes or held-out base items, never the test "
+              "episodes)" if "reference_choice" in doc else "the best fixed fusion")
     foot = (f"\nNovel-class accuracy (%) ± 95% CI over {doc['episodes']} episodes ({ways}, seed {doc['seed']}); in brackets the paired "
-            f"difference to the best fixed fusion of that condition and shot count (*ref*), on the same episodes. "
+            f"difference to {chosen} of that condition and shot count (*ref*), on the same episodes. "
             + (f"Corruption: {doc['corruption']} on {cmod} for a seeded 50% of items. " if doc.get("corruption") not in (None, "none")
                else "No corruption condition. ") + f"Command: `{doc['command']}`; "
             f"wall time {doc.get('wall_seconds', '?')} s.")
