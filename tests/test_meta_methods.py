@@ -92,8 +92,8 @@ def test_protonet_head_scores_like_prototypes_in_the_embedding():
 
 
 @pytest.mark.parametrize("name,kw,measured", [
-    ("maml", dict(first_order=True, inner_lr=1.0, outer_lr=1e-2), (0.65, 0.509)),
-    ("protonet-head", dict(outer_lr=1e-2), (0.711, 0.517)),
+    ("maml", dict(first_order=True, inner_lr=1.0, outer_lr=1e-2), (0.654, 0.509)),
+    ("protonet-head", dict(outer_lr=1e-2), (0.699, 0.517)),
 ])
 def test_meta_training_on_base_classes_helps_on_novel_classes(name, kw, measured):
     """Class signal in 4 of 32 dims (the other 28 are noise): meta-training on the 16 base classes

@@ -8,7 +8,8 @@ classes, adapted by gradient steps on each episode's support set.
 * ``metasgd``: Li, Zhou, Chen & Li, "Meta-SGD", arXiv:1707.09835, 2017 (learned per-parameter
   inner learning rates).
 
-The inner and outer loops are :class:`fewmm.meta.MAML` and :func:`fewmm.meta.meta_train`; see
+The inner loop is :class:`fewmm.meta.MAML`, the outer loop the engine's fit loop (through
+:func:`fewmm.meta.meta_train`); see
 :mod:`fewmm.methods.meta_base` for the base-class protocol.
 """
 

@@ -113,6 +113,8 @@ class MetaTrainedMethod(FewShotMethod):
         raise NotImplementedError
 
     def _meta_train(self, model: nn.Module, features: torch.Tensor, labels: np.ndarray) -> list[dict]:  # pragma: no cover
+        """Train ``model`` in place on base features (n, d) (transformed) with int labels (n,);
+        return the engine's history (one dict per step with ``"loss"`` and ``"train_acc"``)."""
         raise NotImplementedError
 
     def _score(self, model: nn.Module, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:  # pragma: no cover
@@ -163,7 +165,7 @@ class MetaTrainedMethod(FewShotMethod):
             "episodes": f"{self.n_way}-way {self.n_shot}-shot {self.n_query}-query, {self.meta_batch} per step",
             "steps": len(hist), "seconds": round(time.time() - t0, 1),
             "final_loss": round(float(np.mean([h["loss"] for h in last])), 4),
-            "final_accuracy": round(float(np.mean([h["accuracy"] for h in last])), 4),
+            "final_accuracy": round(float(np.mean([h["train_acc"] for h in last])), 4),
         }
         return self
 

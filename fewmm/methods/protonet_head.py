@@ -8,10 +8,9 @@ protocol.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..episodes import sample_episodes
 from .meta_base import MetaTrainedMethod, mlp
 
 
@@ -55,25 +54,17 @@ class ProtoNetHead(MetaTrainedMethod):
         return mlp(dim, int(self.hidden), int(self.out_dim), int(self.seed))
 
     def _meta_train(self, model, features, labels):
-        """Adam on the prototypical loss, ``steps`` updates of ``meta_batch`` episodes drawn from
-        the seed alone (:func:`fewmm.episodes.sample_episodes`)."""
-        from ..meta import episode_tensors
+        """The engine's fit loop (:func:`fewmm.engine.fit`) with the ``protonet`` trainer on a
+        :class:`fewmm.engine.TensorLearner`: Adam (``outer_lr``), ``steps`` updates of
+        ``meta_batch`` episodes of the base classes from the seeded task stream, no validation
+        (the last weights are kept)."""
+        from ..engine import FitConfig, TensorLearner, create_trainer, fit
 
-        n, k, q, b = int(self.n_way), int(self.n_shot), int(self.n_query), int(self.meta_batch)
-        eps = sample_episodes(labels, n, k, q, n_episodes=int(self.steps) * b, seed=int(self.seed))
-        opt = torch.optim.Adam(model.parameters(), lr=float(self.outer_lr))
-        hist = []
-        for step in range(int(self.steps)):
-            sl = slice(step * b, (step + 1) * b)
-            sx, _, qx, qy = episode_tensors(features, eps.support[sl], eps.query[sl])
-            logits = self._score(model, sx.reshape(b, n, k, -1), qx)
-            loss = F.cross_entropy(logits.reshape(-1, n), qy.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            acc = float((logits.detach().argmax(-1) == qy).float().mean())
-            hist.append({"step": step, "loss": float(loss.detach()), "accuracy": acc})
-        return hist
+        learner = TensorLearner(model, features, labels, device=features.device, name="protonet-head")
+        cfg = FitConfig(n_way=int(self.n_way), n_shot=int(self.n_shot), n_query=int(self.n_query),
+                        episodes_per_step=int(self.meta_batch), steps=int(self.steps), lr=float(self.outer_lr), grad_clip=None,
+                        validation="none", eval_every=1, seed=int(self.seed), progress=False, scale_lr_mult=1.0)
+        return fit(learner, create_trainer("protonet"), np.unique(labels), None, cfg, restore_best=False).history
 
     def _score(self, model, support, query):
         e, n, k, d = support.shape
