@@ -260,3 +260,28 @@ def test_data_cli_export(data_root, tmp_path):
     assert not any(Path(r["audio"]).is_absolute() for r in train)
     out = _data_cli("export", "omniglot", "--data-root", str(data_root), "--out", str(tmp_path / "o"))
     assert out.returncode == 2 and "zip members" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_trainer_summary_counts_wins_from_the_ci(tmp_path, capsys):
+    """Hand-made rows: fomaml - protonet of +2 ± 1 (a fomaml win), -3 ± 1 (a protonet win),
+    +0.5 ± 1 (neither); non-adaptive and protonet rows are ignored."""
+    def row(head, trainer, d=None, ci=None, kind="adaptive", cond="clean", shots=1):
+        r = {"task": "t", "fold": "A", "condition": cond, "shots": shots, "head": head, "trainer": trainer, "kind": kind}
+        if d is not None:
+            r["paired_trainers"] = {"protonet": [d, ci]}
+        return r
+    doc = {"command": "python -m fewmm.bench.fusion --task t", "results": [
+        row("avg-proto", None, kind="fixed"), row("gmu", "protonet"), row("gmu", "fomaml", 2.0, 1.0),
+        row("am3", "fomaml", -3.0, 1.0), row("am3", "fomaml", 0.5, 1.0, shots=5)]}
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps(doc))
+    assert report.main([str(path), "--trainers"]) == 0
+    out = capsys.readouterr().out
+    assert "fomaml wins 1, protonet wins 1, neither (95% CI of the paired difference includes 0) 1; mean difference -0.17 points." in out
+    assert "Largest fomaml win: gmu on t/A clean 1-shot, +2.00 ± 1.00." in out
+    assert "Largest protonet win: am3 on t/A clean 1-shot, -3.00 ± 1.00." in out
+    assert "| t/A | clean | 5 | am3 | +0.50 ± 1.00 |" in out and "| t/A | clean | 1 | gmu | **+2.00 ± 1.00** |" in out
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"command": "x", "results": [{"kind": "adaptive", "head": "gmu"}]}))
+    assert report.main([str(old), "--trainers"]) == 2
+    assert "malformed result rows" in capsys.readouterr().err

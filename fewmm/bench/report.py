@@ -302,6 +302,63 @@ def fusion_table(doc: dict) -> str:
     return unfinished_note(doc) + "\n".join(lines) + "\n" + foot + "\n"
 
 
+def trainer_summary(docs: list[dict]) -> str:
+    """A paragraph and a table from fusion-bench results with a trainer axis: for every trained head
+    and setting (task, fold, condition, shots), the paired difference of each MAML-family trainer
+    to the same head trained with ``protonet`` on the same test episodes. A trainer "wins" a
+    setting when the 95% CI of the paired difference excludes 0; otherwise neither does.
+
+    Raises
+    ------
+    KeyError
+        Results without ``trainer`` / ``paired_trainers`` (written before the trainer axis).
+    """
+    cmp: dict[str, list] = {}
+    cmds = []
+    for doc in docs:
+        cmds.append(doc["command"])
+        for r in doc["results"]:
+            if r.get("kind") != "adaptive" or r["trainer"] in (None, "protonet"):
+                continue
+            d, ci = r["paired_trainers"]["protonet"]
+            cmp.setdefault(r["trainer"], []).append((r["task"], r["fold"], r["condition"], r["shots"], r["head"], d, ci))
+    if not cmp:
+        raise ValueError("no rows of a MAML-family trainer with a paired difference to protonet")
+    lines = []
+    for tr, rows in cmp.items():
+        win = [x for x in rows if x[5] - x[6] > 0]
+        lose = [x for x in rows if x[5] + x[6] < 0]
+        mean = sum(x[5] for x in rows) / len(rows)
+        txt = (f"**{tr} vs protonet** (same head, same test episodes, {len(rows)} settings of head x task/fold x condition x shots): "
+               f"{tr} wins {len(win)}, protonet wins {len(lose)}, neither (95% CI of the paired difference includes 0) "
+               f"{len(rows) - len(win) - len(lose)}; mean difference {mean:+.2f} points.")
+        for name, group, pick in ((tr, win, max), ("protonet", lose, min)):
+            if group:
+                b = pick(group, key=lambda x: x[5])
+                txt += (f" Largest {name} win: {b[4]} on {b[0]}/{b[1]} {b[2]} {b[3]}-shot, {b[5]:+.2f} ± {b[6]:.2f}.")
+        by_task: dict = {}
+        for x in rows:
+            by_task.setdefault(f"{x[0]}/{x[1]}", []).append(x)
+        txt += " By task/fold: " + "; ".join(
+            f"{k}: {sum(1 for x in v if x[5] - x[6] > 0)} {tr} / {sum(1 for x in v if x[5] + x[6] < 0)} protonet / "
+            f"{sum(1 for x in v if x[5] - x[6] <= 0 <= x[5] + x[6])} neither (mean {sum(x[5] for x in v) / len(v):+.2f})"
+            for k, v in by_task.items()) + "."
+        lines.append(txt)
+    table = ["| task/fold | condition | shots | head | " + " | ".join(f"{t} − protonet" for t in cmp) + " |",
+             "|---|---|---|---|" + "---|" * len(cmp)]
+    keys = list(dict.fromkeys(x[:5] for rows in cmp.values() for x in rows))
+    vals = {t: {x[:5]: x[5:] for x in rows} for t, rows in cmp.items()}
+    for k in keys:
+        cells = []
+        for t in cmp:
+            v = vals[t].get(k)
+            cells.append("n/a" if v is None else (f"**{v[0]:+.2f} ± {v[1]:.2f}**" if abs(v[0]) > v[1] else f"{v[0]:+.2f} ± {v[1]:.2f}"))
+        table.append(f"| {k[0]}/{k[1]} | {k[2]} | {k[3]} | {k[4]} | " + " | ".join(cells) + " |")
+    foot = ("Paired difference (accuracy points, novel-class episodes) of the head trained with the MAML-family trainer minus "
+            "the same head trained with protonet; bold: the 95% CI excludes 0. Commands: " + "; ".join(f"`{c}`" for c in cmds) + ".")
+    return "\n\n".join(lines) + "\n\n" + "\n".join(table) + "\n\n" + foot + "\n"
+
+
 def update_block(text: str, tag: str, content: str) -> str:
     start, end = f"<!-- results:{tag} -->", f"<!-- /results:{tag} -->"
     pat = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
@@ -318,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "one combined table, --tag required with --readme)")
     p.add_argument("--readme", help="Markdown file whose <!-- results:TAG --> block to rewrite (default: print the table)")
     p.add_argument("--tag", help="block tag (default: the JSON file's stem)")
+    p.add_argument("--trainers", action="store_true", help="fusion-bench results with a trainer axis (one or several files): "
+                   "which trainer wins where against protonet, by how much, and where neither does")
     return p
 
 
@@ -345,7 +404,9 @@ def main(argv=None) -> int:
             print(f"error: {path}: no result rows yet (an unfinished run? 'finished': {doc.get('finished')})", file=sys.stderr)
             return 2
     try:
-        if len(docs) > 1:
+        if a.trainers:
+            table = trainer_summary(docs)
+        elif len(docs) > 1:
             table = omniglot_summary(docs)
         else:
             doc = docs[0]
