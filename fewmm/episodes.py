@@ -330,3 +330,39 @@ def check_episode_indices(episodes: Episodes, n_items: int) -> None:
                 f"episode {part} indices span {int(idx.min())}..{int(idx.max())}, but the feature table has {n_items} rows: "
                 "sample the episodes from the labels of this very table"
             )
+
+
+def class_disjoint_split(classes, seed: int = 0, base_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded split of classes into disjoint base and novel sets.
+
+    For data sets without a base split: meta-trained methods learn on the base classes, every
+    method is then evaluated on episodes of the novel classes.
+
+    Parameters
+    ----------
+    classes : array-like of int, shape (n_classes,)
+        Class ids to split (duplicates are dropped).
+    seed : int, default 0
+        The split depends on ``(sorted unique classes, seed, base_fraction)`` only
+        (``numpy.random.default_rng(seed).permutation``).
+    base_fraction : float, default 0.5
+        Fraction of the classes that become base classes, rounded to the nearest integer and kept
+        within ``1 .. n_classes - 1``.
+
+    Returns
+    -------
+    base, novel : numpy.ndarray of int64, sorted, disjoint, together all of ``classes``.
+
+    Raises
+    ------
+    EpisodeError
+        Fewer than 2 classes, or ``base_fraction`` outside (0, 1).
+    """
+    c = np.unique(np.asarray(classes, dtype=np.int64))
+    if not 0.0 < float(base_fraction) < 1.0:
+        raise EpisodeError(f"base_fraction must be in (0, 1), got {base_fraction!r}")
+    if c.size < 2:
+        raise EpisodeError(f"a class-disjoint base/novel split needs at least 2 classes, got {c.size}")
+    n_base = min(max(int(round(base_fraction * c.size)), 1), c.size - 1)
+    perm = np.random.default_rng(int(seed)).permutation(c)
+    return np.sort(perm[:n_base]), np.sort(perm[n_base:])

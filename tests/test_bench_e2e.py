@@ -19,6 +19,7 @@ import torch
 import fewmm.heads as H
 import fewmm.tasks as T
 from fewmm.bench import fusion, plot_fusion, report, speed_report
+from fewmm.episodes import sample_episodes
 from fewmm.heads.synthetic import make_synthetic
 from fewmm.metrics import mean_ci, paired_difference
 
@@ -34,15 +35,25 @@ def synthetic_task(**_):
     return T.Task("digits-av", clean, np.arange(5), np.arange(5, 10), np.arange(10, 15), fold="A", corrupted=noisy)
 
 
+fusion_heads: dict = {}  # trainer -> the trained head the fusion bench evaluated (filled by fusion_run)
+
+
 @pytest.fixture(scope="module")
 def fusion_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("fusion")
     mp = pytest.MonkeyPatch()
     mp.setattr(T, "build", lambda name, **kw: synthetic_task())
+    original = fusion.evaluate_meta_trained
+
+    def capture(head, trainer, *a, **kw):
+        fusion_heads[trainer] = head
+        return original(head, trainer, *a, **kw)
+
+    mp.setattr(fusion, "evaluate_meta_trained", capture)
     n = torch.get_num_threads()
     try:
         rc = fusion.main(["--task", "digits-av", "--folds", "A", "--shots", "1,5", "--queries", "5", "--episodes", "30",
-                          "--steps", "10", "--heads", "temperature", "--no-controls", "--checkpoints", "", "--out", str(out),
+                          "--steps", "10", "--heads", "temperature", "--trainers", "protonet,fomaml", "--no-controls", "--checkpoints", "", "--out", str(out),
                           "--name", "fus", "--quiet"])
     finally:
         mp.undo()
@@ -56,9 +67,12 @@ def test_fusion_rows_deltas_and_weights_equal_a_direct_computation(fusion_run):
     assert doc["finished"] is True and doc["task"] == "digits-av" and doc["corrupt_modality"] == "audio"
     rows = doc["results"]
     conditions = ["clean", "audio-corrupt50", "image-missing50", "audio-missing50"]
-    heads = ["single:image", "single:audio", "avg-proto", "concat", "temperature"]
-    assert [(r["condition"], r["shots"], r["head"]) for r in rows] == [(c, k, h) for c in conditions for k in (1, 5) for h in heads]
+    heads = ["single:image", "single:audio", "avg-proto", "concat", "temperature", "temperature"]
+    trainers = [None, None, None, None, "protonet", "fomaml"]
+    assert [(r["condition"], r["shots"], r["head"], r["trainer"]) for r in rows] == [
+        (c, k, h, t) for c in conditions for k in (1, 5) for h, t in zip(heads, trainers)]
     tr = doc["training"]["A/temperature"]
+    assert tr["trainer"] == "protonet" and doc["training"]["A/temperature@fomaml"]["trainer_config"]["name"] == "fomaml"
     assert 1 <= tr["steps"] <= 10 and tr["config"]["steps"] == 10 and tr["config"]["n_query"] == 5
     with open(fusion_run.with_suffix(".csv")) as f:
         assert len(list(csv.DictReader(f))) == len(rows)
@@ -76,7 +90,15 @@ def test_fusion_rows_deltas_and_weights_equal_a_direct_computation(fusion_run):
             accs, ws = {}, {}
             for h in heads[:4]:
                 accs[h], ws[h] = H.evaluate_head(H.create(h, clean, seed=0), f, ep, return_weights=True)
-            ref = max(("avg-proto", "concat"), key=lambda h: accs[h].mean())
+            # the reference: the fixed fusion best on 200 VALIDATION episodes (classes 5..9, same condition,
+            # seed + 1), never on these test episodes
+            fv = {"clean": clean, "audio-corrupt50": cf, "image-missing50": feats["image-missing50"][0],
+                  "audio-missing50": feats["audio-missing50"][0]}[cond]
+            vq = int(min(15, np.bincount(fv.labels)[5:10].min() - k))
+            vep = sample_episodes(fv.labels, 5, k, vq, 200, seed=1, classes=np.arange(5, 10))
+            vacc = {h: H.evaluate_head(H.create(h, clean, seed=0), fv, vep).mean() for h in ("avg-proto", "concat")}
+            ref = max(("avg-proto", "concat"), key=lambda h: vacc[h])
+            assert doc["reference_choice"]["A"][f"{cond}/{k}"]["reference"] == ref
             q = ep.query.reshape(-1)
             for h in heads[:4]:
                 r = by[(cond, k, h)]
@@ -98,10 +120,15 @@ def test_fusion_rows_deltas_and_weights_equal_a_direct_computation(fusion_run):
                     d = paired_difference(accs[h], accs[ref])
                     assert (r["paired_ref"], r["paired_delta"], r["paired_ci95"]) == (ref, round(d.mean, 4), round(d.ci95, 4))
             # the trained head: same episodes, so its paired delta is its accuracy minus the reference's
-            t = by[(cond, k, "temperature")]
+            t, tf = [r for r in rows if (r["condition"], r["shots"], r["head"]) == (cond, k, "temperature")]
             assert t["kind"] == "adaptive" and t["paired_ref"] == ref
             assert t["paired_delta"] == pytest.approx(t["accuracy"] - by[(cond, k, ref)]["accuracy"], abs=2e-4)
             assert t["train_steps"] == tr["steps"] and t["best_val_acc"] == tr["best_val_acc"]
+            # the fomaml-trained head, adapted per episode, on the same episodes: its accuracy equals a
+            # direct evaluation, and the trainer difference is paired
+            acc_f = fusion.evaluate_meta_trained(fusion_heads["fomaml"], "fomaml", f, ep, "cpu")
+            assert tf["accuracy"] == round(mean_ci(acc_f).mean, 4) and tf["paired_ref"] == ref
+            assert tf["paired_trainers"]["protonet"][0] == pytest.approx(tf["accuracy"] - t["accuracy"], abs=2e-4)
 
 
 def test_plot_fusion_writes_a_png(fusion_run, tmp_path, capsys):
@@ -118,7 +145,7 @@ def test_report_fusion_table_copies_the_json(fusion_run, tmp_path, capsys):
     table = capsys.readouterr().out
     lines = {ln.split(" | ")[0] + " | " + ln.split(" | ")[1]: ln for ln in table.splitlines() if ln.startswith("| ") and " | " in ln}
     for r in doc["results"]:
-        line = lines[f"| {r['condition']} | {r['head']}"]
+        line = lines[f"| {r['condition']} | {report.head_label(r)}"]
         cell = f"{r['accuracy']:.2f} ± {r['ci95']:.2f}"
         assert (f"{cell} ({r['paired_delta']:+.2f} ± {r['paired_ci95']:.2f})" if "paired_delta" in r else f"*{cell}* (ref)") in line
     assert f"over {doc['episodes']} episodes" in table and doc["command"] in table
@@ -239,3 +266,28 @@ def test_data_cli_export(data_root, tmp_path):
     assert not any(Path(r["audio"]).is_absolute() for r in train)
     out = _data_cli("export", "omniglot", "--data-root", str(data_root), "--out", str(tmp_path / "o"))
     assert out.returncode == 2 and "zip members" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_trainer_summary_counts_wins_from_the_ci(tmp_path, capsys):
+    """Hand-made rows: fomaml - protonet of +2 ± 1 (a fomaml win), -3 ± 1 (a protonet win),
+    +0.5 ± 1 (neither); non-adaptive and protonet rows are ignored."""
+    def row(head, trainer, d=None, ci=None, kind="adaptive", cond="clean", shots=1):
+        r = {"task": "t", "fold": "A", "condition": cond, "shots": shots, "head": head, "trainer": trainer, "kind": kind}
+        if d is not None:
+            r["paired_trainers"] = {"protonet": [d, ci]}
+        return r
+    doc = {"command": "python -m fewmm.bench.fusion --task t", "results": [
+        row("avg-proto", None, kind="fixed"), row("gmu", "protonet"), row("gmu", "fomaml", 2.0, 1.0),
+        row("am3", "fomaml", -3.0, 1.0), row("am3", "fomaml", 0.5, 1.0, shots=5)]}
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps(doc))
+    assert report.main([str(path), "--trainers"]) == 0
+    out = capsys.readouterr().out
+    assert "fomaml wins 1, protonet wins 1, neither (95% CI of the paired difference includes 0) 1; mean difference -0.17 points." in out
+    assert "Largest fomaml win: gmu on t/A clean 1-shot, +2.00 ± 1.00." in out
+    assert "Largest protonet win: am3 on t/A clean 1-shot, -3.00 ± 1.00." in out
+    assert "| t/A | clean | 5 | am3 | +0.50 ± 1.00 |" in out and "| t/A | clean | 1 | gmu | **+2.00 ± 1.00** |" in out
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"command": "x", "results": [{"kind": "adaptive", "head": "gmu"}]}))
+    assert report.main([str(old), "--trainers"]) == 2
+    assert "malformed result rows" in capsys.readouterr().err

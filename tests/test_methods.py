@@ -35,8 +35,8 @@ def blobs(n_classes=8, per_class=20, dim=16, seed=0, spread=1.0):
 
 
 def test_registry():
-    assert ALL == ["clip-adapter", "cross-modal-lp", "knn", "linear-probe", "lp++", "protonet", "protonet-cosine",
-                   "simpleshot", "tip-adapter", "tip-adapter-f", "zero-shot", "zs-lp"]
+    assert ALL == ["anil", "clip-adapter", "cross-modal-lp", "knn", "linear-probe", "lp++", "maml", "metasgd", "protonet",
+                   "protonet-cosine", "protonet-head", "simpleshot", "tip-adapter", "tip-adapter-f", "zero-shot", "zs-lp"]
     with pytest.raises(UnknownNameError, match="Did you mean 'protonet'"):
         M.create("protonett")
 
@@ -70,7 +70,9 @@ def test_deterministic(name):
 # Correct queries out of 40 episodes x 20 queries in test_batched_episodes_equal_per_episode_fit_predict,
 # measured on this machine (deterministic: seeded blobs and episodes, CPU float32; linear-probe runs
 # scikit-learn's Newton-Cholesky to tol 1e-8). A one-query change is a real change of the scorer.
-BATCHED_CORRECT = {"knn": 747, "linear-probe": 756, "protonet": 766, "protonet-cosine": 760, "simpleshot": 766}
+BATCHED_CORRECT = {"knn": 747, "linear-probe": 756, "protonet": 766, "protonet-cosine": 760, "simpleshot": 766,
+                   # meta-trained methods without fit_base: the seeded fresh head adapted per episode
+                   "anil": 732, "maml": 737, "metasgd": 737, "protonet-head": 751}
 
 
 @pytest.mark.parametrize("name", ALL)

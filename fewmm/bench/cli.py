@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "fewmm/bench/suites/default.toml when no --dataset is given")
     p.add_argument("--dataset", help="data set[:split], comma-separated (e.g. omniglot:evaluation,banking77:test); "
                    "your own data: manifest:PATH[:all|base|val|novel] (a CSV/JSONL manifest); default: the default suite's data sets")
+    p.add_argument("--base", help="base split of the --dataset run(s), name[:split] (e.g. omniglot:background): meta-trained "
+                   "methods (maml, anil, metasgd, protonet-head) learn on it, SimpleShot centres on it; default with a "
+                   "meta-trained method: omniglot:background for omniglot:evaluation, else a seeded class-disjoint split "
+                   "of the data set's classes (half base, half novel; recorded in the results)")
     p.add_argument("--encoder", help="encoder name(s), comma-separated (default: one per modality: "
                    + ", ".join(f"{m} {e}" for m, e in DEFAULT_ENCODER.items()) + ")")
     p.add_argument("--methods", help="method names, comma-separated; the first is the reference of the paired "
@@ -69,9 +73,11 @@ def suite_from_args(a: argparse.Namespace) -> Suite:
         suite = load_suite(SUITES_DIR / "default.toml")
     if a.dataset:
         encs = parse_strs(a.encoder) if a.encoder else []
-        suite.runs = [RunSpec(*parse_dataset(d), encoders=list(encs)) for d in parse_strs(a.dataset)]
+        suite.runs = [RunSpec(*parse_dataset(d), encoders=list(encs), base=a.base) for d in parse_strs(a.dataset)]
         suite.name = suite.name if a.config else "bench"
-    elif a.encoder:
+    elif a.base:
+        raise FewmmError("--base needs --dataset (a suite file names each run's base = \"name[:split]\")")
+    if a.encoder and not a.dataset:
         for r in suite.runs:
             r.encoders = parse_strs(a.encoder)
     if a.methods:

@@ -44,6 +44,11 @@ from ..progress import format_seconds
 from .runner import Reporter, environment
 
 FIXED = ("avg-proto", "concat")
+#: Trainers of the trained heads (fewmm.engine.TRAINERS); the MAML family adapts a Proto-MAML
+#: classifier (initialised from the support prototypes) per episode, at training and test.
+TRAINERS = ("protonet", "fomaml", "anil")
+#: Hyper-parameters of the MAML-family trainers here (inner loop on the support set).
+MAML_KW = {"inner_lr": 0.5, "inner_steps": 1}
 TRAINED = ("gmu", "attention", "am3", "temperature", "temperature-ps")
 #: Trained heads given a label of their own: label -> (registry name, hyper-parameters).
 HEAD_SPECS = {"temperature-ps": ("temperature", {"per_sample": True})}
@@ -52,7 +57,7 @@ TASK_DEFAULTS = {
     "esc50-text": {"corruption": "noise:0", "corrupt_modality": "audio", "folds": ["default"], "queries": 3},
 }
 FUSION_FIELDS = [
-    "task", "fold", "condition", "head", "kind", "ways", "shots", "queries", "episodes", "accuracy", "ci95",
+    "task", "fold", "condition", "head", "trainer", "kind", "ways", "shots", "queries", "episodes", "accuracy", "ci95",
     "paired_ref", "paired_delta", "paired_ci95", "weight_names", "mean_weights_clean_items",
     "mean_weights_corrupted_items", "best_val_acc", "train_steps", "seed",
 ]
@@ -179,18 +184,23 @@ def _run_folds(args, rep, header, folds, task_name, task_kw, spec, shots, querie
             if len(full) < len(item_mods):
                 header.setdefault("notes", []).append(
                     f"fold {fold}: no proj[<m>] control for {', '.join(m for m in item_mods if m not in full)}: some items lack it")
-        for hname, mods in to_train:
+        trainers = args.trainers.split(",") if getattr(args, "trainers", None) else list(TRAINERS)
+        # every trainable head with every trainer; the single-modality controls with protonet only
+        jobs = [(h, mods, t) for h, mods in to_train for t in (trainers if len(mods) == len(item_mods) else ["protonet"])]
+        for hname, mods, tname in jobs:
             label = hname if len(mods) == len(item_mods) else f"proj[{mods[0]}]"
+            key = f"{fold}/{label}" + ("" if tname == "protonet" else f"@{tname}")
             f_h = feats if len(mods) == len(item_mods) else feats.select_modalities(mods)
             c_h = feats_c if len(mods) == len(item_mods) else feats_c.select_modalities(mods)
             reg_name, hp = HEAD_SPECS.get(hname, (hname, {}))
             head = H.create(reg_name, f_h, seed=args.seed, **hp)
             cfg = TrainConfig(n_way=args.ways, n_query=min(queries, 15), steps=args.steps,
-                              eval_every=max(1, args.steps // 10), val_episodes=200, val_shot=1,
+                              eval_every=max(1, args.steps // getattr(args, "validations", 10)), val_episodes=200, val_shot=1,
                               patience=getattr(args, "patience", 4) or None,
                               modality_dropout=0.2 if len(mods) > 1 else 0.0, corrupt_fraction=0.5,
                               seed=args.seed, progress=not args.quiet, device=dev, **train_kw)
-            ckpt = Path(args.checkpoints) / f"{spec['checkpoint_prefix']}-{fold}-{label}" if args.checkpoints else None
+            ckpt = (Path(args.checkpoints) / f"{spec['checkpoint_prefix']}-{fold}-{label}{'' if tname == 'protonet' else '-' + tname}"
+                    if args.checkpoints else None)
             if ckpt is not None:
                 note["resumable"] = f"head checkpoints in {args.checkpoints} (the rerun resumes each head's training there)"
             resumed = None
@@ -202,14 +212,15 @@ def _run_folds(args, rep, header, folds, task_name, task_kw, spec, shots, querie
                 if resumed is not None:
                     rep.say(f"[train] {task_label}/{fold} {label}: resuming from checkpoint {ckpt} at step {resumed} of {args.steps}")
             t1 = time.time()
-            res = train_head(head, f_h, base, val, cfg, corrupted=c_h, checkpoint_dir=ckpt, resume=bool(ckpt),
-                             desc=f"train {label}")
-            trained[label] = (res.head, mods)
-            header["training"][f"{fold}/{label}"] = {"best_val_acc": res.best_val_acc, "best_step": res.best_step,
+            tkw = {} if tname == "protonet" else dict(MAML_KW)
+            res = train_head(head, f_h, base, val, cfg, trainer=tname, trainer_kwargs=tkw, corrupted=c_h, checkpoint_dir=ckpt,
+                             resume=bool(ckpt), desc=f"train {label} ({tname})")
+            trained[(label, tname)] = (res.head, mods)
+            header["training"][key] = {"trainer": tname, "trainer_config": res.trainer,"best_val_acc": res.best_val_acc, "best_step": res.best_step,
                                                      "steps": res.steps, "stopped_early": res.stopped_early,
                                                      "resumed_from_step": resumed,
                                                      "seconds": round(time.time() - t1, 1), "config": cfg.to_dict()}
-            rep.say(f"[train] {task_label}/{fold} {label}: best val acc {res.best_val_acc:.3f} at step {res.best_step}")
+            rep.say(f"[train] {task_label}/{fold} {label} ({tname}): best val acc {res.best_val_acc:.3f} at step {res.best_step}")
         # --- evaluate on novel classes -------------------------------------------------------
         clean = task.features
         conditions = {"clean": (clean, None)}
@@ -220,39 +231,109 @@ def _run_folds(args, rep, header, folds, task_name, task_kw, spec, shots, querie
             # candidates: items that keep another modality (all items of digits-av: the same choice as with items=None)
             others = np.delete(clean.mask.numpy(), j, axis=1).any(axis=1)
             conditions[f"{m}-missing50"] = (T.apply_missing(clean, m, 0.5, seed=args.seed, items=np.flatnonzero(others)), None)
-        evaluated = [(f"single:{m}", H.create(f"single:{m}", clean, seed=args.seed), tuple(item_mods)) for m in item_mods]
-        evaluated += [(n, H.create(n, clean, seed=args.seed), tuple(item_mods)) for n in FIXED]
-        evaluated += [(lbl, h, mods) for lbl, (h, mods) in trained.items()]
+        evaluated = [(f"single:{m}", "", H.create(f"single:{m}", clean, seed=args.seed), tuple(item_mods)) for m in item_mods]
+        evaluated += [(n, "", H.create(n, clean, seed=args.seed), tuple(item_mods)) for n in FIXED]
+        evaluated += [(lbl, tname, h, mods) for (lbl, tname), (h, mods) in trained.items()]
+        # --- the reference of the paired differences: the fixed fusion best on VALIDATION episodes
+        refs = choose_reference(task, feats, feats_c, val, conditions, shots, args, cmod, dev)
+        header.setdefault("reference_choice", {})[fold] = refs
         for cond, (cfeat, cmask_items) in conditions.items():
             for k in shots:
                 ep = task.episodes("novel", args.ways, k, queries, args.episodes, seed=args.seed)
                 accs, rows = {}, []
-                for label, head, mods in evaluated:
+                for label, tname, head, mods in evaluated:
                     if len(mods) < len(item_mods) and cond.endswith("missing50") and cond.split("-")[0] in mods:
                         continue  # a single-modality control cannot score items lacking its modality
                     f_eval = cfeat if len(mods) == len(item_mods) else cfeat.select_modalities(mods)
-                    acc, w = H.evaluate_head(head, f_eval, ep, return_weights=True)
-                    accs[label] = acc
-                    wc, wx = _weights_by_item_kind(w, ep.query, cmask_items)
+                    row_key = label if tname in ("", "protonet") else f"{label}@{tname}"
+                    if tname in ("", "protonet"):
+                        acc, w = H.evaluate_head(head, f_eval, ep, return_weights=True)
+                        wc, wx = _weights_by_item_kind(w, ep.query, cmask_items)
+                    else:  # adapt a Proto-MAML classifier on each support set, as in training
+                        acc = evaluate_meta_trained(head, tname, f_eval, ep, dev)
+                        wc = wx = None
+                    accs[row_key] = acc
                     est = mean_ci(acc)
                     kind = "single" if label.startswith("single:") else "fixed" if label in FIXED else "control" if label.startswith("proj[") else "adaptive"
-                    rows.append({"task": task_label, "fold": fold, "condition": cond, "head": label, "kind": kind,
-                                 "ways": args.ways, "shots": k, "queries": queries, "episodes": len(ep),
+                    tkey = f"{fold}/{row_key}"
+                    rows.append({"task": task_label, "fold": fold, "condition": cond, "head": label, "trainer": tname or None,
+                                 "kind": kind, "ways": args.ways, "shots": k, "queries": queries, "episodes": len(ep),
                                  "accuracy": round(est.mean, 4), "ci95": round(est.ci95, 4),
                                  "weight_names": list(head.weight_names), "mean_weights_clean_items": wc,
                                  "mean_weights_corrupted_items": wx, "seed": args.seed,
-                                 "best_val_acc": header["training"].get(f"{fold}/{label}", {}).get("best_val_acc"),
-                                 "train_steps": header["training"].get(f"{fold}/{label}", {}).get("steps")})
-                ref = max(FIXED, key=lambda n: accs[n].mean())
+                                 "best_val_acc": header["training"].get(tkey, {}).get("best_val_acc"),
+                                 "train_steps": header["training"].get(tkey, {}).get("steps"), "_key": row_key})
+                ref = refs[f"{cond}/{k}"]["reference"]
                 for r in rows:
-                    if r["head"] != ref:
-                        d = paired_difference(accs[r["head"]], accs[ref])
+                    key = r.pop("_key")
+                    if key != ref:
+                        d = paired_difference(accs[key], accs[ref])
                         r.update(paired_ref=ref, paired_delta=round(d.mean, 4), paired_ci95=round(d.ci95, 4))
+                    for other in trainers:  # the same head trained otherwise, on the same episodes
+                        okey = f"{r['head']}@{other}" if other != "protonet" else r["head"]
+                        if r["kind"] == "adaptive" and okey != key and okey in accs:
+                            d = paired_difference(accs[key], accs[okey])
+                            r.setdefault("paired_trainers", {})[other] = [round(d.mean, 4), round(d.ci95, 4)]
                     rep.rows.append(r)
                     if not args.quiet:
                         delta = f"{r['paired_delta']:+6.2f} ± {r['paired_ci95']:.2f} vs {ref}" if "paired_delta" in r else "(reference)"
-                        print(f"{task_label:<10} {fold:<7} {cond:<15} {k}-shot {r['head']:<14} {r['accuracy']:6.2f} ± {r['ci95']:.2f}  {delta}", flush=True)
+                        print(f"{task_label:<10} {fold:<7} {cond:<15} {k}-shot {r['head']:<14} {r['trainer'] or '':<8} "
+                              f"{r['accuracy']:6.2f} ± {r['ci95']:.2f}  {delta}", flush=True)
                 rep.flush()
+
+
+def evaluate_meta_trained(head, trainer: str, features, episodes, device) -> np.ndarray:
+    """Per-episode accuracy (E,) float64 of a head meta-trained with a MAML-family trainer: on each
+    episode a Proto-MAML classifier (initialised from the support prototypes) is adapted on the
+    support set with the training's inner loop (:data:`MAML_KW`), then scores the queries
+    (:meth:`fewmm.engine.MAMLTrainer.evaluate`). ``features`` may differ from the training
+    features (corrupted / missing conditions): a new learner is built over them; the trainers used
+    here (fomaml, maml, anil) own no meta-parameters besides the head's, so this is exact."""
+    from ..engine import HeadLearner, create_trainer
+
+    tr = create_trainer(trainer, **MAML_KW)
+    learner = HeadLearner(head, features, device=device)
+    with torch.no_grad():  # a fresh trainer builds its MAML from the learner's inner module (evaluate does not)
+        tr.prepare(learner, learner.batch(episodes[:1]))
+    return tr.evaluate(learner, episodes)
+
+
+def choose_reference(task, feats, feats_c, val, conditions, shots, args, cmod, dev) -> dict:
+    """The reference of the paired differences per (condition, shots): the fixed fusion
+    (:data:`FIXED`) with the best mean accuracy on VALIDATION episodes (validation classes, or
+    held-out base items relabelled by :func:`with_val_items_as_classes`), under the same condition
+    applied to those items; the test (novel-class) episodes are never looked at.
+
+    Returns
+    -------
+    dict ``"<condition>/<shots>" -> {"reference": name, "val_accuracy": {name: mean %}, "val_episodes": n}``.
+    """
+    from .. import heads as H
+    from .. import tasks as T
+    from ..episodes import sample_episodes
+
+    out = {}
+    n_way = min(args.ways, len(val))
+    for cond in conditions:
+        if cond == "clean":
+            f = feats
+        elif cond.endswith("corrupt50"):
+            f, _ = T.apply_corruption(feats, feats_c, cmod, 0.5, seed=args.seed)
+        else:
+            m = cond[: -len("-missing50")]
+            j = list(feats.modalities).index(m)
+            others = np.delete(feats.mask.numpy(), j, axis=1).any(axis=1)
+            f = T.apply_missing(feats, m, 0.5, seed=args.seed, items=np.flatnonzero(others))
+        counts = np.bincount(f.labels, minlength=int(f.labels.max()) + 1)[val]
+        for k in shots:
+            q = int(min(15, counts.min() - k))
+            if q < 1:
+                raise FewmmError(f"validation classes have {int(counts.min())} items: too few for {k}-shot reference episodes")
+            ep = sample_episodes(f.labels, n_way, k, q, 200, seed=args.seed + 1, classes=val)
+            va = {n: round(float(H.evaluate_head(H.create(n, f, seed=args.seed), f, ep).mean()) * 100, 4) for n in FIXED}
+            out[f"{cond}/{k}"] = {"reference": max(FIXED, key=lambda n: va[n]), "val_accuracy": va, "val_episodes": len(ep),
+                                  "val_way": n_way, "val_query": q}
+    return out
 
 
 def task_spec(args) -> tuple[str, dict, dict]:
@@ -364,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=600, help="test episodes per setting")
     p.add_argument("--steps", type=int, default=400, help="maximum training steps per head (8 episodes each; validated every "
                    "steps/10 steps); training stops earlier after --patience validations without a better accuracy")
+    p.add_argument("--validations", type=int, default=10, help="validations per head's training (every steps/N steps; "
+                   "the best one's weights are kept)")
     p.add_argument("--patience", type=int, default=4, help="stop a head's training after this many validations in a row "
                    "without a better validation accuracy; 0: never stop early, train all --steps")
     p.add_argument("--seed", type=seed_type, default=0, help="seed of training, corruption and episodes")
@@ -374,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="file stem of the results (default fusion-<task>)")
     p.add_argument("--checkpoints", default=os.path.join(os.path.expanduser("~"), ".cache", "fewmm", "heads"),
                    help="folder for resumable head checkpoints ('' to disable)")
+    p.add_argument("--trainers", help=f"comma-separated trainers of the trained heads (default {','.join(TRAINERS)}; "
+                   "any of fewmm.engine.TRAINERS: protonet, maml, fomaml, anil)")
     p.add_argument("--heads", help=f"comma-separated trained heads (default all: {','.join(TRAINED)})")
     p.add_argument("--no-controls", action="store_true", help="skip the single-modality projection controls proj[<m>]")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -390,7 +475,7 @@ def main(argv=None) -> int:
         shots = [int(x) for x in a.shots.split(",")]
     except ValueError:
         p.error(f"--shots: expected comma-separated integers, got {a.shots!r}")
-    for name, v, lo in (("--ways", a.ways, 2), ("--episodes", a.episodes, 1), ("--steps", a.steps, 1), ("--patience", a.patience, 0),
+    for name, v, lo in (("--ways", a.ways, 2), ("--episodes", a.episodes, 1), ("--steps", a.steps, 1), ("--patience", a.patience, 0), ("--validations", a.validations, 1),
                         ("--threads", a.threads, 1),
                         ("--queries", a.queries if a.queries is not None else 1, 1), ("--shots", min(shots), 1)):
         if v < lo:

@@ -257,12 +257,18 @@ def omniglot_summary(docs: list[dict]) -> str:
     return "\n".join(lines) + "\n\n" + foot + "\n"
 
 
+def head_label(row: dict) -> str:
+    """How tables name a fusion-bench row's head: ``"gmu [fomaml]"`` for a trained head (its
+    trainer in brackets), the head's name otherwise (and in results written before the trainer axis)."""
+    return f"{row['head']} [{row['trainer']}]" if row.get("trainer") else row["head"]
+
+
 def fusion_table(doc: dict) -> str:
-    """Rows: condition x head; columns: fold x shots, each 'acc ± ci (Δ vs best fixed ± ci)'."""
+    """Rows: condition x head [trainer]; columns: fold x shots, each 'acc ± ci (Δ vs reference ± ci)'."""
     rows = doc["results"]
     cols = list(dict.fromkeys((r["fold"], r["shots"]) for r in rows))
-    keys = list(dict.fromkeys((r["condition"], r["head"]) for r in rows))
-    by = {(r["condition"], r["head"], r["fold"], r["shots"]): r for r in rows}
+    keys = list(dict.fromkeys((r["condition"], head_label(r)) for r in rows))
+    by = {(r["condition"], head_label(r), r["fold"], r["shots"]): r for r in rows}
     cmod = doc.get("corrupt_modality", "")
     head = "| condition | head | " + " | ".join(f"fold {f}, {k}-shot" for f, k in cols) + f" | weight on {cmod}: clean / corrupted items (fold {cols[0][0]}, 1-shot) |"
     lines = [head, "|---|---|" + "---|" * (len(cols) + 1)]
@@ -286,12 +292,71 @@ def fusion_table(doc: dict) -> str:
             wtxt = f"{r1['mean_weights_clean_items'][j]:.2f} / {r1['mean_weights_corrupted_items'][j]:.2f}"
         lines.append(f"| {cond} | {h} | " + " | ".join(cells) + f" | {wtxt} |")
     ways = ", ".join(f"{w}-way" for w in dict.fromkeys(r["ways"] for r in rows)) or "5-way"
+    chosen = ("the fixed fusion chosen on validation episodes (validation classes or held-out base items, never the test "
+              "episodes)" if "reference_choice" in doc else "the best fixed fusion")
     foot = (f"\nNovel-class accuracy (%) ± 95% CI over {doc['episodes']} episodes ({ways}, seed {doc['seed']}); in brackets the paired "
-            f"difference to the best fixed fusion of that condition and shot count (*ref*), on the same episodes. "
+            f"difference to {chosen} of that condition and shot count (*ref*), on the same episodes. "
             + (f"Corruption: {doc['corruption']} on {cmod} for a seeded 50% of items. " if doc.get("corruption") not in (None, "none")
                else "No corruption condition. ") + f"Command: `{doc['command']}`; "
             f"wall time {doc.get('wall_seconds', '?')} s.")
     return unfinished_note(doc) + "\n".join(lines) + "\n" + foot + "\n"
+
+
+def trainer_summary(docs: list[dict]) -> str:
+    """A paragraph and a table from fusion-bench results with a trainer axis: for every trained head
+    and setting (task, fold, condition, shots), the paired difference of each MAML-family trainer
+    to the same head trained with ``protonet`` on the same test episodes. A trainer "wins" a
+    setting when the 95% CI of the paired difference excludes 0; otherwise neither does.
+
+    Raises
+    ------
+    KeyError
+        Results without ``trainer`` / ``paired_trainers`` (written before the trainer axis).
+    """
+    cmp: dict[str, list] = {}
+    cmds = []
+    for doc in docs:
+        cmds.append(doc["command"])
+        for r in doc["results"]:
+            if r.get("kind") != "adaptive" or r["trainer"] in (None, "protonet"):
+                continue
+            d, ci = r["paired_trainers"]["protonet"]
+            cmp.setdefault(r["trainer"], []).append((r["task"], r["fold"], r["condition"], r["shots"], r["head"], d, ci))
+    if not cmp:
+        raise ValueError("no rows of a MAML-family trainer with a paired difference to protonet")
+    lines = []
+    for tr, rows in cmp.items():
+        win = [x for x in rows if x[5] - x[6] > 0]
+        lose = [x for x in rows if x[5] + x[6] < 0]
+        mean = sum(x[5] for x in rows) / len(rows)
+        txt = (f"**{tr} vs protonet** (same head, same test episodes, {len(rows)} settings of head x task/fold x condition x shots): "
+               f"{tr} wins {len(win)}, protonet wins {len(lose)}, neither (95% CI of the paired difference includes 0) "
+               f"{len(rows) - len(win) - len(lose)}; mean difference {mean:+.2f} points.")
+        for name, group, pick in ((tr, win, max), ("protonet", lose, min)):
+            if group:
+                b = pick(group, key=lambda x: x[5])
+                txt += (f" Largest {name} win: {b[4]} on {b[0]}/{b[1]} {b[2]} {b[3]}-shot, {b[5]:+.2f} ± {b[6]:.2f}.")
+        by_task: dict = {}
+        for x in rows:
+            by_task.setdefault(f"{x[0]}/{x[1]}", []).append(x)
+        txt += " By task/fold: " + "; ".join(
+            f"{k}: {sum(1 for x in v if x[5] - x[6] > 0)} {tr} / {sum(1 for x in v if x[5] + x[6] < 0)} protonet / "
+            f"{sum(1 for x in v if x[5] - x[6] <= 0 <= x[5] + x[6])} neither (mean {sum(x[5] for x in v) / len(v):+.2f})"
+            for k, v in by_task.items()) + "."
+        lines.append(txt)
+    table = ["| task/fold | condition | shots | head | " + " | ".join(f"{t} − protonet" for t in cmp) + " |",
+             "|---|---|---|---|" + "---|" * len(cmp)]
+    keys = list(dict.fromkeys(x[:5] for rows in cmp.values() for x in rows))
+    vals = {t: {x[:5]: x[5:] for x in rows} for t, rows in cmp.items()}
+    for k in keys:
+        cells = []
+        for t in cmp:
+            v = vals[t].get(k)
+            cells.append("n/a" if v is None else (f"**{v[0]:+.2f} ± {v[1]:.2f}**" if abs(v[0]) > v[1] else f"{v[0]:+.2f} ± {v[1]:.2f}"))
+        table.append(f"| {k[0]}/{k[1]} | {k[2]} | {k[3]} | {k[4]} | " + " | ".join(cells) + " |")
+    foot = ("Paired difference (accuracy points, novel-class episodes) of the head trained with the MAML-family trainer minus "
+            "the same head trained with protonet; bold: the 95% CI excludes 0. Commands: " + "; ".join(f"`{c}`" for c in cmds) + ".")
+    return "\n\n".join(lines) + "\n\n" + "\n".join(table) + "\n\n" + foot + "\n"
 
 
 def update_block(text: str, tag: str, content: str) -> str:
@@ -310,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "one combined table, --tag required with --readme)")
     p.add_argument("--readme", help="Markdown file whose <!-- results:TAG --> block to rewrite (default: print the table)")
     p.add_argument("--tag", help="block tag (default: the JSON file's stem)")
+    p.add_argument("--trainers", action="store_true", help="fusion-bench results with a trainer axis (one or several files): "
+                   "which trainer wins where against protonet, by how much, and where neither does")
     return p
 
 
@@ -337,7 +404,9 @@ def main(argv=None) -> int:
             print(f"error: {path}: no result rows yet (an unfinished run? 'finished': {doc.get('finished')})", file=sys.stderr)
             return 2
     try:
-        if len(docs) > 1:
+        if a.trainers:
+            table = trainer_summary(docs)
+        elif len(docs) > 1:
             table = omniglot_summary(docs)
         else:
             doc = docs[0]

