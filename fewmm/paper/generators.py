@@ -144,6 +144,16 @@ PROTO_TRAINERS = (None, "", "protonet", "prototypical")
 
 
 def _fusion_trainers(root, exp, docs):
+    """The paragraph and table of :func:`fewmm.bench.report.trainer_summary` (the README block)."""
+    from ..bench.report import trainer_summary
+
+    try:
+        return trainer_summary(docs)
+    except (KeyError, ValueError):
+        return _fusion_trainers_cells(root, exp, docs)
+
+
+def _fusion_trainers_cells(root, exp, docs):
     """Prototypical vs MAML-family training of the same heads: for every (task, condition, head,
     fold, shots) cell that rows of several ``trainer`` values share, the accuracy of each trainer and
     the difference to the prototypical one. Rows without a ``trainer`` field are prototypical."""
