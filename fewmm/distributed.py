@@ -347,6 +347,94 @@ def embed_table_sharded(
     return FeatureSet(got.features, got.mask, key, cache_hit=False, path=got.path, resumed_items=int(sum(counts)))
 
 
+# --- data parallelism over the tasks of a meta-batch (episodic training) -------------------------
+
+
+class TaskParallel:
+    """Split each step's tasks (episodes) across the ranks and average the gradients.
+
+    The tasks of a meta-batch are independent: the meta-gradient of the mean loss over T tasks is
+    the task-weighted mean of the gradients of the mean loss over each rank's share,
+    ``g = sum_r (n_r / T) g_r``. Each rank computes the loss of its contiguous share of the
+    step's tasks (:meth:`split`), back-propagates, and :meth:`all_reduce_gradients` replaces its
+    gradients with ``g`` (one all-reduce of one flat buffer); every rank then takes the same
+    optimiser step, so the parameters stay identical on every rank, and equal those of one
+    process on the same task stream up to the order of floating-point sums. This is what
+    :class:`torch.nn.parallel.DistributedDataParallel` does for data batches; DDP itself does not
+    fit the functional inner loop of MAML (the adapted weights are not module parameters), so the
+    all-reduce is explicit. Only rank 0 (:attr:`writer`) writes checkpoints.
+
+    Parameters
+    ----------
+    group : torch.distributed.ProcessGroup, optional
+        Default: the default group; without an initialised process group: one rank, every
+        method a no-op (so one code path serves one process and many).
+    """
+
+    def __init__(self, group=None):
+        self.group = group
+        self.on = dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+        self.rank = dist.get_rank(group) if self.on else 0
+        self.world_size = dist.get_world_size(group) if self.on else 1
+
+    @property
+    def writer(self) -> bool:
+        """True on the rank that writes checkpoints and results (rank 0)."""
+        return self.rank == 0
+
+    def local_slice(self, n_tasks: int) -> slice:
+        """This rank's contiguous share of ``n_tasks`` tasks: ``[r*T//W, (r+1)*T//W)``.
+
+        Raises
+        ------
+        ValueError
+            Fewer tasks than ranks (a rank would have none).
+        """
+        if n_tasks < self.world_size:
+            raise ValueError(f"{n_tasks} task(s) per step cannot be split across {self.world_size} ranks: use at least "
+                             f"one task per rank (episodes_per_step >= {self.world_size})")
+        return slice(self.rank * n_tasks // self.world_size, (self.rank + 1) * n_tasks // self.world_size)
+
+    def split(self, episodes):
+        """This rank's share of a batch of episodes (:class:`fewmm.episodes.Episodes`)."""
+        from .episodes import Episodes
+
+        sl = self.local_slice(episodes.n_episodes)
+        return Episodes(episodes.classes[sl], episodes.support[sl], episodes.query[sl], episodes.seed)
+
+    def all_reduce_gradients(self, params, n_local: int, n_total: int) -> None:
+        """Replace every parameter's ``.grad`` (of the mean loss over this rank's ``n_local``
+        tasks) by the gradient of the mean loss over all ``n_total`` tasks (a parameter without a
+        gradient counts as a zero gradient; it gets one when another rank has one)."""
+        if not self.on:
+            return
+        params = [p for p in params if p.requires_grad]
+        if not params:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads]).mul_(n_local / n_total)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
+        pos = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[pos : pos + n].view_as(p).clone()
+            pos += n
+
+    def mean(self, values, n_local: int, n_total: int) -> list[float]:
+        """Task-weighted means over all ranks of per-rank means (e.g. ``[loss, accuracy]``)."""
+        vals = [float(v) for v in values]
+        if not self.on:
+            return vals
+        dev = "cuda" if dist.get_backend(self.group) == "nccl" else "cpu"
+        t = torch.tensor(vals, dtype=torch.float64, device=dev) * (n_local / n_total)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
+        return [float(x) for x in t.cpu()]
+
+    def barrier(self) -> None:
+        if self.on:
+            dist.barrier(group=self.group)
+
+
 # --- the command line: python -m fewmm.cache / torchrun ... -m fewmm.cache ---------------------------
 
 
