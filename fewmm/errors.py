@@ -58,3 +58,9 @@ class CacheError(FewmmError):
 
 class EncoderError(FewmmError, RuntimeError):
     """An encoder cannot be built or loaded (missing weights, unreachable hub id)."""
+
+
+class CheckpointError(FeatureError):
+    """A checkpoint does not match the model, the features or the training configuration, or
+    cannot be read (truncated, garbled, or written by an older fewmm that cannot be resumed);
+    a :class:`FeatureError`, hence a ``ValueError``."""

@@ -14,7 +14,8 @@ from fewmm.episodes import sample_episodes
 from fewmm.errors import EpisodeError, FeatureError
 from fewmm.heads.synthetic import make_synthetic
 from fewmm.multimodal import MMFeatures
-from fewmm.train import CheckpointError, TrainConfig, _augment, load_head, save_head, train_head, training_episodes
+from fewmm.engine.learner import augment_batch
+from fewmm.train import CheckpointError, TrainConfig, load_head, save_head, train_head, training_episodes
 
 BASE, VAL, NOVEL = range(0, 80), range(80, 90), range(90, 100)
 
@@ -152,9 +153,9 @@ def test_resume_is_bit_identical(small, tmp_path):
     first = train_head(head(), small, BASE, VAL, cfg, corrupted=noisy, checkpoint_dir=tmp_path / "b", steps=50)
     assert first.steps == 50
     saved = json.loads((tmp_path / "b" / "last.json").read_text())
-    assert saved["step"] == 50 and saved["head"]["name"] == "gmu" and saved["head"]["dims"] == {"image": 32, "audio": 24}
-    assert saved["head"]["encoders"]["audio"] == "synthetic:synthetic-1-audio"
-    assert "torch" in saved["rng"] and saved["head"]["hparams"]["hidden"] == 16
+    assert saved["step"] == 50 and saved["model"]["name"] == "gmu" and saved["model"]["dims"] == {"image": 32, "audio": 24}
+    assert saved["model"]["encoders"]["audio"] == "synthetic:synthetic-1-audio"
+    assert "torch" in saved["rng"] and saved["model"]["hparams"]["hidden"] == 16
     resumed = train_head(head(), small, BASE, VAL, cfg, corrupted=noisy, checkpoint_dir=tmp_path / "b", resume=True)
     assert resumed.steps == 100
     for k, v in straight.final_state.items():
@@ -241,7 +242,7 @@ def test_augmentation(small):
     cfg = TrainConfig(n_query=4, episodes_per_step=3, modality_dropout=1.0)
     ep = training_episodes(small.labels, BASE, cfg, 0)
     b = small.batch(ep)
-    out = _augment(b, None, cfg, 0)
+    out = augment_batch(b, None, cfg.seed, 0, modality_dropout=cfg.modality_dropout)
     n_before, n_after = b.support_mask.sum(-1), out.support_mask.sum(-1)
     assert (n_after >= 1).all()
     assert torch.equal(n_after, torch.where(n_before >= 2, n_before - 1, n_before))
@@ -249,7 +250,7 @@ def test_augmentation(small):
     # corrupted table: with fraction 1 every present modality comes from it
     noisy = MMFeatures({m: v + 100.0 for m, v in small.features.items()}, small.mask, small.modalities, small.labels, small.class_names)
     cfg2 = TrainConfig(n_query=4, episodes_per_step=3, corrupt_fraction=1.0)
-    out = _augment(b, noisy.batch(ep), cfg2, 0)
+    out = augment_batch(b, noisy.batch(ep), cfg2.seed, 0, corrupt_fraction=cfg2.corrupt_fraction)
     for j, m in enumerate(small.modalities):
         present = b.support_mask[..., j]
         assert torch.equal(out.support[m][present], b.support[m][present] + 100.0)

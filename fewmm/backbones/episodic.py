@@ -183,11 +183,11 @@ def evaluate_backbone(backbone: nn.Module, images: torch.Tensor, n_way: int, n_s
 def _save(path: Path, backbone: nn.Module, opt, meta: dict) -> None:
     from safetensors.torch import save_file
 
-    from ..train import _optim_tensors
+    from ..engine.checkpoint import optimizer_tensors
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     if opt is not None:
-        ot, other = _optim_tensors(opt)
+        ot, other = optimizer_tensors(opt)
         tensors.update({f"optim.{k}": v.detach().cpu().contiguous() for k, v in ot.items()})
         meta = {**meta, "optim": other}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,7 +202,7 @@ def _save(path: Path, backbone: nn.Module, opt, meta: dict) -> None:
 def _load(path: Path) -> tuple[dict, dict, dict]:
     from safetensors.torch import load_file
 
-    from ..train import CheckpointError
+    from ..errors import CheckpointError
 
     st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
     try:
@@ -219,7 +219,8 @@ def resume_checkpoint(ckpt: Path | None, fixed: dict, model: nn.Module, opt: tor
     """Load ``ckpt/last.*`` into ``model`` and ``opt`` -> its metadata, or None when there is no
     checkpoint. Raises CheckpointError when it was written with another fixed configuration, lacks
     one of ``required`` (or the common) metadata keys, or its tensors do not fit."""
-    from ..train import CheckpointError, _load_optim
+    from ..engine.checkpoint import load_optimizer
+    from ..errors import CheckpointError
 
     if not ckpt or not (ckpt / "last.json").exists():
         return None
@@ -234,7 +235,7 @@ def resume_checkpoint(ckpt: Path | None, fixed: dict, model: nn.Module, opt: tor
         raise CheckpointError(f"{ckpt}/last.json: incomplete checkpoint, missing {missing}")
     try:
         model.load_state_dict(weights)
-        _load_optim(opt, optim, meta["optim"])
+        load_optimizer(opt, optim, meta["optim"])
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{ckpt}/last: the weights or optimiser state do not fit ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
@@ -250,7 +251,7 @@ def load_backbone(path, backbone: nn.Module) -> nn.Module:
     CheckpointError
         Unreadable files, or weights that do not fit ``backbone``.
     """
-    from ..train import CheckpointError
+    from ..errors import CheckpointError
 
     _, model, _ = _load(Path(path))
     try:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import FeatureError
-from .base import UNAVAILABLE_LOGIT, FusionHead, LearnedScale, default_width, init_projections, l2n, masked_softmax, normalised_inputs, sq_dist
+from .base import UNAVAILABLE_LOGIT, FusionHead, LearnedScale, default_width, init_projections, l2n, masked_softmax, normalised_inputs, normalised_side, sq_dist
 
 
 class AM3Head(FusionHead):
@@ -117,13 +117,15 @@ class AM3Head(FusionHead):
         """(..., n_mod, hidden) -> (..., n_mod)."""
         return torch.cat([self.mix[m](e[..., j, :]) for j, m in enumerate(self.modalities)], -1)
 
-    def _forward(self, batch):
-        s, q = normalised_inputs(batch, self.modalities)
-        qmask, smask = batch.query_mask, batch.support_mask
-        # query: mix its own modalities
-        eq = self._embed(q)  # (E, M, n, h)
+    def _query_mix(self, q: dict, qmask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised query features -> (mixed embedding (..., h), beta (..., n_mod))."""
+        eq = self._embed(q)  # (..., n, h)
         beta = masked_softmax(self._mix_logits(eq), qmask)
-        zq = (beta.unsqueeze(-1) * eq).sum(-2)
+        return (beta.unsqueeze(-1) * eq).sum(-2), beta
+
+    def _class_mix(self, s: dict, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised support features -> (mixed prototypes (E, N, h), alpha (E, N, n_src), src_mask)."""
+        smask = batch.support_mask
         # support: per-modality prototypes in the common space
         es = self._embed(s)  # (E, N, K, n, h)
         w = smask.to(es.dtype)  # (E, N, K, n)
@@ -140,6 +142,24 @@ class AM3Head(FusionHead):
             src_mask = torch.cat([src_mask, torch.ones_like(src_mask[..., :1])], -1)
         alpha = masked_softmax(a, src_mask)  # (E, N, n_src)
         mixed = (alpha.unsqueeze(-1) * protos).sum(-2)  # (E, N, h)
+        return mixed, alpha, src_mask
+
+    def item_embedding(self, x, mask):
+        """Query-side embedding (..., hidden): the item's modalities mixed by ``beta``."""
+        return self._query_mix(normalised_side(x, mask, self.modalities), mask)[0]
+
+    def class_embedding(self, batch):
+        """The mixed class prototypes (E, N, hidden) (class text included when used)."""
+        return self._class_mix(normalised_side(batch.support, batch.support_mask, self.modalities), batch)[0]
+
+    def metric_scale(self):
+        return self.scale()
+
+    def _forward(self, batch):
+        s, q = normalised_inputs(batch, self.modalities)
+        # query: mix its own modalities
+        zq, beta = self._query_mix(q, batch.query_mask)
+        mixed, alpha, src_mask = self._class_mix(s, batch)
         logits = -self.scale() * sq_dist(zq, mixed)
         if self.text_dim is None:
             has = src_mask.any(-1).unsqueeze(1)  # (E, 1, N): padding-only classes

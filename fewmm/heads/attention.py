@@ -112,6 +112,13 @@ class AttentionHead(FusionHead):
             fused = self.out(fused)
         return l2n(fused), a.mean(-2)
 
+    def item_embedding(self, x, mask):
+        """Fused unit-norm embedding (..., width) of items (raw features; see :meth:`embed`)."""
+        return self.embed(normalised_side(x, mask, self.modalities), mask)[0]
+
+    def metric_scale(self):
+        return self.scale()
+
     def support_state(self, batch):
         """Support embeddings (E, N, K, width), independent of the queries."""
         return self.embed(normalised_side(batch.support, batch.support_mask, self.modalities), batch.support_mask)[0]

@@ -340,6 +340,40 @@ class FusionHead(nn.Module):
         """``_forward`` given ``state = support_state(batch)`` (only for heads returning a state)."""
         raise NotImplementedError(f"head {self.name!r} has no support state")
 
+    # -- metric view (Proto-MAML, :mod:`fewmm.engine`) ---------------------------------------
+    def item_embedding(self, x: dict, mask: torch.Tensor) -> torch.Tensor:
+        """Embedding of items in the space where the head compares queries with class prototypes.
+
+        Heads that declare one can be trained with the MAML family of :mod:`fewmm.engine`
+        (Proto-MAML: the adapted linear classifier starts from the prototypes in this space).
+
+        Parameters
+        ----------
+        x : dict of str to torch.Tensor of shape (..., d_m)
+            Raw (not normalised) features; zero where the item lacks the modality.
+        mask : torch.Tensor of shape (..., n_mod), bool
+
+        Returns
+        -------
+        torch.Tensor of shape (..., h), float32
+
+        Raises
+        ------
+        NotImplementedError
+            The head has no item embedding (fixed heads): train it with trainer "protonet".
+        """
+        raise NotImplementedError(f"head {self.name!r} declares no item embedding: it cannot be trained with the MAML family")
+
+    def class_embedding(self, batch) -> torch.Tensor:
+        """Class prototypes (E, N, h) in the :meth:`item_embedding` space: by default the mean of
+        the class's support embeddings (zeros for a class whose support items are all padding)."""
+        es = self.item_embedding(batch.support, batch.support_mask)
+        return masked_mean(es, batch.support_mask.any(-1))
+
+    def metric_scale(self):
+        """Inverse temperature ``s`` of the head's logits ``-s ||e_q - p_c||^2`` (float or 0-d tensor)."""
+        return 1.0
+
     def check_batch(self, batch, check_items: bool = True) -> None:
         """Validate a batch against the head.
 

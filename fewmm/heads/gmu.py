@@ -97,6 +97,13 @@ class GMUHead(FusionHead):
         z = masked_softmax(self.gate(torch.cat(xs + [mask.to(xs[0].dtype)], -1)), mask)
         return l2n((z.unsqueeze(-1) * h).sum(-2)), z
 
+    def item_embedding(self, x, mask):
+        """Fused unit-norm embedding (..., width) of items (raw features; see :meth:`embed`)."""
+        return self.embed(normalised_side(x, mask, self.modalities), mask)[0]
+
+    def metric_scale(self):
+        return self.scale()
+
     def support_state(self, batch):
         """Support embeddings (E, N, K, width), independent of the queries."""
         return self.embed(normalised_side(batch.support, batch.support_mask, self.modalities), batch.support_mask)[0]

@@ -27,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-from .base import UNAVAILABLE_LOGIT, FusionHead, late_fusion, normalised_inputs, per_modality_sqdist, usable_modalities
+from .base import UNAVAILABLE_LOGIT, FusionHead, late_fusion, normalised_inputs, normalised_side, per_modality_sqdist, usable_modalities
 
 
 class TemperatureHead(FusionHead):
@@ -78,6 +78,14 @@ class TemperatureHead(FusionHead):
         if self.per_sample:
             logt = logt + self._sample_log(x)
         return logt.exp() * mask.to(logt.dtype)
+
+    def item_embedding(self, x, mask):
+        """``concat_m sqrt(tau_m) x_m`` (..., sum d_m) of the normalised features: squared
+        distances in this space are the tau-weighted sums of per-modality squared distances (the
+        numerator of this head's logits when every modality is available and taus are global)."""
+        xn = normalised_side(x, mask, self.modalities)
+        t = self.taus(xn, mask).clamp_min(0.0).sqrt()
+        return torch.cat([xn[m] * t[..., j : j + 1] for j, m in enumerate(self.modalities)], -1)
 
     def _forward(self, batch):
         s, q = normalised_inputs(batch, self.modalities)

@@ -108,6 +108,11 @@ class MAML(nn.Module):
         ``torch.func.vmap(torch.func.functional_call)`` over tasks, even for an ``nn.Sequential`` of
         ``nn.Linear`` and element-wise layers (which otherwise runs with ``torch.bmm``). Same
         results; for benchmarking the general path.
+    adapted : iterable of str, optional
+        Names (``head.named_parameters()``) of the parameters the inner loop adapts, as declared
+        by the model (e.g. :mod:`fewmm.engine` learners: the classifier only for ANIL). Default:
+        every parameter ("maml", "metasgd") or the last layer ("anil"). Given, the functional
+        path runs (``path="gram"`` raises ``ValueError``).
 
     Attributes
     ----------
@@ -146,6 +151,7 @@ class MAML(nn.Module):
         path: str = "auto",
         feature_norm: str | None = "l2",
         force_vmap: bool = False,
+        adapted=None,
     ):
         super().__init__()
         if not isinstance(head, nn.Module):
@@ -172,10 +178,17 @@ class MAML(nn.Module):
             raise ValueError("head has no parameters to meta-learn")
         if variant == "metasgd":
             self.lrs = nn.ParameterList([nn.Parameter(torch.full_like(p.detach(), self.inner_lr)) for p in head.parameters()])
-        self._adapted = set(anil_layer_names(head)) if variant == "anil" else set(self._names)
-        self._split = split_gram(head, variant)
+        if adapted is not None:  # the model declares which parameters the inner loop adapts
+            adapted = set(adapted)
+            unknown = sorted(adapted - set(self._names))
+            if unknown or not adapted:
+                raise ValueError(f"adapted names {unknown or '(none)'} are not parameters of the head {self._names[:8]}")
+            self._adapted = adapted
+        else:
+            self._adapted = set(anil_layer_names(head)) if variant == "anil" else set(self._names)
+        self._split = split_gram(head, variant) if adapted is None else None
         if path == "gram" and self._split is None:
-            why = (
+            why = "an explicit `adapted` list" if adapted is not None else (
                 "Meta-SGD's element-wise learning rates break the low-rank update"
                 if variant == "metasgd"
                 else "the head is not an nn.Linear or an nn.Sequential whose "
