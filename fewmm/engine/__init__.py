@@ -35,14 +35,14 @@ in one line.) Validation on held-out items of the base classes instead of valida
 
 from .checkpoint import FORMAT, atomic_write, read_checkpoint, save_checkpoint
 from .fit import HISTORY_KEYS, FitConfig, FitResult, check_classes, fit
-from .learner import LEARNERS, HeadLearner, Learner, ProtoMAMLHead
+from .learner import LEARNERS, HeadLearner, ItemReshape, Learner, ProtoMAMLHead, TensorLearner
 from .tasks import TaskStream, class_items, fixed_tasks, holdout_split, step_seed, task_hash
 from .trainers import TRAINERS, MAMLTrainer, ProtoNetTrainer, Trainer, create_trainer, episode_loss, list_trainers
 from ..errors import CheckpointError
 
 __all__ = [
     "TaskStream", "fixed_tasks", "holdout_split", "class_items", "step_seed", "task_hash",
-    "Learner", "HeadLearner", "ProtoMAMLHead", "LEARNERS",
+    "Learner", "HeadLearner", "TensorLearner", "ItemReshape", "ProtoMAMLHead", "LEARNERS",
     "Trainer", "ProtoNetTrainer", "MAMLTrainer", "TRAINERS", "create_trainer", "list_trainers", "episode_loss",
     "fit", "FitConfig", "FitResult", "HISTORY_KEYS", "check_classes",
     "FORMAT", "CheckpointError", "atomic_write", "save_checkpoint", "read_checkpoint",

@@ -44,6 +44,7 @@ RESUMABLE_CHANGES = ("steps", "progress", "device")
 #: Keys of every history entry (one per validation).
 HISTORY_KEYS = ("step", "loss", "train_acc", "val_acc", "lr", "seconds")
 SCHEDULES = ("constant", "step", "cosine")
+VALIDATIONS = ("classes", "holdout", "none")
 
 
 @dataclass
@@ -76,9 +77,10 @@ class FitConfig:
         bfloat16 autocast of the forward passes (CPU or GPU); losses are computed in float32.
     eval_every : int
         Validate (and checkpoint) every this many steps, and at the last step.
-    validation : {"classes", "holdout"}
+    validation : {"classes", "holdout", "none"}
         "classes": validation tasks on the validation classes; "holdout": on held-out items of
-        the base classes (``holdout_fraction`` of each class's items never enters training).
+        the base classes (``holdout_fraction`` of each class's items never enters training);
+        "none": no validation (``val_acc`` is NaN in the history; the last weights are kept).
     holdout_fraction : float in (0, 1)
     val_episodes : int
         Validation tasks (sampled once from the seed).
@@ -139,8 +141,8 @@ class FitConfig:
             raise ValueError(f"{type(self).__name__}.lr_decay must be in (0, 1], got {self.lr_decay!r}")
         if self.amp not in (None, "bf16"):
             raise ValueError(f"{type(self).__name__}.amp must be None or 'bf16', got {self.amp!r}")
-        if self.validation not in ("classes", "holdout"):
-            raise ValueError(f"{type(self).__name__}.validation must be 'classes' or 'holdout', got {self.validation!r}")
+        if self.validation not in VALIDATIONS:
+            raise ValueError(f"{type(self).__name__}.validation must be one of {VALIDATIONS}, got {self.validation!r}")
         if not 0 < self.holdout_fraction < 1:
             raise ValueError(f"{type(self).__name__}.holdout_fraction must be in (0, 1), got {self.holdout_fraction!r}")
 
@@ -240,7 +242,7 @@ def _param_groups(model, cfg: FitConfig) -> list[dict]:
 
 def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | None = None, *, checkpoint_dir=None,
         resume: bool = False, restore_best: bool = True, desc: str | None = None, run_info: dict | None = None,
-        parallel=None, **overrides) -> FitResult:
+        callback=None, parallel=None, **overrides) -> FitResult:
     """Train ``learner.model`` with ``trainer`` on tasks of the base classes; validate; keep the best.
 
     Parameters
@@ -268,6 +270,9 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
     run_info : dict, optional
         JSON-able facts stored in the checkpoints and checked on resume (e.g. whether a corrupted
         table was used).
+    callback : callable, optional
+        Called as ``callback(step, loss, accuracy)`` after every optimiser step (``step``: steps
+        done, 1-based; training loss and query accuracy of that step's tasks).
     parallel : fewmm.distributed.TaskParallel, optional
         Data parallelism over the ranks of a ``torch.distributed`` job (``torchrun``): each
         step's tasks are split across the ranks, the gradients (and the reported loss and
@@ -301,8 +306,13 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
     train_items = held = None
     if cfg.validation == "classes":
         if val_classes is None:
-            raise EpisodeError("validation='classes' needs val_classes (or use validation='holdout')")
+            raise EpisodeError("validation='classes' needs val_classes (or use validation='holdout' or 'none')")
         base, val = check_classes(labels, base_classes, val_classes)
+    elif cfg.validation == "none":
+        base = np.unique(np.asarray(list(base_classes), dtype=np.int64))
+        if base.size == 0:
+            raise EpisodeError("base_classes must be non-empty")
+        val = np.zeros(0, np.int64)
     else:
         base = np.unique(np.asarray(list(base_classes), dtype=np.int64))
         if base.size == 0:
@@ -314,9 +324,11 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
     if hasattr(learner, "check_items"):
         learner.check_items(np.concatenate([pool, val_pool]))
     stream = TaskStream(labels, base, cfg.n_way, cfg.n_shot, cfg.n_query, cfg.episodes_per_step, cfg.seed, items=train_items)
-    val_eps = fixed_tasks(labels, val, cfg.val_way or cfg.n_way, cfg.val_shot or min(cfg.shots), cfg.val_query or cfg.n_query,
-                          cfg.val_episodes, cfg.seed, items=held)
-    val_seen = np.unique(np.concatenate([val_eps.support.ravel(), val_eps.query.ravel()]))
+    val_eps, val_seen = None, np.zeros(0, np.int64)
+    if cfg.validation != "none":
+        val_eps = fixed_tasks(labels, val, cfg.val_way or cfg.n_way, cfg.val_shot or min(cfg.shots), cfg.val_query or cfg.n_query,
+                              cfg.val_episodes, cfg.seed, items=held)
+        val_seen = np.unique(np.concatenate([val_eps.support.ravel(), val_eps.query.ravel()]))
     model = learner.model
     dev = torch.device(cfg.device)
     meta = learner.describe()
@@ -326,6 +338,8 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
     t_call = time.perf_counter()
 
     def validate() -> float:
+        if val_eps is None:
+            return float("nan")
         return float(np.mean(trainer.evaluate(learner, val_eps)))
 
     def save_best(step: int, acc: float) -> None:
@@ -441,6 +455,8 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
             opt.step()
         step += 1
         run_loss, run_acc, n_run = run_loss + float(loss_report.detach()), run_acc + float(acc), n_run + 1
+        if callback is not None:
+            callback(step, float(loss_report.detach()), float(acc))
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             vacc = validate()
@@ -449,11 +465,11 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
                             "seconds": t_before + time.perf_counter() - t0})
             bar.set_postfix(loss=f"{run_loss / n_run:.3f}", val_acc=f"{vacc:.3f}", best=f"{max(best_acc, vacc):.3f}")
             run_loss, run_acc, n_run = 0.0, 0.0, 0
-            if vacc > best_acc:
+            if val_eps is not None and vacc > best_acc:
                 best_acc, best_step, since_best = vacc, step, 0
                 best_state = state_tensors(model)
                 save_best(step, vacc)
-            else:
+            elif val_eps is not None:
                 since_best += 1
                 if cfg.patience is not None and since_best >= cfg.patience:
                     stopped = True

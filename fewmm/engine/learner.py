@@ -47,7 +47,7 @@ from ..heads.classifier import align_features, check_items_have_modality, evalua
 from ..multimodal import MMBatch, MMFeatures
 from .tasks import step_seed
 
-__all__ = ["Learner", "HeadLearner", "ProtoMAMLHead", "augment_batch", "drop_modalities", "LEARNERS"]
+__all__ = ["Learner", "HeadLearner", "TensorLearner", "ItemReshape", "ProtoMAMLHead", "augment_batch", "drop_modalities", "LEARNERS"]
 
 
 @runtime_checkable
@@ -325,6 +325,147 @@ class HeadLearner:
         return [f"model.{n}" for n in self._embedding_params] + cls
 
 
+class ItemReshape(nn.Module):
+    """Run ``model`` on rows ``(..., prod(item_shape))`` reshaped to ``(n, *item_shape)``: lets
+    :class:`fewmm.meta.MAML` (task-batched rows ``(T, n, D)``) adapt a network on images."""
+
+    def __init__(self, model: nn.Module, item_shape):
+        super().__init__()
+        self.model = model
+        self.item_shape = tuple(int(s) for s in item_shape)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        lead = rows.shape[:-1]
+        out = self.model(rows.reshape(-1, *self.item_shape))
+        return out.reshape(*lead, out.shape[-1])
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float()
+
+
+class TensorLearner:
+    """A network on one input tensor per item, as an engine :class:`Learner`: frozen feature
+    vectors (``fewmm.meta``) or images (Conv-4 backbones trained from scratch).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps a batch of transformed items (B, ...) to outputs (B, h): embeddings for the
+        ProtoNet trainer, or ``n_way`` logits for the MAML family (its last layer with
+        parameters is the classifier ANIL adapts).
+    inputs : torch.Tensor of shape (n_items, ...)
+        Features (n, d) or images (n, H, W) (uint8 or float), on the CPU or the device.
+    labels : array-like of shape (n_items,), int
+    transform : callable, optional
+        Applied to gathered items before the model (e.g. :func:`fewmm.backbones.episodic.to_input`
+        for uint8 images); default ``x.float()``.
+    device : str or torch.device
+    embed_batch : int
+        Items per forward pass when embedding for validation.
+    name : str, optional
+        Label (progress bar).
+    inner_module : nn.Module, optional
+        The module the MAML family adapts (default: ``model`` for (n, d) inputs, else
+        :class:`ItemReshape` around it).
+    """
+
+    kind = "tensor"
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, labels, transform=None, device="cpu", embed_batch: int = 1024,
+                 name: str | None = None, inner_module: nn.Module | None = None):
+        from ..errors import FeatureError
+
+        if not isinstance(inputs, torch.Tensor) or inputs.ndim < 2:
+            raise FeatureError(f"inputs must be a tensor of shape (n_items, ...), got {getattr(inputs, 'shape', type(inputs).__name__)}")
+        self.labels = np.asarray(labels)
+        if self.labels.shape != (inputs.shape[0],):
+            raise FeatureError(f"labels has shape {self.labels.shape}, expected ({inputs.shape[0]},) (one per item of inputs)")
+        self.model = model
+        self.device = torch.device(device)
+        model.to(self.device)
+        self.inputs = inputs
+        self.transform = transform or _to_float
+        self.embed_batch = int(embed_batch)
+        self.name = name or type(model).__name__
+        item_shape = tuple(self.transform(inputs[:1]).shape[1:])
+        self.inner = inner_module if inner_module is not None else (model if len(item_shape) == 1 else ItemReshape(model, item_shape))
+
+    def _gather(self, idx: np.ndarray) -> torch.Tensor:
+        t = torch.as_tensor(np.asarray(idx).reshape(-1), device=self.inputs.device)
+        return self.transform(self.inputs[t]).to(self.device)
+
+    def batch(self, episodes: Episodes, step: int | None = None) -> tuple:
+        """``(support (E, N*K, ...), support_y (E, N*K), query (E, N*Q, ...), query_y (E, N*Q))``,
+        class-major, episode-local labels."""
+        e, n, k = episodes.support.shape
+        q = episodes.query.shape[2]
+        sx = self._gather(episodes.support)
+        qx = self._gather(episodes.query)
+        sx, qx = sx.reshape(e, n * k, *sx.shape[1:]), qx.reshape(e, n * q, *qx.shape[1:])
+        sy = torch.arange(n, device=self.device).repeat_interleave(k).expand(e, n * k)
+        qy = torch.arange(n, device=self.device).repeat_interleave(q).expand(e, n * q)
+        return sx, sy, qx, qy
+
+    def logits(self, batch) -> torch.Tensor:
+        """ProtoNet logits ``-||f(q) - p_c||^2`` (E, N*Q, N) of the model's outputs (Snell et al. 2017)."""
+        sx, sy, qx, _ = batch
+        e, s = sx.shape[:2]
+        m = qx.shape[1]
+        n = int(sy[0].max()) + 1
+        emb = self.model(torch.cat([sx.reshape(e * s, *sx.shape[2:]), qx.reshape(e * m, *qx.shape[2:])])).float()
+        es, eq = emb[: e * s].reshape(e, n, s // n, -1), emb[e * s :].reshape(e, m, -1)
+        protos = es.mean(2)
+        return -torch.cdist(eq, protos).pow(2)
+
+    def targets(self, batch) -> torch.Tensor:
+        return batch[3]
+
+    @torch.no_grad()
+    def embed(self, items: np.ndarray) -> torch.Tensor:
+        """Model outputs (len(items), h) float32 of ``items`` in eval mode, in chunks."""
+        was = self.model.training
+        self.model.eval()
+        try:
+            out = [self.model(self._gather(items[s : s + self.embed_batch])).float() for s in range(0, len(items), self.embed_batch)]
+        finally:
+            self.model.train(was)
+        return torch.cat(out)
+
+    def evaluate(self, episodes: Episodes) -> np.ndarray:
+        """Per-episode ProtoNet accuracy of the model's outputs (items embedded once, eval mode),
+        scored with :func:`fewmm.evaluate.evaluate_episodes`."""
+        from ..evaluate import evaluate_episodes
+        from ..methods.protonet import ProtoNet
+
+        used = np.unique(np.concatenate([episodes.support.ravel(), episodes.query.ravel()]))
+        emb = self.embed(used).cpu()
+        table = torch.zeros(len(self.labels), emb.shape[1])
+        table[torch.as_tensor(used)] = emb
+        return evaluate_episodes(ProtoNet(), table, episodes)
+
+    def describe(self) -> dict:
+        """``{"kind": "tensor", "module": class name, "parameters": {name: shape}}``."""
+        return {"kind": self.kind, "module": type(self.model).__name__,
+                "parameters": {n: list(p.shape) for n, p in self.model.named_parameters()}}
+
+    def inner_task(self, batch):
+        """``(inner module, support rows (E, N*K, D), support_y, query rows (E, N*Q, D), query_y)``."""
+        sx, sy, qx, qy = batch
+        return self.inner, sx.reshape(*sx.shape[:2], -1), sy, qx.reshape(*qx.shape[:2], -1), qy
+
+    def adapted_parameters(self, scope: str) -> list[str]:
+        """``"all"``: every trainable parameter of the inner module; ``"classifier"``: its last
+        layer with parameters (ANIL)."""
+        from ..meta.functional import anil_layer_names
+
+        if scope == "classifier":
+            return anil_layer_names(self.inner)
+        if scope != "all":
+            raise ValueError(f"scope must be 'all' or 'classifier', got {scope!r}")
+        return [n for n, p in self.inner.named_parameters() if p.requires_grad]
+
+
 def check_corrupted(features: MMFeatures, corrupted: MMFeatures) -> None:
     """Raise FeatureError unless ``corrupted`` holds the same items (labels) with matching dims."""
     from ..errors import FeatureError
@@ -345,3 +486,4 @@ from ..registry import Registry  # noqa: E402
 #: Learner kinds by name: ``LEARNERS.get("head")(head, features, ...)``.
 LEARNERS: Registry = Registry("learner")
 LEARNERS.register("head", "a fusion head on frozen multimodal features (fewmm.heads)")(HeadLearner)
+LEARNERS.register("tensor", "a network on one tensor per item: frozen features or images (backbones)")(TensorLearner)

@@ -126,14 +126,34 @@ class MAMLTrainer(Trainer):
         self.name = name or variant
         self.maml = None
 
+    @classmethod
+    def wrap(cls, maml, eval_inner_steps: int | None = None) -> "MAMLTrainer":
+        """A trainer running an existing :class:`fewmm.meta.MAML` (its head, variant, path,
+        feature normalisation and inner-loop settings as they are); the learner's inner module
+        must be ``maml.head``."""
+        tr = cls(maml.variant, maml.first_order, maml.inner_lr, maml.inner_steps, eval_inner_steps,
+                 name="fomaml" if (maml.variant == "maml" and maml.first_order) else maml.variant)
+        tr.maml = maml
+        return tr
+
     def prepare(self, learner, batch) -> None:
         from ..meta import MAML
 
         if self.maml is not None:
+            if not getattr(self, "_way_fixed", False):
+                module, sx = learner.inner_task(batch)[:2]
+                if module is not self.maml.head:
+                    raise ValueError("the learner's inner-loop module is not the head of this trainer's MAML")
+                with torch.no_grad():
+                    self.maml.n_way(sx.detach())
+                self._way_fixed = True
             return
-        module = learner.inner_task(batch)[0]
+        module, sx = learner.inner_task(batch)[:2]
         self.maml = MAML(module, inner_lr=self.inner_lr, inner_steps=self.inner_steps, first_order=self.first_order,
                          variant=self.variant, feature_norm=None, adapted=learner.adapted_parameters(self.scope))
+        with torch.no_grad():  # fix the way now: MAML learns it from one forward, which may draw dropout noise
+            self.maml.n_way(sx.detach())
+        self._way_fixed = True
 
     def parameters(self):
         return list(self.maml.lrs) if (self.maml is not None and self.variant == "metasgd") else []

@@ -1,8 +1,9 @@
-"""Outer loop: meta-train a :class:`~fewmm.meta.maml.MAML` head on episodes of a feature table.
+"""Outer loop: meta-train a :class:`~fewmm.meta.maml.MAML` head on episodes of a feature table,
+through the engine's fit loop (:func:`fewmm.engine.fit`).
 
-Tasks are N-way K-shot Q-query episodes sampled from the seed alone with
-:func:`fewmm.episodes.sample_episodes` (on base / meta-train classes only: pass ``classes``), so
-two meta-learners trained with the same seed see exactly the same task stream.
+Tasks come from the engine's task stream (:class:`fewmm.engine.TaskStream`: step ``t``'s tasks
+depend on ``(seed, t)`` only, on base / meta-train classes only: pass ``classes``), so two
+meta-learners trained with the same seed see exactly the same tasks.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..episodes import sample_episodes
 from ..methods.base import check_features
 from .maml import MAML
 
@@ -56,6 +56,9 @@ def meta_train(
 ) -> list[dict]:
     """Meta-train ``maml`` in place with Adam (Finn et al. 2017, Algorithm 2) on sampled episodes.
 
+    A thin front end of :func:`fewmm.engine.fit` (trainer: ``MAMLTrainer.wrap(maml)``, learner:
+    :class:`fewmm.engine.TensorLearner` on the features, no validation, no gradient clipping).
+
     Parameters
     ----------
     maml : MAML
@@ -69,40 +72,40 @@ def meta_train(
     steps : int, default 100
         Meta-updates.
     outer_lr : float, default 1e-3
-        Adam step size (ignored when ``optimizer`` is given).
+        Adam step size.
     seed : int, default 0
-        Seed of the task stream (episodes depend on it alone).
+        Seed of the task stream (and of torch's global generator at the start).
     classes : array-like of int, optional
-        Restrict tasks to these (base) classes.
-    optimizer : torch.optim.Optimizer, optional
-        Over ``maml.parameters()``; default Adam.
+        Restrict tasks to these (base) classes (default: every label).
+    optimizer : None
+        No longer accepted (the fit loop owns the optimiser); passing one raises ``TypeError``.
     callback : callable, optional
-        Called as ``callback(step, loss, accuracy)`` after every meta-update.
+        Called as ``callback(step, loss, accuracy)`` after every meta-update (``step`` 1-based).
 
     Returns
     -------
     list of dict
-        One ``{"step", "loss", "accuracy"}`` per meta-update (query loss / accuracy after
-        adaptation, on that step's tasks, before the update).
+        The engine's history, one entry per meta-update: ``{"step", "loss", "train_acc",
+        "val_acc" (NaN), "lr", "seconds"}`` (query loss / accuracy after adaptation on that
+        step's tasks, before the update).
 
     Raises
     ------
     FeatureError, EpisodeError
         Bad features, or episodes that cannot be sampled.
+    TypeError
+        ``optimizer`` given.
     """
+    from ..engine import FitConfig, MAMLTrainer, TensorLearner, fit
+
+    if optimizer is not None:
+        raise TypeError("meta_train no longer takes an optimizer: the engine's fit loop owns it (Adam with lr=outer_lr); "
+                        "use fewmm.engine.fit for other settings")
     feats = check_features(features, "features").to(dtype=next(maml.parameters()).dtype)
-    episodes = sample_episodes(labels, n_way, n_shot, n_query, n_episodes=steps * meta_batch, seed=seed, classes=classes)
-    opt = optimizer if optimizer is not None else torch.optim.Adam(maml.parameters(), lr=outer_lr)
-    history = []
-    for step in range(steps):
-        sl = slice(step * meta_batch, (step + 1) * meta_batch)
-        sx, sy, qx, qy = episode_tensors(feats, episodes.support[sl], episodes.query[sl])
-        opt.zero_grad(set_to_none=True)
-        loss, acc = maml.meta_loss(sx, sy, qx, qy)
-        loss.backward()
-        opt.step()
-        rec = {"step": step, "loss": float(loss.detach()), "accuracy": float(acc)}
-        history.append(rec)
-        if callback is not None:
-            callback(step, rec["loss"], rec["accuracy"])
-    return history
+    labels = np.asarray(labels)
+    learner = TensorLearner(maml.head, feats, labels, device=feats.device, inner_module=maml.head)
+    cfg = FitConfig(n_way=n_way, n_shot=n_shot, n_query=n_query, episodes_per_step=meta_batch, steps=steps, lr=outer_lr,
+                    grad_clip=None, validation="none", eval_every=1, seed=seed, progress=False, scale_lr_mult=1.0)
+    res = fit(learner, MAMLTrainer.wrap(maml), np.unique(labels) if classes is None else classes, None, cfg, callback=callback,
+              restore_best=False)
+    return res.history
