@@ -12,6 +12,8 @@ Usage (FEWMM_DATA must hold omniglot and banking77; digits ships with scikit-lea
 
     FEWMM_DATA=../shared/data .venv/bin/python benchmarks/precision_tolerance.py \\
         --json results/precision_tolerance.json --device cpu
+    .venv/bin/python benchmarks/precision_tolerance.py --from-json results/precision_tolerance.json \\
+        --readme README.md            # rewrite the README's <!-- results:precision --> table only
 """
 
 from __future__ import annotations
@@ -54,6 +56,22 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+def table(doc: dict) -> str:
+    """The README table of a results document."""
+    lines = [f"Measured on {doc['device']} ({doc['cpu']}, {doc['threads']} thread(s), torch {doc['torch']}), "
+             f"{doc['episodes']} episodes per cell, ProtoNet, paired difference low precision - float32 (percent points, 95% CI).",
+             f"Regenerate: `{doc['command']}`.", "",
+             "| encoder | data (items) | precision | min cosine | median / max relative error | 5-way 1-shot delta | "
+             "5-way 5-shot delta | seconds fp32 / low |", "|---|---|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        a = r["accuracy"]
+        d1, d5 = a["5way1shot"]["paired_delta"], a["5way5shot"]["paired_delta"]
+        lines.append(f"| {r['encoder']} | {r['dataset']} ({r['items']}) | {r['precision']} | {r['cos_min']:.5f} | "
+                     f"{r['rel_err_median']:.4f} / {r['rel_err_max']:.4f} | {d1[0]:+.2f} ± {d1[1]:.2f} | "
+                     f"{d5[0]:+.2f} ± {d5[1]:.2f} | {r['seconds_fp32']:.0f} / {r['seconds_low']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     import fewmm.data as D
     import fewmm.encoders as E
@@ -70,7 +88,19 @@ def main(argv=None) -> int:
     p.add_argument("--precisions", default="bf16,fp16")
     p.add_argument("--episodes", type=int, default=600)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--from-json", help="measure nothing: read this results JSON (for --readme)")
+    p.add_argument("--readme", help="rewrite the <!-- results:precision --> block of this Markdown file")
     a = p.parse_args(argv)
+    if a.from_json:
+        doc = json.loads(Path(a.from_json).read_text())
+        if a.readme:
+            from fewmm.bench.report import update_block
+
+            path = Path(a.readme)
+            path.write_text(update_block(path.read_text(), "precision", table(doc)))
+        else:
+            print(table(doc))
+        return 0
     torch.set_num_threads(a.threads)
     out = {"command": "python benchmarks/precision_tolerance.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": a.device, "torch": torch.__version__,
@@ -106,6 +136,10 @@ def main(argv=None) -> int:
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
+    if a.readme:
+        from fewmm.bench.report import update_block
+
+        Path(a.readme).write_text(update_block(Path(a.readme).read_text(), "precision", table(out)))
     return 0
 
 
