@@ -70,7 +70,7 @@ def test_minilm_within_tolerance_of_float32_on_cpu(minilm, minilm_fp32, precisio
 def test_efficientnet_bf16_within_tolerance_on_omniglot(data_root):
     """6 Omniglot drawings: measured min cosine 0.99906, max relative error 0.0455 (over 400 drawings
     the benchmark measured 0.9964 and 0.090, and no loss of 5-way accuracy). Upscaled 8x8 digits
-    fare worse (relative error up to 0.42, see the README): the tolerance depends on the data."""
+    fare worse (see the README table): the tolerance depends on the data."""
     import fewmm.data as D
     import fewmm.encoders as E
     from fewmm.encoders.precision import with_precision
