@@ -123,3 +123,30 @@ def test_minilm_on_gpu_within_tolerance(precision):
     cos_min, rel_max = errors(with_precision(enc, precision).embed(SENTENCES), ref)
     floor, ceiling = TOLERANCE[("minilm-l6", precision)]
     assert cos_min >= floor and rel_max <= ceiling, (cos_min, rel_max)
+
+
+def test_bench_precision_flag_records_it_and_refuses_non_torch_encoders(tmp_path, capsys):
+    """python -m fewmm.bench --precision bf16 on a text manifest (MiniLM): the results' encoder
+    entry and the cache key say bf16; with the pixel encoder it is one clear error, no file."""
+    import json
+
+    from fewmm.bench.cli import main
+
+    import csv
+
+    with open(tmp_path / "t.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["label", "text"]] + [[f"c{i % 4}", f"{s} ({i})"] for i, s in enumerate(SENTENCES * 2)])
+    common = ["--out", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache"), "--quiet", "--methods", "protonet",
+              "--ways", "2", "--shots", "1", "--queries", "2", "--episodes", "5", "--precision", "bf16"]
+    assert main(["--dataset", f"manifest:{tmp_path / 't.csv'}", "--encoder", "minilm-l6", "--name", "bf", *common]) == 0
+    doc = json.loads((tmp_path / "res" / "bf.json").read_text())
+    assert doc["encoders"]["minilm-l6"]["precision"] == "bf16" and len(doc["results"]) == 1
+    (entry,) = (tmp_path / "cache").rglob("*.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(entry), framework="pt") as f:
+        assert json.loads(f.metadata()["key"])["precision"] == "bf16"
+    capsys.readouterr()
+    assert main(["--dataset", "digits", "--encoder", "pixels", "--name", "px", *common]) == 2
+    assert "error: encoder 'pixels' does not run a torch model" in capsys.readouterr().err
+    assert not (tmp_path / "res" / "px.json").exists()

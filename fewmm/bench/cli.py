@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, help="episodes per setting (default 600)")
     p.add_argument("--seed", type=int, help="episode seed (default 0)")
     add_device_argument(p)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="encoder arithmetic: fp32, or autocast to bf16/fp16 (torch encoders; recorded in the results "
+                   "and the feature-cache key; see README, sharded feature extraction)")
     p.add_argument("--data-root", help="data folder (default: $FEWMM_DATA, then ~/.cache/fewmm/data)")
     p.add_argument("--out", default="results", help="folder for the JSON + CSV results")
     p.add_argument("--name", help="file stem of the results (default <suite>-<timestamp>)")
@@ -148,6 +151,7 @@ def _main(argv: list[str] | None = None) -> int:
             command="python -m fewmm.bench " + " ".join(shlex.quote(x) for x in argv),
             quiet=a.quiet,
             shard=a.shard,
+            precision=a.precision,
         )
     except FewmmError as e:
         print(f"error: {e}", file=sys.stderr)

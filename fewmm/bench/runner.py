@@ -394,6 +394,7 @@ def run_suite(
     quiet: bool = False,
     chunk_size: int | None = None,
     shard: tuple[int, int] | None = None,
+    precision: str = "fp32",
 ) -> Reporter:
     """Run every (data set, encoder, way, shot) of ``suite`` with every method on shared episodes.
 
@@ -409,6 +410,8 @@ def run_suite(
     ``shard=(I, N)`` measures only slice I of N of the feasible cells (see :mod:`fewmm.bench.shard`;
     the results file gets a ``shard`` record and is written even when the slice is empty);
     ``python -m fewmm.bench.merge`` merges the N files into the unsharded results file.
+    ``precision="bf16"``/``"fp16"`` runs the encoders under autocast (:mod:`fewmm.encoders.precision`;
+    recorded as ``precision`` in the results' ``encoders`` entries and in the feature-cache key).
 
     Returns the :class:`Reporter` holding the rows (also written to ``out_dir/stem.{json,csv}``;
     nothing is written before the first row is measured, so a run that fails early leaves no file).
@@ -516,7 +519,7 @@ def run_suite(
     if shard is not None and planned:
         from .shard import select_cells
 
-        todo, header["shard"] = select_cells(planned, shard, suite.methods, suite.seed, suite.episodes)
+        todo, header["shard"] = select_cells(planned, shard, suite.methods, suite.seed, suite.episodes, precision)
         rep.say(f"shard {shard[0]}/{shard[1]}: cells {header['shard']['cells']} of 0..{header['shard']['n_cells'] - 1}")
     n_cells = sum(len(b["cells"]) for b in todo)
     rep.say(
@@ -554,10 +557,14 @@ def run_suite(
         rep.say(f"[block {bi + 1}/{len(todo)}] {r.display} x {enc_name}: {len(b['cells'])} cell(s); "
                 f"{format_seconds(elapsed)} elapsed{left}")
         if enc_name not in encoders:
-            encoders[enc_name] = E.create(enc_name, device=str(dev))
+            from ..encoders.precision import with_precision
+
+            encoders[enc_name] = with_precision(E.create(enc_name, device=str(dev)), precision)
         enc = encoders[enc_name]
         header["encoders"][enc_name] = {"modality": enc.modality, "dim": enc.dim, "weights_id": enc.weights_id,
                                         "preprocess": enc.preprocess_id}
+        if precision != "fp32":
+            header["encoders"][enc_name]["precision"] = precision
         t0 = time.time()
         fs = embed_table(table, enc, cache=cache, progress=not quiet)
         rep.say(f"[features] {table.name} x {enc_name}: {tuple(fs.features.shape)} "

@@ -76,16 +76,16 @@ def cell_id(block: dict, ways: int, shots: int) -> list:
     return [r.display, r.split, block["encoder"], int(ways), int(shots), int(block["queries"])]
 
 
-def grid_digest(blocks: list[dict], methods: list[str], seed: int, episodes: int) -> str:
-    """sha256 of the planned grid (every feasible cell in order, the methods, seed and episode
-    count): shards of one grid share it; merging refuses shards whose digests differ."""
+def grid_digest(blocks: list[dict], methods: list[str], seed: int, episodes: int, precision: str = "fp32") -> str:
+    """sha256 of the planned grid (every feasible cell in order, the methods, seed, episode count
+    and encoder precision): shards of one grid share it; merging refuses shards whose digests differ."""
     cells = [cell_id(b, w, k) for b in blocks for w, k in b["cells"]]
-    doc = {"cells": cells, "methods": list(methods), "seed": int(seed), "episodes": int(episodes)}
+    doc = {"cells": cells, "methods": list(methods), "seed": int(seed), "episodes": int(episodes), "precision": precision}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def select_cells(blocks: list[dict], shard: tuple[int, int], methods: list[str], seed: int,
-                 episodes: int) -> tuple[list[dict], dict]:
+                 episodes: int, precision: str = "fp32") -> tuple[list[dict], dict]:
     """Keep the cells of shard ``I/N`` of the planned ``blocks``.
 
     Parameters
@@ -94,8 +94,8 @@ def select_cells(blocks: list[dict], shard: tuple[int, int], methods: list[str],
         The feasible blocks of a planned suite, in run order, each with ``cells`` (list of
         ``(ways, shots)``).
     shard : (I, N)
-    methods, seed, episodes
-        The suite's, for :func:`grid_digest`.
+    methods, seed, episodes, precision
+        The suite's (and the encoders' precision), for :func:`grid_digest`.
 
     Returns
     -------
@@ -114,7 +114,7 @@ def select_cells(blocks: list[dict], shard: tuple[int, int], methods: list[str],
         if keep:
             out.append({**b, "cells": keep})
     record = {"index": i, "count": n, "cells": list(range(lo, hi)), "n_cells": n_cells,
-              "grid_sha256": grid_digest(blocks, methods, seed, episodes)}
+              "grid_sha256": grid_digest(blocks, methods, seed, episodes, precision)}
     return out, record
 
 
