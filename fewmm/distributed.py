@@ -404,11 +404,19 @@ class TaskParallel:
 
     def all_reduce_gradients(self, params, n_local: int, n_total: int) -> None:
         """Replace every parameter's ``.grad`` (of the mean loss over this rank's ``n_local``
-        tasks) by the gradient of the mean loss over all ``n_total`` tasks (a parameter without a
-        gradient counts as a zero gradient; it gets one when another rank has one)."""
+        tasks) by the gradient of the mean loss over all ``n_total`` tasks. A parameter without a
+        gradient here counts as a zero gradient when another rank has one; a parameter without a
+        gradient on every rank keeps ``grad = None`` (as in one process)."""
         if not self.on:
             return
         params = [p for p in params if p.requires_grad]
+        if not params:
+            return
+        # which parameters have a gradient on some rank: the others keep None, as in one process
+        # (an optimiser skips them; a zero gradient would still move Adam's moments)
+        has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=params[0].device)
+        dist.all_reduce(has, op=dist.ReduceOp.MAX, group=self.group)
+        params = [p for p, h in zip(params, has.tolist()) if h]
         if not params:
             return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]

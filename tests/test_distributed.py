@@ -105,8 +105,10 @@ def test_crashed_rank_leaves_no_entry_and_a_run_with_another_rank_count_resumes(
     import torch.multiprocessing as mp
 
     cache = tmp_path / "cache"
-    with pytest.raises(Exception, match="simulated crash of this rank"):
+    with pytest.raises(mp.ProcessRaisedException) as failed:
         mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(cache), 1), nprocs=2, join=True)
+    # spawn reports the first rank it sees fail: rank 1's crash, or rank 0 losing its peer
+    assert "simulated crash of this rank" in str(failed.value) or "Connection closed by peer" in str(failed.value)
     store, enc, table = FeatureCache(cache), TinyNet(), toy_table()
     key = cache_key(enc, table, "image")
     entry = store.path_for(key)

@@ -47,6 +47,13 @@ def _worker(rank, world, init_file, out_dir):
         for name in ("maml", "protonet"):
             res = run_fit(name, par)
             out[name] = {"state": res.final_state, "history": res.history}
+        # the weighted all-reduce by hand: rank 0 holds 1 task of 4, rank 1 holds 3
+        a, b, c = (torch.nn.Parameter(torch.zeros(n)) for n in (3, 2, 1))
+        a.grad = torch.full((3,), float(rank + 1))
+        if rank == 0:
+            b.grad = torch.ones(2)
+        par.all_reduce_gradients([a, b, c], 1 if rank == 0 else 3, 4)
+        out["reduce"] = {"a": a.grad, "b": b.grad, "c": c.grad}
         # 2 steps with checkpoints (each rank is given its own folder: rank 1's must stay empty)
         run_fit("maml", par, steps=2, eval_every=1, checkpoint_dir=f"{out_dir}/ckpt{rank}")
         torch.save(out, f"{out_dir}/rank{rank}.pt")
@@ -81,6 +88,15 @@ def test_two_ranks_give_the_parameters_of_one_process(two_ranks, trainer_name):
     for h1, h2 in zip(one.history, r0["history"]):
         assert h1["step"] == h2["step"] and h1["val_acc"] == h2["val_acc"]
         assert h1["loss"] == pytest.approx(h2["loss"], rel=1e-5) and h1["train_acc"] == pytest.approx(h2["train_acc"], abs=1e-9)
+
+
+def test_gradients_are_averaged_by_task_count_and_missing_ones_stay_none(two_ranks):
+    """a: 1 * 1/4 + 2 * 3/4 = 1.75; b (a gradient on rank 0 only): 1 * 1/4 = 0.25; c (no gradient
+    on any rank) keeps None, so Adam skips it as it does in one process."""
+    for r in (0, 1):
+        got = torch.load(two_ranks / f"rank{r}.pt")["reduce"]
+        assert torch.equal(got["a"], torch.full((3,), 1.75)) and torch.equal(got["b"], torch.full((2,), 0.25))
+        assert got["c"] is None
 
 
 def test_rank_0_alone_checkpoints_and_one_process_resumes_a_two_rank_run(two_ranks):
