@@ -532,16 +532,23 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(REPO))
         from fewmm.bench.report import update_block
 
-        block = "\n".join(summary(out).split("\n\n## ")[0].splitlines()[2:]).strip() + "\n"
-        unexplained = sum(s["why_harmless"] == "UNEXPLAINED" for r in out["modules"].values() for s in r["survivors"])
-        block += (f"\nSurvivors, each with why it is harmless: `{os.path.relpath(args.out.with_suffix('.md'), REPO)}`"
-                  + (f" ({unexplained} still marked UNEXPLAINED there: neither a test kills them yet nor is a reason written)" if unexplained else "")
-                  + ".\n")
+        block = readme_block(out, os.path.relpath(args.out.with_suffix('.md'), REPO))
         args.readme.write_text(update_block(args.readme.read_text(), "mutation", block))
     print(f"[mutation] wrote {args.out} and {args.out.with_suffix('.md')}")
     bad = [k for k, r in out["modules"].items() if (r["kill_rate"] or 0) < args.target
            or any(s["why_harmless"] == "UNEXPLAINED" for s in r["survivors"])]
     return 1 if bad else 0
+
+
+def readme_block(out: dict, md_path: str = "results/mutation.md") -> str:
+    """The README's ``<!-- results:mutation -->`` block from a ``results/mutation.json`` document
+    (also read by ``python -m fewmm.paper check``)."""
+    block = "\n".join(summary(out).split("\n\n## ")[0].splitlines()[2:]).strip() + "\n"
+    unexplained = sum(s["why_harmless"] == "UNEXPLAINED" for r in out["modules"].values() for s in r["survivors"])
+    block += (f"\nSurvivors, each with why it is harmless: `{md_path}`"
+              + (f" ({unexplained} still marked UNEXPLAINED there: neither a test kills them yet nor is a reason written)" if unexplained else "")
+              + ".\n")
+    return block
 
 
 def summary(out: dict) -> str:

@@ -26,6 +26,7 @@ REQUIRED_IN_CI = [
     (re.compile(r"C\+\+ compiler"), "a C++ compiler (torch.compile, evaluate_episodes(compile=True))"),
     (re.compile(r"MANIFEST\.sha256"), "the shared data manifest MANIFEST.sha256"),
     (re.compile(r"real data folder .* (not found|absent)"), "the shared data (FEWMM_DATA)"),
+    (re.compile(r"LaTeX not installed"), "LaTeX for the paper's PDF (scripts/install_tex.sh, run by .ci/run)"),
 ]
 
 

@@ -14,12 +14,13 @@ def _parsers():
     from fewmm.bench.cli import build_parser as bench
     from fewmm.data.__main__ import build_parser as data
     from fewmm.distributed import build_parser as cache_cli
+    from fewmm.paper.__main__ import build_parser as paper
 
     return {"fewmm.bench": bench(), "fewmm.bench.fusion": fusion.build_parser(), "fewmm.bench.backbone": backbone.build_parser(),
             "fewmm.adapt": adapt(), "fewmm.bench.report": report.build_parser(), "fewmm.bench.plot": plot.build_parser(),
             "fewmm.bench.plot_fusion": plot_fusion.build_parser(), "fewmm.bench.speed_report": speed_report.build_parser(),
             "fewmm.data": data(), "fewmm.bench.transfer": transfer.build_parser(), "fewmm.bench.merge": merge.build_parser(),
-            "fewmm.cache": cache_cli()}
+            "fewmm.cache": cache_cli(), "fewmm.paper": paper()}
 
 
 def _walk(name, parser):

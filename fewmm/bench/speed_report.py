@@ -118,15 +118,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+DEFAULTS = {"throughput": ["results/episode_throughput.json", "results/episode_throughput_1thread.json"],
+            "maml": "results/maml_speed.json", "latency": "results/adapter_latency.json",
+            "train_speed": "results/protonet_train_speed.json", "maml_memory": "results/maml_conv4_memory.json"}
+
+
+def speed_markdown(root: str | Path = ".", throughput=None, maml=None, latency=None, train_speed=None, maml_memory=None) -> str:
+    """The ``<!-- results:speed -->`` block: one part per speed results file that exists.
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder the paths are relative to (the repository root); the paths are printed as given.
+    throughput : list of str, optional
+        Episode throughput JSON files (default ``DEFAULTS["throughput"]``).
+    maml, latency, train_speed, maml_memory : str, optional
+        The other speed JSON files (defaults in ``DEFAULTS``). A file that does not exist is left out.
+
+    Returns
+    -------
+    str
+        Markdown, the numbers formatted from the JSON files by code.
+    """
+    root = Path(root)
+    throughput = DEFAULTS["throughput"] if throughput is None else throughput
+    pairs = [(t, throughput_md) for t in throughput] + [
+        (maml or DEFAULTS["maml"], maml_md), (latency or DEFAULTS["latency"], latency_md),
+        (train_speed or DEFAULTS["train_speed"], train_speed_md), (maml_memory or DEFAULTS["maml_memory"], maml_memory_md)]
+    parts = []
+    for path, fn in pairs:
+        if (root / path).exists():
+            parts.append(fn(json.loads((root / path).read_text()), path))
+    return "\n".join(parts)
+
+
 def main(argv=None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
-    parts = []
-    for path, fn in [(t, throughput_md) for t in a.throughput] + [(a.maml, maml_md), (a.latency, latency_md), (a.train_speed, train_speed_md),
-                                                                  (a.maml_memory, maml_memory_md)]:
-        if Path(path).exists():
-            parts.append(fn(json.loads(Path(path).read_text()), path))
-    md = "\n".join(parts)
+    md = speed_markdown(".", a.throughput, a.maml, a.latency, a.train_speed, a.maml_memory)
     if a.readme:
         try:
             text = Path(a.readme).read_text(encoding="utf-8")
