@@ -106,6 +106,7 @@ def main(argv=None) -> int:
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": a.device, "torch": torch.__version__,
            "cpu": cpu_model(), "threads": a.threads, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
            "episodes": a.episodes, "rows": []}
+    t_start = time.time()
     for set_name in a.sets.split(","):
         name, ds, split, n_cls, per = SETS[set_name]
         payloads, labels = subset(D.load(ds, split=split), n_cls, per)
@@ -133,6 +134,7 @@ def main(argv=None) -> int:
                     "paired_delta": [round(d.mean, 4), round(d.ci95, 4)]}
             out["rows"].append(row)
             print(json.dumps(row), flush=True)
+    out["wall_seconds"] = round(time.time() - t_start, 1)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
