@@ -4,6 +4,14 @@ The data flows one way::
 
     fewmm.data  ->  fewmm.encoders (+ fewmm.cache)  ->  fewmm.episodes
         ->  fewmm.methods  ->  fewmm.metrics  ->  fewmm.bench (results/)
+
+Training (fusion heads on frozen features, backbones from scratch, fewmm.meta heads) runs
+through one engine::
+
+    fewmm.episodes  ->  fewmm.engine.tasks (TaskStream: (seed, step) -> tasks)
+        ->  fewmm.engine.learner (HeadLearner, TensorLearner)
+        ->  fewmm.engine.trainers (protonet | maml, fomaml, anil, metasgd via fewmm.meta.MAML)
+        ->  fewmm.engine.fit (one loop; fewmm.engine.checkpoint)  ->  fewmm.heads / fewmm.backbones
 """
 
 __version__ = "0.1.0"

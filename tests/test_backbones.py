@@ -66,9 +66,9 @@ def test_short_protonet_training_on_omniglot(omniglot):
     cfg = EpisodicConfig(n_way=20, n_shot=1, n_query=5, episodes=60, eval_every=20, val_episodes=100, seed=0, progress=False)
     res = train_protonet(B.create("conv4"), train, val, cfg)
     hist = res.history
-    assert [h["episode"] for h in hist] == [20, 40, 60]
-    assert hist[-1]["train_loss"] < hist[0]["train_loss"]  # the loss decreases
-    acc = evaluate_backbone(res.backbone, test, 5, 1, 15, 200, seed=0).mean()
+    assert [h["step"] for h in hist] == [20, 40, 60]  # the engine's history: step = training episodes done
+    assert hist[-1]["loss"] < hist[0]["loss"]  # the loss decreases
+    acc = evaluate_backbone(res.model, test, 5, 1, 15, 200, seed=0).mean()
     # measured here: random init 0.622, after 60 episodes 0.875 (5-way 1-shot, 100 test characters x 4 rotations)
     assert acc > 0.75 and acc > init_acc + 0.1, (acc, init_acc)
 
@@ -93,7 +93,7 @@ def test_resume_continues_exactly(omniglot, tmp_path):
     assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
     from fewmm.train import CheckpointError
 
-    with pytest.raises(CheckpointError, match="another configuration"):
+    with pytest.raises(CheckpointError, match="another config: n_way=10 \\(now 8\\)"):
         train_protonet(B.create("conv4"), train, val, EpisodicConfig(episodes=10, **{**cfg, "n_way": 8}), checkpoint_dir=tmp_path / "b",
                        resume=True)
 
@@ -111,8 +111,8 @@ def test_fsdd_digit_disjoint_audio_task(data_root):
     net = B.create("audio-conv4")
     cfg = EpisodicConfig(n_way=5, n_shot=5, n_query=5, episodes=20, eval_every=10, val_episodes=50, seed=0, progress=False)
     res = train_protonet(net, t["train"], t["val"], cfg)
-    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
-    acc = evaluate_backbone(res.backbone, t["test"], 5, 1, 15, 100, seed=0).mean()
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    acc = evaluate_backbone(res.model, t["test"], 5, 1, 15, 100, seed=0).mean()
     print(f"fsdd digits 5-9, 5-way 1-shot after 20 episodes: {acc:.3f}")
     # chance 0.2; measured 0.392 (twice, on this machine, 2026-11 and 2026-12-01). Seeded CPU training is
     # deterministic here; the band allows another machine's float path through 20 training episodes.
@@ -123,45 +123,61 @@ def test_fsdd_digit_disjoint_audio_task(data_root):
 
 @pytest.mark.parametrize("first_order", [True, False])
 def test_maml_meta_gradient_equals_learn2learn(first_order):
-    """One meta-step's gradient equals learn2learn's MAML (clone / adapt / backward) on the same
-    tasks, first and second order, two inner steps."""
+    """One meta-step of backbone MAML through the engine (fewmm.meta.MAML on a TensorLearner of
+    images, the tasks of the task stream) equals learn2learn's MAML (clone / adapt / backward) on
+    the same tasks: meta-loss and meta-gradients, first and second order, two inner steps."""
     import copy
 
     l2l = pytest.importorskip("learn2learn")
     from torch.nn import functional as F
 
-    from fewmm.backbones.maml import MAMLConfig, MAMLNet, meta_step, sample_tasks
+    from fewmm.backbones.episodic import to_input
+    from fewmm.backbones.maml import MAMLNet
+    from fewmm.engine import TaskStream, TensorLearner, create_trainer
 
     imgs = torch.randint(0, 256, (12, 6, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    cfg = MAMLConfig(n_way=5, n_shot=1, n_query=2, meta_batch=3, inner_steps=2, inner_lr=0.4, first_order=first_order)
+    labels = np.repeat(np.arange(12), 6)
     torch.manual_seed(1)
-    net = MAMLNet(B.create("conv4"), 64, 5)
+    net = MAMLNet(B.create("conv4"), 64, 5).double()  # float64: the comparison is of the algorithm, not of float32 rounding
     ref = copy.deepcopy(net)
-    tasks = sample_tasks(imgs, cfg, 0)
-    meta_step(net, torch.optim.SGD(net.parameters(), lr=0.0), tasks, cfg)
+    learner = TensorLearner(net, imgs.reshape(72, 28, 28), labels, transform=lambda x: to_input(x).double())
+    eps = TaskStream(labels, range(12), 5, 1, 2, tasks_per_step=3, seed=0)(0)
+    batch = learner.batch(eps)
+    trainer = create_trainer("fomaml" if first_order else "maml", inner_lr=0.4, inner_steps=2)
+    trainer.prepare(learner, batch)
+    loss, _ = trainer.loss(learner, batch)
+    loss.backward()
     maml = l2l.algorithms.MAML(ref, lr=0.4, first_order=first_order)
-    for xs, ys, xq, yq in tasks:
-        learner = maml.clone()
+    sx, sy, qx, qy = batch
+    total = 0.0
+    for t in range(3):
+        clone = maml.clone()
         for _ in range(2):
-            learner.adapt(F.cross_entropy(learner(xs), ys))
-        (F.cross_entropy(learner(xq), yq) / len(tasks)).backward()
+            clone.adapt(F.cross_entropy(clone(sx[t]), sy[t]))
+        total = total + F.cross_entropy(clone(qx[t]), qy[t]) / 3
+    total.backward()
+    assert abs(float(loss.detach()) - float(total.detach())) <= 1e-5 * float(total.detach())
     for (name, a), b in zip(net.named_parameters(), ref.parameters()):
         assert a.grad is not None and b.grad.abs().max() > 0, name
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_maml_tasks_and_config_errors():
-    from fewmm.backbones.maml import MAMLConfig, sample_tasks
+    from fewmm.backbones.episodic import to_input
+    from fewmm.backbones.maml import MAMLConfig, MAMLNet, train_maml
+    from fewmm.engine import TaskStream, TensorLearner
 
     imgs = torch.randint(0, 256, (10, 4, 28, 28), dtype=torch.uint8)
-    cfg = MAMLConfig(n_way=5, n_shot=1, n_query=3, meta_batch=2, seed=3)
-    (xs, ys, xq, yq), _ = sample_tasks(imgs, cfg, 7)
-    assert xs.shape == (5, 1, 28, 28) and xq.shape == (15, 1, 28, 28) and xs.dtype == torch.float32
-    assert ys.tolist() == [0, 1, 2, 3, 4] and yq.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
-    again = sample_tasks(imgs, cfg, 7)[0][0]
-    assert torch.equal(again, xs) and not torch.equal(sample_tasks(imgs, cfg, 8)[0][0], xs)  # a function of (seed, step)
+    labels = np.repeat(np.arange(10), 4)
+    learner = TensorLearner(B.create("conv4"), imgs.reshape(40, 28, 28), labels, transform=to_input)
+    stream = TaskStream(labels, range(10), 5, 1, 3, tasks_per_step=2, seed=3)
+    xs, ys, xq, yq = learner.batch(stream(7))
+    assert xs.shape == (2, 5, 1, 28, 28) and xq.shape == (2, 15, 1, 28, 28) and xs.dtype == torch.float32
+    assert ys[0].tolist() == [0, 1, 2, 3, 4] and yq[1].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+    again = learner.batch(stream(7))[0]
+    assert torch.equal(again, xs) and not torch.equal(learner.batch(stream(8))[0], xs)  # a function of (seed, step)
     with pytest.raises(ValueError, match="need 5 classes of 5 items"):
-        sample_tasks(imgs, MAMLConfig(n_way=5, n_shot=2, n_query=3), 0)
+        train_maml(MAMLNet(B.create("conv4"), 64, 5), imgs, imgs[:5], MAMLConfig(n_way=5, n_shot=2, n_query=3))
     for bad in ({"meta_batch": 0}, {"n_way": 2.5}, {"meta_batch": True}, {"n_shot": 1.0}):
         with pytest.raises(ValueError, match=f"{next(iter(bad))} must be an integer >= 1"):
             MAMLConfig(**bad)
@@ -189,8 +205,8 @@ def test_short_maml_training_on_omniglot_and_exact_resume(omniglot, tmp_path):
     init_acc = evaluate_maml(net(), test, 5, 1, 15, 100, 0.4, 3, seed=0).mean()
     trained = net()
     res = train_maml(trained, train, val, MAMLConfig(meta_steps=60, **cfg), checkpoint_dir=tmp_path / "a")
-    assert [h["meta_step"] for h in res["history"]] == [20, 40, 60]
-    assert res["history"][-1]["train_loss"] < res["history"][0]["train_loss"]
+    assert [h["step"] for h in res.history] == [20, 40, 60]
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
     acc = evaluate_maml(trained, test, 5, 1, 15, 100, 0.4, 3, seed=0).mean()
     print(f"MAML 5-way 1-shot: init {init_acc:.3f}, after 60 meta-steps of 16 tasks {acc:.3f}")
     # measured here: init 0.322, after 60 meta-steps 0.549 (chance 0.2)
@@ -199,11 +215,11 @@ def test_short_maml_training_on_omniglot_and_exact_resume(omniglot, tmp_path):
     train_maml(net(), train, val, MAMLConfig(meta_steps=40, **cfg), checkpoint_dir=tmp_path / "b")
     resumed = train_maml(MAMLNet(B.create("conv4"), 64, 5), train, val, MAMLConfig(meta_steps=60, **cfg), checkpoint_dir=tmp_path / "b",
                          resume=True)
-    assert [h["val_acc"] for h in resumed["history"]] == [h["val_acc"] for h in res["history"]]
+    assert [h["val_acc"] for h in resumed.history] == [h["val_acc"] for h in res.history]
     last_a = load_backbone(tmp_path / "a" / "last", MAMLNet(B.create("conv4"), 64, 5)).state_dict()
     last_b = load_backbone(tmp_path / "b" / "last", MAMLNet(B.create("conv4"), 64, 5)).state_dict()
     assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
-    with pytest.raises(CheckpointError, match="another configuration"):
+    with pytest.raises(CheckpointError, match="another config: inner_lr=0.4 \\(now 0.1\\)|other trainer"):
         train_maml(net(), train, val, MAMLConfig(meta_steps=80, **{**cfg, "inner_lr": 0.1}), checkpoint_dir=tmp_path / "b", resume=True)
 
 
@@ -279,9 +295,9 @@ def test_bf16_autocast_training_runs_and_tracks_fp32(device):
         m = train_maml(MAMLNet(B.create("conv4"), 64, 5), train, val,
                        MAMLConfig(n_way=5, n_query=2, meta_batch=2, meta_steps=2, eval_every=2, val_query=2, val_episodes=3, device=device,
                                   amp=amp, progress=False), log=lambda s: None)
-        losses[amp] = (r.history[0]["train_loss"], m["history"][0]["train_loss"])
+        losses[amp] = (r.history[0]["loss"], m.history[0]["loss"])
         assert all(np.isfinite(v) for v in losses[amp])
-        assert next(r.backbone.parameters()).device.type == device
+        assert next(r.model.parameters()).device.type == device
     assert losses["bf16"] != losses[None]  # autocast was on
     np.testing.assert_allclose(losses["bf16"], losses[None], rtol=0.05)
 

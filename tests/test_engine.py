@@ -284,3 +284,34 @@ def test_head_without_embedding_cannot_use_maml(data):
     batch = learner.batch(sample_episodes(data.labels, 5, 1, 2, 1, seed=0, classes=BASE))
     with pytest.raises(NotImplementedError, match="no item embedding"):
         create_trainer("maml").prepare(learner, batch)
+
+
+def test_bf16_autocast_with_the_maml_family_tracks_float32(data):
+    losses = {}
+    for amp in (None, "bf16"):
+        cfg = FitConfig(n_shot=5, n_query=5, episodes_per_step=2, steps=2, eval_every=2, val_episodes=10, progress=False, amp=amp)
+        r = fit(HeadLearner(H.create("gmu", data, seed=0, hidden=16), data), create_trainer("maml", inner_steps=2), BASE, VAL, cfg)
+        losses[amp] = r.history[0]["loss"]
+    assert losses["bf16"] != losses[None]  # autocast was on
+    assert losses["bf16"] == pytest.approx(losses[None], rel=0.05)
+
+
+def test_pre_engine_backbone_checkpoints_load_or_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from fewmm.backbones.episodic import EpisodicConfig, load_backbone, train_protonet
+
+    # the layout train_protonet wrote before the engine: model.* tensors, optim.* state, a JSON without "format"
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8))
+    save_file({f"model.{k}": v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "best.safetensors"))
+    (tmp_path / "best.json").write_text(json.dumps({"episode": 10, "history": [], "best_val_acc": 0.5}))
+    loaded = load_backbone(tmp_path / "best", nn.Sequential(nn.Flatten(), nn.Linear(16, 8)))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values()))
+    for stem in ("last",):
+        save_file({f"model.{k}": v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / f"{stem}.safetensors"))
+        (tmp_path / f"{stem}.json").write_text(json.dumps({"episode": 10, "history": [], "best_val_acc": 0.5, "optim": {}}))
+    imgs = torch.randint(0, 256, (6, 4, 4, 4), dtype=torch.uint8)
+    cfg = EpisodicConfig(n_way=3, n_shot=1, n_query=1, episodes=12, eval_every=6, val_way=2, val_query=1, val_episodes=2, progress=False)
+    with pytest.raises(CheckpointError, match="before the engine .* start a new run in another directory"):
+        train_protonet(nn.Sequential(nn.Flatten(), nn.Linear(16, 8)), imgs, imgs[:3], cfg, checkpoint_dir=tmp_path, resume=True)

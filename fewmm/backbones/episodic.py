@@ -16,8 +16,7 @@ those any other method sees for the same labels and seed.
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,16 +83,6 @@ class EpisodicConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-@dataclass
-class EpisodicResult:
-    backbone: nn.Module
-    history: list[dict]
-    best_val_acc: float
-    best_episode: int
-    episodes: int
-    seconds: float
 
 
 def to_input(images: torch.Tensor) -> torch.Tensor:
@@ -180,66 +169,19 @@ def evaluate_backbone(backbone: nn.Module, images: torch.Tensor, n_way: int, n_s
     return evaluate_episodes(ProtoNet(), feats, eps)
 
 
-def _save(path: Path, backbone: nn.Module, opt, meta: dict) -> None:
-    from safetensors.torch import save_file
-
-    from ..engine.checkpoint import optimizer_tensors
-
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
-    if opt is not None:
-        ot, other = optimizer_tensors(opt)
-        tensors.update({f"optim.{k}": v.detach().cpu().contiguous() for k, v in ot.items()})
-        meta = {**meta, "optim": other}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".safetensors.tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(path.with_suffix(".safetensors"))
-    tj = path.with_suffix(".json.tmp")
-    tj.write_text(json.dumps(meta, indent=2) + "\n")
-    tj.replace(path.with_suffix(".json"))
-
-
-def _load(path: Path) -> tuple[dict, dict, dict]:
-    from safetensors.torch import load_file
-
+def _load(path: Path) -> dict:
+    """The model state of a checkpoint ``path`` (stem): the engine's ``best`` (no prefix) or
+    ``last`` (``model.*``), or a pre-engine backbone checkpoint (``model.*``)."""
+    from ..engine.checkpoint import read_checkpoint
     from ..errors import CheckpointError
 
-    st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
     try:
-        meta = json.loads(js.read_text())
-        tensors = load_file(str(st))
-    except Exception as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
-    model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    optim = {k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}
-    return meta, model, optim
-
-
-def resume_checkpoint(ckpt: Path | None, fixed: dict, model: nn.Module, opt: torch.optim.Optimizer, required: tuple = ()) -> dict | None:
-    """Load ``ckpt/last.*`` into ``model`` and ``opt`` -> its metadata, or None when there is no
-    checkpoint. Raises CheckpointError when it was written with another fixed configuration, lacks
-    one of ``required`` (or the common) metadata keys, or its tensors do not fit."""
-    from ..engine.checkpoint import load_optimizer
-    from ..errors import CheckpointError
-
-    if not ckpt or not (ckpt / "last.json").exists():
-        return None
-    meta, weights, optim = _load(ckpt / "last")
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{ckpt}/last.json: not a checkpoint (a JSON {type(meta).__name__}, expected an object)")
-    if meta.get("config_fixed") != fixed:
-        raise CheckpointError(f"{ckpt}/last: trained with another configuration ({meta.get('config_fixed')}); "
-                              "use another --checkpoints folder or the same settings")
-    missing = [k for k in ("optim", "history", "best_val_acc", *required) if k not in meta]
-    if missing:
-        raise CheckpointError(f"{ckpt}/last.json: incomplete checkpoint, missing {missing}")
-    try:
-        model.load_state_dict(weights)
-        load_optimizer(opt, optim, meta["optim"])
-    except (RuntimeError, KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{ckpt}/last: the weights or optimiser state do not fit ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    return meta
+        tensors, _ = read_checkpoint(path)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from None
+    if any(k.startswith("model.") for k in tensors):
+        return {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    return tensors
 
 
 def load_backbone(path, backbone: nn.Module) -> nn.Module:
@@ -253,7 +195,7 @@ def load_backbone(path, backbone: nn.Module) -> nn.Module:
     """
     from ..errors import CheckpointError
 
-    _, model, _ = _load(Path(path))
+    model = _load(Path(path))
     try:
         backbone.load_state_dict(model)
     except RuntimeError as e:
@@ -261,109 +203,74 @@ def load_backbone(path, backbone: nn.Module) -> nn.Module:
     return backbone
 
 
+def image_table(train_images: torch.Tensor, val_images: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, range, range]:
+    """One item table of the training and validation images: ``(images (n, H, W), labels (n,),
+    training classes, validation classes)``; training classes first, class-major."""
+    for name, imgs in (("train_images", train_images), ("val_images", val_images)):
+        if not isinstance(imgs, torch.Tensor) or imgs.ndim != 4 or not (imgs.dtype == torch.uint8 or imgs.is_floating_point()):
+            raise ValueError(f"{name} must be a uint8 or float tensor (classes, items, H, W), got "
+                             f"{getattr(imgs, 'dtype', type(imgs).__name__)} {tuple(getattr(imgs, 'shape', ()))}")
+    if train_images.shape[2:] != val_images.shape[2:]:
+        raise ValueError(f"train_images items are {tuple(train_images.shape[2:])}, val_images items {tuple(val_images.shape[2:])}")
+    ct, kt = train_images.shape[:2]
+    cv, kv = val_images.shape[:2]
+    val = val_images.to(train_images.dtype)
+    images = torch.cat([train_images.reshape(ct * kt, *train_images.shape[2:]), val.reshape(cv * kv, *val.shape[2:])])
+    labels = np.concatenate([np.repeat(np.arange(ct), kt), ct + np.repeat(np.arange(cv), kv)])
+    return images, labels, range(ct), range(ct, ct + cv)
+
+
 def train_protonet(backbone: nn.Module, train_images: torch.Tensor, val_images: torch.Tensor, config: EpisodicConfig | None = None,
-                   checkpoint_dir=None, resume: bool = False, log=None) -> EpisodicResult:
-    """Train ``backbone`` with prototypical episodes on ``train_images``, keep the best on validation.
+                   checkpoint_dir=None, resume: bool = False, log=None):
+    """Train ``backbone`` with prototypical episodes on ``train_images``, keep the best on validation:
+    :func:`fewmm.engine.fit` with a :class:`~fewmm.engine.TensorLearner` and the ``protonet`` trainer.
 
     Parameters
     ----------
     backbone : nn.Module
         Maps (B, 1, H, W) float images to (B, d) embeddings; trained in place. Its initialisation
         is the caller's (seed torch before building it).
-    train_images, val_images : torch.Tensor of shape (C, K, H, W), uint8 (255 = stroke)
+    train_images, val_images : torch.Tensor of shape (C, K, H, W), uint8 (255 = stroke) or float
         Classes x items; disjoint classes.
     config : EpisodicConfig
+        Training episodes of episode ``i`` come from the engine's task stream (``(seed, i)``);
+        validation episodes from the validation classes; Adam with the step decay of ``lr``.
     checkpoint_dir : path, optional
-        ``last.{safetensors,json}`` at every validation, ``best.*`` at each new best.
+        The engine's ``last.*`` (every validation) and ``best.*`` (each new best).
     resume : bool
-        Continue from ``checkpoint_dir/last.*`` (same config except ``episodes`` / ``progress``):
-        the episode stream continues exactly.
+        Continue from ``checkpoint_dir/last.*`` (same config except ``episodes`` / ``progress`` /
+        ``device``): the episode stream continues exactly.
     log : callable(str), optional
-        Where validation lines go (default: the progress bar's ``write``).
+        Where validation lines go (default: standard error when ``config.progress``).
 
     Returns
     -------
-    EpisodicResult; ``backbone`` holds the best validation weights.
+    fewmm.engine.FitResult
+        ``model`` (= ``backbone``, holding the best validation weights), ``history`` (the
+        engine's schema: step = training episodes done), ``best_val_acc``, ``best_step``,
+        ``steps``, ``seconds``.
 
     Raises
     ------
     ValueError
         Episodes larger than the splits; bad images.
     CheckpointError
-        Resuming from another configuration.
+        Resuming from another configuration, or from a checkpoint written before the engine.
     """
-    from ..progress import progress_bar
+    from ..engine import FitConfig, TensorLearner, create_trainer, fit
 
     cfg = config or EpisodicConfig()
-    for name, imgs in (("train_images", train_images), ("val_images", val_images)):
-        if not isinstance(imgs, torch.Tensor) or imgs.ndim != 4 or not (imgs.dtype == torch.uint8 or imgs.is_floating_point()):
-            raise ValueError(f"{name} must be a uint8 or float tensor (classes, items, H, W), got "
-                             f"{getattr(imgs, 'dtype', type(imgs).__name__)} {tuple(getattr(imgs, 'shape', ()))}")
-    dev = torch.device(cfg.device)
+    images, labels, base, val = image_table(train_images, val_images)
     n_classes, per_class = train_images.shape[:2]
+    if cfg.n_way > n_classes or cfg.n_shot + cfg.n_query > per_class:
+        raise ValueError(f"{cfg.n_way}-way {cfg.n_shot}+{cfg.n_query} episodes need {cfg.n_way} classes of "
+                         f"{cfg.n_shot + cfg.n_query} items; the training split has {n_classes} classes of {per_class}")
+    fc = FitConfig(n_way=cfg.n_way, n_shot=cfg.n_shot, n_query=cfg.n_query, episodes_per_step=1, steps=cfg.episodes, lr=cfg.lr,
+                   lr_schedule="step", lr_decay=cfg.lr_decay, decay_every=cfg.decay_every, grad_clip=None, amp=cfg.amp,
+                   eval_every=cfg.eval_every, val_episodes=cfg.val_episodes, val_way=cfg.val_way, val_shot=cfg.val_shot,
+                   val_query=cfg.val_query, seed=cfg.seed, device=cfg.device, progress=cfg.progress)
     torch.manual_seed(cfg.seed)
-    backbone.to(dev).train()
-    opt = torch.optim.Adam(backbone.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.decay_every, gamma=cfg.lr_decay)
-    history: list[dict] = []
-    best, best_ep, start = -1.0, 0, 0
-    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
-    fixed = {k: v for k, v in cfg.to_dict().items() if k not in ("episodes", "progress", "device", "eval_every")}
-    meta = resume_checkpoint(ckpt, fixed, backbone, opt, required=("episode", "best_episode", "torch_rng")) if resume else None
-    if meta:
-        sched.last_epoch = meta["episode"]
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * cfg.lr_decay ** (meta["episode"] // cfg.decay_every)
-        history, best, best_ep, start = meta["history"], meta["best_val_acc"], meta["best_episode"], meta["episode"]
-        torch.set_rng_state(torch.tensor(meta["torch_rng"], dtype=torch.uint8))
-    t_start = time.time()
-    t0 = t_start - (history[-1]["seconds"] if history else 0.0)  # history seconds count from the first run's start
-    bar = progress_bar(total=cfg.episodes, initial=min(start, cfg.episodes), desc="episodes", unit="ep", disable=not cfg.progress)
-    say = log or bar.write
-    losses, accs = [], []
-    best_state = None
-    for ep in range(start, cfg.episodes):
-        classes, items = sample_training_episode(n_classes, per_class, cfg, ep)
-        x = to_input(train_images[torch.as_tensor(classes)[:, None], torch.as_tensor(items)]).to(dev)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
-            emb = backbone(x)
-        loss, acc = protonet_loss(emb, cfg.n_way, cfg.n_shot, cfg.n_query)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"episode {ep}: the loss is {loss.item()} (diverged); lower the learning rate")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        accs.append(acc.item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        done = ep + 1
-        if done % cfg.eval_every == 0 or done == cfg.episodes:
-            v = evaluate_backbone(backbone, val_images, cfg.val_way, cfg.val_shot, cfg.val_query, cfg.val_episodes, seed=cfg.seed,
-                                  device=dev, amp=cfg.amp)
-            val_acc = float(v.mean())
-            rec = {"episode": done, "train_loss": float(np.mean(losses)), "train_acc": float(np.mean(accs)), "val_acc": val_acc,
-                   "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)}
-            history.append(rec)
-            losses, accs = [], []
-            improved = val_acc > best
-            if improved:
-                best, best_ep = val_acc, done
-            say(f"[episode {done}] train loss {rec['train_loss']:.4f} acc {rec['train_acc']:.3f}; val {cfg.val_way}-way "
-                f"{cfg.val_shot}-shot acc {val_acc:.4f}{' (best)' if improved else ''}")
-            if ckpt:
-                meta = {"episode": done, "history": history, "best_val_acc": best, "best_episode": best_ep, "config": cfg.to_dict(),
-                        "config_fixed": fixed, "backbone": getattr(backbone, "config", None),
-                        "torch_rng": torch.get_rng_state().tolist()}
-                _save(ckpt / "last", backbone, opt, meta)
-                if improved:
-                    _save(ckpt / "best", backbone, None, meta)
-            elif improved:
-                best_state = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
-    bar.close()
-    if ckpt and (ckpt / "best.json").exists():
-        load_backbone(ckpt / "best", backbone)
-    elif best_state is not None:
-        backbone.load_state_dict(best_state)
-    return EpisodicResult(backbone, history, best, best_ep, history[-1]["episode"] if history else start, time.time() - t_start)
+    learner = TensorLearner(backbone, images, labels, transform=to_input, device=cfg.device, embed_batch=1024,
+                            name=type(backbone).__name__)
+    say = log if log is not None else (lambda m: print(m, file=sys.stderr, flush=True)) if cfg.progress else None
+    return fit(learner, create_trainer("protonet"), base, val, fc, checkpoint_dir=checkpoint_dir, resume=resume, desc="episode", log=say)

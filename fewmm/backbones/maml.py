@@ -4,9 +4,10 @@ gradient steps on the support set, meta-trained on the query loss after adaptati
 
 * ``first_order=False``: second-order MAML (the outer gradient flows through the inner updates,
   ``create_graph=True``); ``first_order=True``: FOMAML (the inner gradients are constants).
-* Parameters are updated functionally (``torch.func.functional_call``), one task after another
-  within a meta-batch (the inner loop of a convolutional backbone is compute-bound; see
-  :mod:`fewmm.meta` for the batched, Gram-structured version on frozen features).
+* The MAML implementation is the kit's one, :class:`fewmm.meta.MAML` (functional path: the
+  meta-batch's tasks run together through ``torch.func.vmap(functional_call)``), run by the
+  engine's fit loop (:func:`fewmm.engine.fit`, trainer ``maml`` / ``fomaml``) on a
+  :class:`fewmm.engine.TensorLearner` of the images; tasks come from the engine's task stream.
 * Batch normalisation uses the statistics of the batch at hand, at meta-training and at test time
   (transductive, as Finn et al.'s implementation); running statistics are not used.
 """
@@ -14,17 +15,14 @@ gradient steps on the support set, meta-trained on the query loss after adaptati
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+import sys
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
-from torch.nn import functional as F
 
-from .episodic import draw_episode, to_input
+from .episodic import image_table, to_input
 
 
 class MAMLNet(nn.Module):
@@ -93,99 +91,43 @@ class MAMLConfig:
             raise ValueError(f"MAMLConfig.amp must be None or 'bf16', got {self.amp!r}")
 
 
-def adapt(net: MAMLNet, params: dict, x: torch.Tensor, y: torch.Tensor, lr: float, steps: int, first_order: bool,
-          create_graph: bool = True, amp: str | None = None) -> dict:
-    """``steps`` gradient steps of size ``lr`` on the cross-entropy of ``(x, y)`` from ``params``
-    (name -> tensor) -> adapted parameters (a new dict; ``params`` is not modified).
+def _trainer(cfg_first_order: bool, inner_lr: float, inner_steps: int, eval_steps: int):
+    from ..engine import MAMLTrainer
 
-    ``first_order=True`` treats the inner gradients as constants (FOMAML); otherwise, with
-    ``create_graph=True``, the outer gradient flows through them (second-order MAML).
-    """
-    for _ in range(steps):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
-            logits = functional_call(net, params, (x,))
-        loss = F.cross_entropy(logits.float(), y)
-        grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph and not first_order)
-        params = {k: p - lr * (g.detach() if first_order else g) for (k, p), g in zip(params.items(), grads)}
-    return params
-
-
-def sample_tasks(images: torch.Tensor, cfg: MAMLConfig, step: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """The ``cfg.meta_batch`` tasks of meta-step ``step`` (0-based): each ``(xs, ys, xq, yq)`` with
-    ``xs`` (n_way * n_shot, 1, H, W) float32, ``ys`` (n_way * n_shot,) int64 (class-major), and the
-    same for ``n_query`` queries per class. Depends on ``(cfg.seed, step)`` only."""
-    rng = np.random.default_rng([cfg.seed, step])
-    c, k = images.shape[:2]
-    if cfg.n_way > c or cfg.n_shot + cfg.n_query > k:
-        raise ValueError(f"{cfg.n_way}-way {cfg.n_shot}-shot {cfg.n_query}-query tasks need {cfg.n_way} classes of "
-                         f"{cfg.n_shot + cfg.n_query} items; the training images have {c} classes of {k}")
-    y = torch.arange(cfg.n_way)
-    out = []
-    for _ in range(cfg.meta_batch):
-        classes, items = draw_episode(rng, c, k, cfg.n_way, cfg.n_shot + cfg.n_query)
-        x = to_input(images[torch.as_tensor(classes)[:, None], torch.as_tensor(items)]).view(cfg.n_way, cfg.n_shot + cfg.n_query, 1,
-                                                                                              *images.shape[-2:])
-        out.append((x[:, : cfg.n_shot].reshape(-1, 1, *images.shape[-2:]), y.repeat_interleave(cfg.n_shot),
-                    x[:, cfg.n_shot:].reshape(-1, 1, *images.shape[-2:]), y.repeat_interleave(cfg.n_query)))
-    return out
-
-
-def meta_step(net: MAMLNet, opt: torch.optim.Optimizer, tasks: list, cfg: MAMLConfig) -> tuple[float, float]:
-    """One outer step over ``tasks`` (from :func:`sample_tasks`): each task adapts a copy of the
-    parameters on its support set, its query loss after adaptation (divided by the number of tasks)
-    is back-propagated, and ``opt`` steps once -> (mean query loss, mean query accuracy)."""
-    dev = next(net.parameters()).device
-    params = dict(net.named_parameters())
-    opt.zero_grad(set_to_none=True)
-    tot_loss, tot_acc = 0.0, 0.0
-    for xs, ys, xq, yq in tasks:
-        xs, ys, xq, yq = xs.to(dev), ys.to(dev), xq.to(dev), yq.to(dev)
-        fast = adapt(net, params, xs, ys, cfg.inner_lr, cfg.inner_steps, cfg.first_order, amp=cfg.amp)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
-            logits = functional_call(net, fast, (xq,)).float()
-        loss = F.cross_entropy(logits, yq) / len(tasks)
-        loss.backward()
-        tot_loss += loss.item()
-        tot_acc += (logits.argmax(1) == yq).float().mean().item() / len(tasks)
-    opt.step()
-    return tot_loss, tot_acc
+    return MAMLTrainer("maml", bool(cfg_first_order), inner_lr, inner_steps, eval_steps, name="fomaml" if cfg_first_order else "maml")
 
 
 def evaluate_maml(net: MAMLNet, images: torch.Tensor, n_way: int, n_shot: int, n_query: int, n_episodes: int, inner_lr: float,
-                  steps: int, seed: int = 0, amp: str | None = None) -> np.ndarray:
+                  steps: int, seed: int = 0, amp: str | None = None, chunk: int = 8) -> np.ndarray:
     """Per-episode accuracy (float64, shape (n_episodes,)) after ``steps`` inner steps of size
-    ``inner_lr`` on each episode's support set, from the meta-learned weights.
+    ``inner_lr`` on each episode's support set, from the meta-learned weights
+    (:class:`fewmm.meta.MAML`, ``chunk`` episodes adapted together).
 
     Episodes come from :func:`fewmm.episodes.sample_episodes` on the labels of ``images``
     (C, K, H, W) with ``seed``: the same episodes as :func:`fewmm.backbones.episodic.evaluate_backbone`.
     The classifier must have ``n_way`` outputs (MAML's head is tied to the way).
     """
+    from ..engine import TensorLearner
     from ..episodes import sample_episodes
 
     if net.classifier.out_features != n_way:
         raise ValueError(f"the MAML classifier has {net.classifier.out_features} outputs, the episodes are {n_way}-way")
     dev = next(net.parameters()).device
     c, k = images.shape[:2]
-    flat = images.reshape(c * k, *images.shape[-2:])
-    eps = sample_episodes(np.repeat(np.arange(c), k), n_way, n_shot, n_query, n_episodes, seed=seed)
-    params = {n: p.detach() for n, p in net.named_parameters()}
-    acc = np.empty(n_episodes)
-    ys = torch.arange(n_way, device=dev).repeat_interleave(n_shot)
-    yq = torch.arange(n_way, device=dev).repeat_interleave(n_query)
-    for e in range(n_episodes):
-        xs = to_input(flat[torch.as_tensor(eps.support[e].reshape(-1))]).to(dev)
-        xq = to_input(flat[torch.as_tensor(eps.query[e].reshape(-1))]).to(dev)
-        fast = {n: p.clone().requires_grad_(True) for n, p in params.items()}
-        fast = adapt(net, fast, xs, ys, inner_lr, steps, first_order=True, create_graph=False, amp=amp)
-        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
-            acc[e] = (functional_call(net, fast, (xq,)).argmax(1) == yq).float().mean().item()
-    return acc
+    labels = np.repeat(np.arange(c), k)
+    learner = TensorLearner(net, images.reshape(c * k, *images.shape[-2:]), labels, transform=to_input, device=dev, eval_chunk=chunk)
+    eps = sample_episodes(labels, n_way, n_shot, n_query, n_episodes, seed=seed)
+    trainer = _trainer(True, inner_lr, steps, steps)
+    with torch.random.fork_rng(devices=[]):
+        trainer.prepare(learner, learner.batch(eps[:1]))
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+        return trainer.evaluate(learner, eps)
 
 
 def train_maml(net: MAMLNet, train_images: torch.Tensor, val_images: torch.Tensor, cfg: MAMLConfig, checkpoint_dir=None,
-               resume: bool = False, log=None) -> dict:
+               resume: bool = False, log=None):
     """Meta-train ``net`` in place with MAML; keep the weights best on ``val_images`` (validation
-    classes only).
+    classes only): :func:`fewmm.engine.fit` with the ``maml`` / ``fomaml`` trainer.
 
     Parameters
     ----------
@@ -194,80 +136,40 @@ def train_maml(net: MAMLNet, train_images: torch.Tensor, val_images: torch.Tenso
     train_images, val_images : torch.Tensor (C, K, H, W), uint8 (255 = stroke) or float
     cfg : MAMLConfig
     checkpoint_dir : path, optional
-        ``last.{safetensors,json}`` (weights, Adam state, history) at every validation and
-        ``best.*`` at each new best.
+        The engine's ``last.*`` (every validation) and ``best.*`` (each new best).
     resume : bool
         Continue from ``checkpoint_dir/last.*``; the configuration must match except
         ``meta_steps`` / ``progress`` / ``device``. The task stream continues exactly.
     log : callable(str), optional
-        Where validation lines go (default: the progress bar's ``write``).
+        Where validation lines go (default: standard error when ``cfg.progress``).
 
     Returns
     -------
-    dict: ``history`` (meta_step, train_loss, train_acc, val_acc, seconds since the start of the
-    training, resumed runs included), ``best_val_acc``, ``best_step``, ``meta_steps`` (done),
-    ``seconds`` (this call), ``config``. A run resumed from a checkpoint written off the
-    ``eval_every`` grid (the end of a shorter run) keeps that extra validation point in its history.
+    fewmm.engine.FitResult
+        ``history`` in the engine's schema (``step`` = meta-steps done), ``best_val_acc``,
+        ``best_step``, ``steps`` (meta-steps done), ``seconds`` (this call).
 
     Raises
     ------
     ValueError
         Tasks larger than the training split.
     CheckpointError
-        Resuming from another configuration, or an unreadable checkpoint.
+        Resuming from another configuration, an unreadable checkpoint, or one written before the engine.
     FloatingPointError
         A non-finite meta-loss (diverged).
     """
-    from ..progress import progress_bar
+    from ..engine import FitConfig, TensorLearner, fit
 
-    from .episodic import _save, load_backbone, resume_checkpoint
-
-    dev = torch.device(cfg.device)
-    net.to(dev).train()
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
-    fixed = {k: v for k, v in asdict(cfg).items() if k not in ("meta_steps", "progress", "device")}
-    history, best, best_step, start = [], -1.0, 0, 0
-    meta = resume_checkpoint(ckpt, fixed, net, opt, required=("meta_step", "best_step")) if resume else None
-    if meta:
-        history, best, best_step, start = meta["history"], meta["best_val_acc"], meta["best_step"], meta["meta_step"]
-    t_start = time.time()
-    t0 = t_start - (history[-1]["seconds"] if history else 0.0)  # history seconds count from the first run's start
-    bar = progress_bar(total=cfg.meta_steps, initial=min(start, cfg.meta_steps), desc="meta-steps", disable=not cfg.progress)
-    say = log or bar.write
-    losses, accs, best_state = [], [], None
-    for step in range(start, cfg.meta_steps):
-        loss, acc = meta_step(net, opt, sample_tasks(train_images, cfg, step), cfg)
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"meta-step {step + 1}: the loss is {loss} (diverged); lower inner_lr or lr")
-        losses.append(loss)
-        accs.append(acc)
-        bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        done = step + 1
-        if done % cfg.eval_every == 0 or done == cfg.meta_steps:
-            v = float(evaluate_maml(net, val_images, cfg.n_way, cfg.n_shot, cfg.val_query, cfg.val_episodes, cfg.inner_lr,
-                                    cfg.test_inner_steps, seed=cfg.seed, amp=cfg.amp).mean())
-            history.append({"meta_step": done, "train_loss": float(np.mean(losses)), "train_acc": float(np.mean(accs)), "val_acc": v,
-                            "seconds": round(time.time() - t0, 1)})
-            losses, accs = [], []
-            improved = v > best
-            if improved:
-                best, best_step = v, done
-            say(f"[meta-step {done}] loss {history[-1]['train_loss']:.4f} acc {history[-1]['train_acc']:.3f}; "
-                f"val {cfg.n_way}-way {cfg.n_shot}-shot {v:.4f}{' (best)' if improved else ''}")
-            if ckpt:
-                meta = {"meta_step": done, "history": history, "best_val_acc": best, "best_step": best_step, "config": asdict(cfg),
-                        "config_fixed": fixed}
-                _save(ckpt / "last", net, opt, meta)
-                if improved:
-                    _save(ckpt / "best", net, None, meta)
-            elif improved:
-                best_state = {k: t.detach().clone() for k, t in net.state_dict().items()}
-    bar.close()
-    if ckpt and (ckpt / "best.json").exists():
-        load_backbone(ckpt / "best", net)
-    elif best_state is not None:
-        net.load_state_dict(best_state)
-    return {"history": history, "best_val_acc": best, "best_step": best_step, "meta_steps": max(start, cfg.meta_steps),
-            "seconds": round(time.time() - t_start, 1), "config": asdict(cfg)}
+    images, labels, base, val = image_table(train_images, val_images)
+    c, k = train_images.shape[:2]
+    if cfg.n_way > c or cfg.n_shot + cfg.n_query > k:
+        raise ValueError(f"{cfg.n_way}-way {cfg.n_shot}-shot {cfg.n_query}-query tasks need {cfg.n_way} classes of "
+                         f"{cfg.n_shot + cfg.n_query} items; the training images have {c} classes of {k}")
+    fc = FitConfig(n_way=cfg.n_way, n_shot=cfg.n_shot, n_query=cfg.n_query, episodes_per_step=cfg.meta_batch, steps=cfg.meta_steps,
+                   lr=cfg.lr, grad_clip=None, amp=cfg.amp, eval_every=cfg.eval_every, val_episodes=cfg.val_episodes,
+                   val_way=cfg.n_way, val_shot=cfg.n_shot, val_query=cfg.val_query, seed=cfg.seed, device=cfg.device,
+                   progress=cfg.progress)
+    learner = TensorLearner(net, images, labels, transform=to_input, device=cfg.device, eval_chunk=8, name="MAMLNet")
+    trainer = _trainer(cfg.first_order, cfg.inner_lr, cfg.inner_steps, cfg.test_inner_steps)
+    say = log if log is not None else (lambda m: print(m, file=sys.stderr, flush=True)) if cfg.progress else None
+    return fit(learner, trainer, base, val, fc, checkpoint_dir=checkpoint_dir, resume=resume, desc="meta-step", log=say)

@@ -103,10 +103,10 @@ def _run_maml(a) -> Path:
     t0 = time.time()
     res = train_maml(net, train, val, cfg, checkpoint_dir=a.checkpoints or None, resume=bool(a.checkpoints) and a.resume,
                      log=(lambda s: None) if a.quiet else None)
-    header["training"].update({"history": [{**h, "episode": h["meta_step"]} for h in res["history"]], "best_val_acc": res["best_val_acc"],
-                               "best_episode": res["best_step"], "episodes": res["meta_steps"], "seconds": res["seconds"]})
-    rep.say(f"[train] best validation {a.way}-way {a.shot}-shot accuracy {res['best_val_acc']:.4f} at meta-step {res['best_step']}; "
-            f"{res['meta_steps']} meta-steps, this run {res['seconds']:.0f} s")
+    header["training"].update({"history": res.history, "best_val_acc": res.best_val_acc, "best_episode": res.best_step,
+                               "episodes": res.steps, "seconds": round(res.seconds, 1)})
+    rep.say(f"[train] best validation {a.way}-way {a.shot}-shot accuracy {res.best_val_acc:.4f} at meta-step {res.best_step}; "
+            f"{res.steps} meta-steps, this run {res.seconds:.0f} s")
     rep.flush(force=True)  # the training history is kept even if testing fails
     ref = f"maml-{'second' if a.second_order else 'first'}-order-{a.backbone}"
     for ways, shots in ((a.way, 1), (a.way, 5)):  # the head is tied to the training way
@@ -120,7 +120,7 @@ def _run_maml(a) -> Path:
         rep.flush()
     header["wall_seconds"] = round(time.time() - t0, 1)
     rep.flush(finished=True)
-    if res["history"]:
+    if res.history:
         plot_validation(header["training"]["history"], Path(a.out) / f"{a.name}-val.png", a)
     rep.say(f"wrote {rep.json_path}")
     return rep.json_path
@@ -183,9 +183,9 @@ def _run_audio(a) -> Path:
     t0 = time.time()
     res = train_protonet(net, train, val, cfg, checkpoint_dir=a.checkpoints or None, resume=bool(a.checkpoints) and a.resume,
                          log=None if not a.quiet else (lambda s: None))
-    header["training"].update({"history": res.history, "best_val_acc": res.best_val_acc, "best_episode": res.best_episode,
-                               "episodes": res.episodes, "seconds": round(time.time() - t0, 1)})
-    rep.say(f"[train] best validation accuracy {res.best_val_acc:.4f} at episode {res.best_episode}")
+    header["training"].update({"history": res.history, "best_val_acc": res.best_val_acc, "best_episode": res.best_step,
+                               "episodes": res.steps, "seconds": round(time.time() - t0, 1)})
+    rep.say(f"[train] best validation accuracy {res.best_val_acc:.4f} at episode {res.best_step}")
     rep.flush(force=True)  # the training history is kept even if testing fails
     init = create(a.backbone)
     init.load_state_dict(init_state)
@@ -254,10 +254,10 @@ def _run_omniglot(a) -> Path:
     t0 = time.time()
     res = train_protonet(net, train, val, cfg, checkpoint_dir=a.checkpoints or None, resume=bool(a.checkpoints) and a.resume,
                          log=None if not a.quiet else (lambda s: None))
-    header["training"].update({"history": res.history, "best_val_acc": res.best_val_acc, "best_episode": res.best_episode,
-                               "episodes": res.episodes, "seconds": round(time.time() - t0, 1)})
-    rep.say(f"[train] best validation 5-way 1-shot accuracy {res.best_val_acc:.4f} at episode {res.best_episode}; "
-            f"{res.episodes} episodes in {time.time() - t0:.0f} s")
+    header["training"].update({"history": res.history, "best_val_acc": res.best_val_acc, "best_episode": res.best_step,
+                               "episodes": res.steps, "seconds": round(time.time() - t0, 1)})
+    rep.say(f"[train] best validation 5-way 1-shot accuracy {res.best_val_acc:.4f} at episode {res.best_step}; "
+            f"{res.steps} episodes in {time.time() - t0:.0f} s")
     rep.flush(force=True)  # the training history is kept even if testing fails
 
     feats = {"protonet-conv4": None}
@@ -285,7 +285,7 @@ def plot_validation(history: list[dict], path: Path, a) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ep = [h["episode"] for h in history]
+    ep = [h.get("step", h.get("episode")) for h in history]  # engine history ("step"); runs before it: "episode"
     maml = a.method == "maml"
     val = f"{a.way}-way {a.shot}-shot" if maml else "5-way 1-shot"
     fig, ax = plt.subplots(figsize=(5, 3.2))

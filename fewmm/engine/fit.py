@@ -32,7 +32,7 @@ import torch
 
 from ..errors import EpisodeError
 from .checkpoint import (
-    FORMAT, OLD_FORMATS, CheckpointError, load_optimizer, optimizer_tensors, read_checkpoint, rng_state, save_checkpoint,
+    FORMAT, CheckpointError, load_optimizer, optimizer_tensors, read_checkpoint, rng_state, save_checkpoint,
     set_rng_state, state_tensors,
 )
 from .tasks import TaskStream, class_items, fixed_tasks, holdout_split, step_seed
@@ -242,7 +242,7 @@ def _param_groups(model, cfg: FitConfig) -> list[dict]:
 
 def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | None = None, *, checkpoint_dir=None,
         resume: bool = False, restore_best: bool = True, desc: str | None = None, run_info: dict | None = None,
-        callback=None, parallel=None, **overrides) -> FitResult:
+        callback=None, log=None, parallel=None, **overrides) -> FitResult:
     """Train ``learner.model`` with ``trainer`` on tasks of the base classes; validate; keep the best.
 
     Parameters
@@ -273,6 +273,9 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
     callback : callable, optional
         Called as ``callback(step, loss, accuracy)`` after every optimiser step (``step``: steps
         done, 1-based; training loss and query accuracy of that step's tasks).
+    log : callable, optional
+        Called with one line (str) after every validation: step, training loss and accuracy,
+        validation accuracy, "(best)" for a new best.
     parallel : fewmm.distributed.TaskParallel, optional
         Data parallelism over the ranks of a ``torch.distributed`` job (``torchrun``): each
         step's tasks are split across the ranks, the gradients (and the reported loss and
@@ -368,13 +371,11 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
     if resume and ckpt is not None and (ckpt / "last.json").exists():
         tensors, saved = read_checkpoint(ckpt / "last")
         where = f"checkpoint {ckpt / 'last.json'}"
-        if saved.get("format") in OLD_FORMATS:
-            raise CheckpointError(
-                f"{where} was written by fewmm before the engine (format {saved['format']!r}) and cannot be resumed: "
-                f"start a new run in another directory (or delete {ckpt}/last.*); its best weights still load with "
-                "fewmm.train.load_head")
         if saved.get("format") != FORMAT:
-            raise CheckpointError(f"{where} is not an engine checkpoint (format {saved.get('format')!r}, expected {FORMAT!r})")
+            raise CheckpointError(
+                f"{where} was written by fewmm before the engine (format {saved.get('format')!r}, expected {FORMAT!r}) and "
+                f"cannot be resumed: start a new run in another directory (or delete {ckpt}/last.*); its best weights still "
+                "load (fewmm.train.load_head for a head, fewmm.backbones.episodic.load_backbone for a backbone)")
         if hasattr(learner, "check_checkpoint"):
             learner.check_checkpoint(saved.get("model", {}), where)
         elif saved.get("model") != meta:
@@ -465,6 +466,10 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
                             "seconds": t_before + time.perf_counter() - t0})
             bar.set_postfix(loss=f"{run_loss / n_run:.3f}", val_acc=f"{vacc:.3f}", best=f"{max(best_acc, vacc):.3f}")
             run_loss, run_acc, n_run = 0.0, 0.0, 0
+            if log is not None and (parallel is None or parallel.writer):
+                h = history[-1]
+                log(f"[{desc or 'step'} {step}] train loss {h['loss']:.4f} acc {h['train_acc']:.3f}; val acc {vacc:.4f}"
+                    + (" (best)" if val_eps is not None and vacc > best_acc else ""))
             if val_eps is not None and vacc > best_acc:
                 best_acc, best_step, since_best = vacc, step, 0
                 best_state = state_tensors(model)

@@ -365,6 +365,9 @@ class TensorLearner:
         Items per forward pass when embedding for validation.
     name : str, optional
         Label (progress bar).
+    eval_chunk : int
+        Episodes adapted together when the MAML family validates (bounds memory: images need
+        far fewer than feature vectors).
     inner_module : nn.Module, optional
         The module the MAML family adapts (default: ``model`` for (n, d) inputs, else
         :class:`ItemReshape` around it).
@@ -373,7 +376,7 @@ class TensorLearner:
     kind = "tensor"
 
     def __init__(self, model: nn.Module, inputs: torch.Tensor, labels, transform=None, device="cpu", embed_batch: int = 1024,
-                 name: str | None = None, inner_module: nn.Module | None = None):
+                 name: str | None = None, inner_module: nn.Module | None = None, eval_chunk: int = 64):
         from ..errors import FeatureError
 
         if not isinstance(inputs, torch.Tensor) or inputs.ndim < 2:
@@ -387,6 +390,7 @@ class TensorLearner:
         self.inputs = inputs
         self.transform = transform or _to_float
         self.embed_batch = int(embed_batch)
+        self.eval_chunk = int(eval_chunk)
         self.name = name or type(model).__name__
         item_shape = tuple(self.transform(inputs[:1]).shape[1:])
         self.inner = inner_module if inner_module is not None else (model if len(item_shape) == 1 else ItemReshape(model, item_shape))

@@ -169,6 +169,7 @@ class MAMLTrainer(Trainer):
         was = model.training
         model.eval()
         accs = []
+        chunk_size = int(getattr(learner, "eval_chunk", chunk_size))
         try:
             self.maml.inner_steps = self.eval_inner_steps
             for s in range(0, episodes.n_episodes, chunk_size):
