@@ -385,3 +385,64 @@ def embed_table(
     if parts is not None:
         parts.clear()
     return FeatureSet(feats, mask, key, cache_hit=False, path=path, resumed_items=n_done)
+
+
+# --- part files of an unfinished entry, for sharded extraction (fewmm.distributed) ---------------
+
+def list_parts(store: FeatureCache, key: dict) -> list[tuple[int, int, Path]]:
+    """Part files of the unfinished entry ``key``: ``(start, end, path)`` sorted, one per file
+    ``<entry>.parts/<start>-<end>.safetensors`` (holding the features of items ``start:end`` of the
+    items to encode, in table order); unverified (see :func:`read_part`)."""
+    folder = _Parts(store, key).dir
+    out = []
+    if folder.is_dir():
+        for f in folder.glob("*.safetensors"):
+            try:
+                a, b = (int(x) for x in f.stem.split("-"))
+            except ValueError:
+                continue
+            if 0 <= a < b:
+                out.append((a, b, f))
+    return sorted(out)
+
+
+def read_part(store: FeatureCache, key: dict, path: Path, dim: int) -> torch.Tensor:
+    """The features of one part file, verified (key, checksum, shape (end - start, dim)).
+
+    Returns
+    -------
+    torch.Tensor of shape (end - start, dim), float32
+
+    Raises
+    ------
+    ValueError
+        The file is unreadable, corrupted, of another key or of the wrong shape (the message
+        names the file and the problem).
+    """
+    path = Path(path)
+    got = _read_verified(path, key, "entry")
+    if isinstance(got, str):
+        raise ValueError(f"feature cache part {path}: {got}")
+    a, b = (int(x) for x in path.stem.split("-"))
+    if tuple(got[0].shape) != (b - a, dim):
+        raise ValueError(f"feature cache part {path}: its shape {tuple(got[0].shape)} is not ({b - a}, {dim})")
+    return got[0].float()
+
+
+def save_part(store: FeatureCache, key: dict, start: int, features: torch.Tensor) -> None:
+    """Write the features (n, dim) of items ``start:start + n`` of the items to encode as a part
+    file of the unfinished entry ``key`` (atomically: temporary file + rename)."""
+    _Parts(store, key).save(start, features)
+
+
+def clear_parts(store: FeatureCache, key: dict) -> None:
+    """Delete every part file of the entry ``key`` (once the entry is written)."""
+    _Parts(store, key).clear()
+
+
+if __name__ == "__main__":  # python -m fewmm.cache / torchrun ... -m fewmm.cache: see fewmm.distributed
+    import sys
+
+    from fewmm.distributed import main
+
+    sys.exit(main())

@@ -10,15 +10,17 @@ from fewmm.clihelp import help_text
 
 def _parsers():
     from fewmm.adapt.cli import build_parser as adapt
-    from fewmm.bench import backbone, fusion, plot, plot_fusion, report, speed_report, transfer
+    from fewmm.bench import backbone, fusion, merge, plot, plot_fusion, report, speed_report, transfer
     from fewmm.bench.cli import build_parser as bench
     from fewmm.data.__main__ import build_parser as data
+    from fewmm.distributed import build_parser as cache_cli
     from fewmm.paper.__main__ import build_parser as paper
 
     return {"fewmm.bench": bench(), "fewmm.bench.fusion": fusion.build_parser(), "fewmm.bench.backbone": backbone.build_parser(),
             "fewmm.adapt": adapt(), "fewmm.bench.report": report.build_parser(), "fewmm.bench.plot": plot.build_parser(),
             "fewmm.bench.plot_fusion": plot_fusion.build_parser(), "fewmm.bench.speed_report": speed_report.build_parser(),
-            "fewmm.data": data(), "fewmm.bench.transfer": transfer.build_parser(), "fewmm.paper": paper()}
+            "fewmm.data": data(), "fewmm.bench.transfer": transfer.build_parser(), "fewmm.bench.merge": merge.build_parser(),
+            "fewmm.cache": cache_cli(), "fewmm.paper": paper()}
 
 
 def _walk(name, parser):

@@ -14,6 +14,11 @@ One data set, several methods and shots::
 A TOML config (same keys as the flags; see ``fewmm/bench/suites/default.toml``)::
 
     python -m fewmm.bench --config benchmarks/omniglot.toml
+
+One slice of the grid per job (here slice 0 of 4), then the merge (see :mod:`fewmm.bench.shard`)::
+
+    python -m fewmm.bench --config benchmarks/omniglot.toml --name grid --shard 0/4
+    python -m fewmm.bench.merge results/grid-shard*-of-4.json
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ..clihelp import HelpFormatter, add_device_argument, interrupted_message
 from ..errors import FewmmError
 from ..plugins import add_plugin_argument, import_plugins
 from .runner import DEFAULT_ENCODER, DEFAULT_METHODS, SUITES_DIR, RunSpec, Suite, parse_ints, parse_strs, load_suite, parse_dataset, run_suite
+from .shard import shard_stem, shard_type
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,10 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, help="episodes per setting (default 600)")
     p.add_argument("--seed", type=int, help="episode seed (default 0)")
     add_device_argument(p)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="encoder arithmetic: fp32, or autocast to bf16/fp16 (torch encoders; recorded in the results "
+                   "and the feature-cache key; see README, sharded feature extraction)")
     p.add_argument("--data-root", help="data folder (default: $FEWMM_DATA, then ~/.cache/fewmm/data)")
     p.add_argument("--out", default="results", help="folder for the JSON + CSV results")
     p.add_argument("--name", help="file stem of the results (default <suite>-<timestamp>)")
     p.add_argument("--cache-dir", help="feature cache folder (default $FEWMM_CACHE or ~/.cache/fewmm/features)")
+    p.add_argument("--shard", type=shard_type, metavar="I/N",
+                   help="run only slice I of N (0-based) of the grid's cells, e.g. one Slurm array task each; "
+                   "results go to <name>-shardI-of-N.{json,csv}; merge the N files with python -m fewmm.bench.merge "
+                   "(default: the whole grid)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--list", action="store_true", help="list data sets, encoders and methods, then exit")
     add_plugin_argument(p)
@@ -139,10 +152,12 @@ def _main(argv: list[str] | None = None) -> int:
             data_root=a.data_root,
             device=a.device,
             out_dir=Path(a.out),
-            stem=a.name,
+            stem=shard_stem(a.name, suite.name, a.shard) if a.shard else a.name,
             cache_dir=a.cache_dir,
             command="python -m fewmm.bench " + " ".join(shlex.quote(x) for x in argv),
             quiet=a.quiet,
+            shard=a.shard,
+            precision=a.precision,
         )
     except FewmmError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -407,6 +407,8 @@ def run_suite(
     command: str | None = None,
     quiet: bool = False,
     chunk_size: int | None = None,
+    shard: tuple[int, int] | None = None,
+    precision: str = "fp32",
 ) -> Reporter:
     """Run every (data set, encoder, way, shot) of ``suite`` with every method on shared episodes.
 
@@ -418,6 +420,12 @@ def run_suite(
     ``--dataset digits,fsdd --encoder pixels,logmel-stats``) is skipped with a note.
     A banner says what will run and where the results go; a progress line per block says how
     far the suite is (block k of n, elapsed, a rough time left).
+
+    ``shard=(I, N)`` measures only slice I of N of the feasible cells (see :mod:`fewmm.bench.shard`;
+    the results file gets a ``shard`` record and is written even when the slice is empty);
+    ``python -m fewmm.bench.merge`` merges the N files into the unsharded results file.
+    ``precision="bf16"``/``"fp16"`` runs the encoders under autocast (:mod:`fewmm.encoders.precision`;
+    recorded as ``precision`` in the results' ``encoders`` entries and in the feature-cache key).
 
     Returns the :class:`Reporter` holding the rows (also written to ``out_dir/stem.{json,csv}``;
     nothing is written before the first row is measured, so a run that fails early leaves no file).
@@ -545,7 +553,12 @@ def run_suite(
                            "cells": [(w, k) for w, k, _ in cells], "infeasible": infeasible})
 
     # --- the banner -----------------------------------------------------------------------------
-    todo = [b for b in blocks if b["cells"]]
+    todo = planned = [b for b in blocks if b["cells"]]
+    if shard is not None and planned:
+        from .shard import select_cells
+
+        todo, header["shard"] = select_cells(planned, shard, suite.methods, suite.seed, suite.episodes, precision)
+        rep.say(f"shard {shard[0]}/{shard[1]}: cells {header['shard']['cells']} of 0..{header['shard']['n_cells'] - 1}")
     n_cells = sum(len(b["cells"]) for b in todo)
     rep.say(
         f"fewmm bench: suite {suite.name!r}, {len(todo)} block(s) (data set x encoder), {n_cells} cell(s) x "
@@ -559,11 +572,16 @@ def run_suite(
         + "".join(f"  [skip] {d} x {e}: {why}\n" for d, e, why in mismatched)
         + f"  results: {rep.json_path} and {rep.csv_path} (written from the first measured row on)"
     )
-    if not todo:
+    if not planned:
         raise FewmmError("nothing to measure: " + ("; ".join(s["reason"].splitlines()[0] for s in rep.skipped)
                                                    if rep.skipped else "no data set")
                          + ("; pick an encoder of the data set's modality with `--encoder` (see list_encoders())"
                             if mismatched else ""))
+
+    if not todo:  # an empty shard (more shards than cells): its file still says it ran
+        header["wall_seconds"] = round(time.time() - t_start, 1)
+        rep.flush(finished=True, force=True)
+        return rep
 
     # --- phase 2: encode (cached) and evaluate, block by block
     encoders: dict[str, object] = {}
@@ -577,10 +595,14 @@ def run_suite(
         rep.say(f"[block {bi + 1}/{len(todo)}] {r.display} x {enc_name}: {len(b['cells'])} cell(s); "
                 f"{format_seconds(elapsed)} elapsed{left}")
         if enc_name not in encoders:
-            encoders[enc_name] = E.create(enc_name, device=str(dev))
+            from ..encoders.precision import with_precision
+
+            encoders[enc_name] = with_precision(E.create(enc_name, device=str(dev)), precision)
         enc = encoders[enc_name]
         header["encoders"][enc_name] = {"modality": enc.modality, "dim": enc.dim, "weights_id": enc.weights_id,
                                         "preprocess": enc.preprocess_id}
+        if precision != "fp32":
+            header["encoders"][enc_name]["precision"] = precision
         t0 = time.time()
         fs = embed_table(table, enc, cache=cache, progress=not quiet)
         rep.say(f"[features] {table.name} x {enc_name}: {tuple(fs.features.shape)} "

@@ -245,7 +245,7 @@ def _param_groups(model, cfg: FitConfig) -> list[dict]:
 
 def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | None = None, *, checkpoint_dir=None,
         resume: bool = False, restore_best: bool = True, desc: str | None = None, run_info: dict | None = None,
-        callback=None, log=None, **overrides) -> FitResult:
+        callback=None, log=None, parallel=None, **overrides) -> FitResult:
     """Train ``learner.model`` with ``trainer`` on tasks of the base classes; validate; keep the best.
 
     Parameters
@@ -279,6 +279,13 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
     log : callable, optional
         Called with one line (str) after every validation: step, training loss and accuracy,
         validation accuracy, "(best)" for a new best.
+    parallel : fewmm.distributed.TaskParallel, optional
+        Data parallelism over the ranks of a ``torch.distributed`` job (``torchrun``): each
+        step's tasks are split across the ranks, the gradients (and the reported loss and
+        accuracy) averaged over all tasks by an all-reduce, so every rank takes the same step;
+        only rank 0 writes checkpoints (``checkpoint_dir`` must be shared to resume on other
+        ranks; a run may resume with another number of ranks: the tasks of a step do not depend
+        on it). Every rank validates on all validation tasks.
 
     Returns
     -------
@@ -299,6 +306,8 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
     from ..progress import progress_bar
 
     cfg = dataclasses.replace(config or FitConfig(), **overrides)
+    if parallel is not None:
+        parallel.local_slice(cfg.episodes_per_step)  # fail now when there are fewer tasks than ranks
     labels = np.asarray(learner.labels)
     train_items = held = None
     if cfg.validation == "classes":
@@ -340,7 +349,7 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
         return float(np.mean(trainer.evaluate(learner, val_eps)))
 
     def save_best(step: int, acc: float) -> None:
-        if ckpt is not None:
+        if ckpt is not None and (parallel is None or parallel.writer):
             save_checkpoint(ckpt / "best", state_tensors(model), {"format": FORMAT, **meta, "step": step, "val_acc": acc,
                                                                  "trainer": trainer.config()})
 
@@ -404,7 +413,7 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
         np.random.seed(cfg.seed % 2**32)
 
     def save_last() -> None:
-        if ckpt is None:
+        if ckpt is None or not (parallel is None or parallel.writer):
             return
         tensors = {f"model.{k}": v for k, v in state_tensors(model).items()}
         tensors.update({f"trainer.{k}": v for k, v in trainer.state_dict().items()})
@@ -417,7 +426,7 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
     seen = np.zeros(len(labels), dtype=bool)
     cuda_devs = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     name = getattr(learner, "name", type(model).__name__)
-    bar = progress_bar(total=cfg.steps, initial=min(step, cfg.steps), disable=not cfg.progress,
+    bar = progress_bar(total=cfg.steps, initial=min(step, cfg.steps), disable=not cfg.progress or not (parallel is None or parallel.writer),
                        desc=desc or f"train {name} ({trainer.name})", dynamic_ncols=True)
     run_loss, run_acc, n_run, t0 = 0.0, 0.0, 0, time.perf_counter()
     lr_now = cfg.lr
@@ -426,27 +435,40 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
         eps = stream(step)
         seen[eps.support.ravel()] = True
         seen[eps.query.ravel()] = True
+        n_total = eps.n_episodes
+        if parallel is not None:
+            eps = parallel.split(eps)
         factor = cfg.lr_factor(step)
         for g, lr0 in zip(opt.param_groups, base_lrs):
             g["lr"] = lr0 * factor
         lr_now = cfg.lr * factor
         with torch.random.fork_rng(devices=cuda_devs):
-            torch.manual_seed(step_seed(cfg.seed, step, 1))
+            # ranks > 0 of a parallel run draw their own dropout (rank 0 draws what one process draws)
+            torch.manual_seed(step_seed(cfg.seed, step, 1) if parallel is None or parallel.rank == 0
+                              else step_seed(cfg.seed, step, 1, parallel.rank))
             batch = learner.batch(eps, step=step)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
                 loss, acc = trainer.loss(learner, batch)
             loss = loss.float()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"step {step + 1}: the training loss is {float(loss)} (diverged); lower lr (or inner_lr)")
+            if parallel is not None:  # the mean over all the step's tasks, the same on every rank
+                n_local = eps.n_episodes
+                lval, aval = parallel.mean([loss.detach(), acc], n_local, n_total)
+                loss_report, acc = torch.tensor(lval), torch.tensor(aval)
+            else:
+                loss_report = loss
+            if not torch.isfinite(loss_report):
+                raise FloatingPointError(f"step {step + 1}: the training loss is {float(loss_report)} (diverged); lower lr (or inner_lr)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if parallel is not None:
+                parallel.all_reduce_gradients(params, n_local, n_total)
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
         step += 1
-        run_loss, run_acc, n_run = run_loss + float(loss.detach()), run_acc + float(acc), n_run + 1
+        run_loss, run_acc, n_run = run_loss + float(loss_report.detach()), run_acc + float(acc), n_run + 1
         if callback is not None:
-            callback(step, float(loss.detach()), float(acc))
+            callback(step, float(loss_report.detach()), float(acc))
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             vacc = validate()
@@ -455,7 +477,7 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
                             "seconds": t_before + time.perf_counter() - t0})
             bar.set_postfix(loss=f"{run_loss / n_run:.3f}", val_acc=f"{vacc:.3f}", best=f"{max(best_acc, vacc):.3f}")
             run_loss, run_acc, n_run = 0.0, 0.0, 0
-            if log is not None:
+            if log is not None and (parallel is None or parallel.writer):
                 h = history[-1]
                 log(f"[{desc or 'step'} {step}] train loss {h['loss']:.4f} acc {h['train_acc']:.3f}; val acc {vacc:.4f}"
                     + (" (best)" if val_eps is not None and vacc > best_acc else ""))
@@ -469,7 +491,7 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
                     stopped = True
             save_last()
         else:
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            bar.set_postfix(loss=f"{float(loss_report.detach()):.3f}")
     bar.close()
     final = state_tensors(model)
     if restore_best and best_state is not None:

@@ -225,6 +225,15 @@ def _paper_timings(root, exp, docs):
                                "cached); a resumed training counts every part.\n")
 
 
+def _precision(root, exp, docs):
+    """bf16/fp16 extraction against float32 (benchmarks/precision_tolerance.py's own table)."""
+    path = Path(root) / "benchmarks" / "precision_tolerance.py"
+    spec = importlib.util.spec_from_file_location("fewmm_benchmarks_precision", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.table(docs[0])
+
+
 def _no_markdown(root, exp, docs):
     return ""
 
@@ -232,7 +241,7 @@ def _no_markdown(root, exp, docs):
 #: generator name -> function (root, experiment, docs) -> Markdown of the table (README block text)
 GENERATORS = {"bench": _bench, "fusion": _fusion, "backbone": _backbone, "omniglot-summary": _omniglot_summary,
               "transfer": _transfer, "speed": _speed, "mutation": _mutation, "omniglot-challenge": _omniglot_challenge,
-              "fusion-trainers": _fusion_trainers, "paper-timings": _paper_timings, "plot": _no_markdown, "plot-fusion": _no_markdown}
+              "fusion-trainers": _fusion_trainers, "paper-timings": _paper_timings, "precision": _precision, "plot": _no_markdown, "plot-fusion": _no_markdown}
 
 
 def markdown(root: Path, exp) -> str:
