@@ -315,3 +315,21 @@ def test_pre_engine_backbone_checkpoints_load_or_are_refused(tmp_path):
     cfg = EpisodicConfig(n_way=3, n_shot=1, n_query=1, episodes=12, eval_every=6, val_way=2, val_query=1, val_episodes=2, progress=False)
     with pytest.raises(CheckpointError, match="before the engine .* start a new run in another directory"):
         train_protonet(nn.Sequential(nn.Flatten(), nn.Linear(16, 8)), imgs, imgs[:3], cfg, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_a_fresh_maml_trainer_evaluates_without_training(data):
+    """evaluate() on a trainer that never ran loss() builds its MAML from the first batch (it raised
+    AttributeError on None before; found by the fusion bench) and scores the same as one prepared
+    by hand; its inner steps are the evaluation ones, then put back."""
+    eps = fixed_tasks(data.labels, range(60, 100), 5, 1, 3, 6, seed=1)
+    accs = []
+    for prepare_first in (False, True):
+        head = H.create("gmu", data, seed=3, hidden=12, dropout=0.0)
+        learner = HeadLearner(head, data)
+        tr = create_trainer("fomaml", inner_lr=0.1, inner_steps=1, eval_inner_steps=3)
+        if prepare_first:
+            tr.prepare(learner, learner.batch(eps[0:1]))
+        acc = tr.evaluate(learner, eps)
+        assert acc.shape == (6,) and tr.maml.inner_steps == 1
+        accs.append(acc)
+    np.testing.assert_array_equal(accs[0], accs[1])

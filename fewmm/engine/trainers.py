@@ -171,10 +171,10 @@ class MAMLTrainer(Trainer):
         accs = []
         chunk_size = int(getattr(learner, "eval_chunk", chunk_size))
         try:
-            self.maml.inner_steps = self.eval_inner_steps
             for s in range(0, episodes.n_episodes, chunk_size):
                 batch = learner.batch(episodes[s : s + chunk_size])
-                self.prepare(learner, batch)
+                self.prepare(learner, batch)  # builds the MAML of a trainer that has not trained yet
+                self.maml.inner_steps = self.eval_inner_steps
                 with torch.no_grad():
                     _, sx, sy, qx, qy = learner.inner_task(batch)
                 params = self.maml.adapt(sx, sy, differentiable=False)
@@ -182,7 +182,8 @@ class MAMLTrainer(Trainer):
                     logits = self.maml.predict_logits(params, qx)
                 accs.append((logits.argmax(-1) == qy).double().mean(1).cpu().numpy())
         finally:
-            self.maml.inner_steps = self.inner_steps
+            if self.maml is not None:
+                self.maml.inner_steps = self.inner_steps
             model.train(was)
         return np.concatenate(accs)
 
