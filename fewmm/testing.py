@@ -631,9 +631,32 @@ def check_learner_bad_episodes(learner, who: str = "learner") -> None:
         learner.logits(learner.batch(bad))
 
 
+def check_learner_bad_inputs(learner, who: str = "learner") -> None:
+    """Bad data is refused when the learner is built, with a FeatureError naming what is wrong:
+    features with a NaN, features whose dimension does not fit the model (the learner class's
+    ``contract_example(bad="nan" | "dim")``); and tasks over a class with no item in the table
+    (a class missing from every support set) raise EpisodeError naming the class. (A class with
+    no support item inside an episode cannot be expressed: ``Episodes.support`` has shape
+    (E, N, K), K items for each of the N classes.)"""
+    from .engine import fixed_tasks
+    from .errors import EpisodeError, FeatureError
+
+    make = getattr(type(learner), "contract_example", None)
+    _expect(make is not None, who, "bad_inputs", "the learner class has no contract_example(seed, bad=...)")
+    with _raises(who, "bad_inputs", FeatureError, "NaN"):
+        make(seed=0, bad="nan")
+    with _raises(who, "bad_inputs", FeatureError, "dim"):
+        make(seed=0, bad="dim")
+    classes = np.unique(np.asarray(learner.labels))
+    absent = int(classes.max()) + 7
+    with _raises(who, "bad_inputs", EpisodeError, f"[{absent}]", "no item"):
+        fixed_tasks(np.asarray(learner.labels), [*classes[:2].tolist(), absent], 3, 1, 1, 2, seed=0)
+
+
 LEARNER_CHECKS: dict[str, Callable] = {
     "protocol": check_learner_protocol,
     "bad_episodes": check_learner_bad_episodes,
+    "bad_inputs": check_learner_bad_inputs,
     "shapes": check_learner_shapes,
     "deterministic": check_learner_deterministic,
     "adapted_parameters": check_learner_adapted_parameters,
@@ -655,6 +678,8 @@ def check_learner(learner, name: str | None = None, rebuild: Callable | None = N
     """
     who = f"learner {name or getattr(learner, 'kind', type(learner).__name__)!r}"
     for key, check in LEARNER_CHECKS.items():
+        if key == "bad_inputs" and not hasattr(type(learner), "contract_example"):
+            continue  # an unregistered learner class may not know how to build itself on bad data (registered ones must)
         if key == "save_load":
             check(learner, who, rebuild)
         else:
