@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .meta_base import MetaTrainedMethod, _positive_float, _positive_int, mlp
+from .meta_base import MetaTrainedMethod, check_positive_float, check_positive_int, mlp
 
 
 class MAMLMethod(MetaTrainedMethod):
@@ -59,8 +59,8 @@ class MAMLMethod(MetaTrainedMethod):
             raise ValueError(f"variant must be 'maml', 'anil' or 'metasgd', got {self.variant!r}")
         if self.variant == "anil" and not self.hidden:
             raise ValueError("variant='anil' needs hidden >= 1 (a body to reuse); with hidden=0 ANIL is MAML")
-        _positive_float(self.inner_lr, "inner_lr")
-        _positive_int(self.inner_steps, "inner_steps")
+        check_positive_float(self.inner_lr, "inner_lr")
+        check_positive_int(self.inner_steps, "inner_steps")
         if not isinstance(self.first_order, bool):
             raise ValueError(f"first_order must be True or False, got {self.first_order!r}")
 
