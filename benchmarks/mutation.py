@@ -42,7 +42,7 @@ MODULES = {
     "episodes": (["fewmm/episodes.py"], ["tests/test_episodes.py", "tests/test_episodes_properties.py"], []),
     "evaluate": (["fewmm/evaluate.py"], ["tests/test_evaluate.py", "tests/test_references.py"], []),
     "methods": (["fewmm/methods/*"], ["tests/test_methods.py", "tests/test_method_details.py", "tests/test_references.py",
-                                      "tests/test_evaluate.py", "tests/test_method_params.py", "tests/test_sklearn.py", "tests/test_method_checks.py",
+                                      "tests/test_evaluate.py", "tests/test_method_params.py", "tests/test_sklearn.py", "tests/test_method_checks.py", "tests/test_meta_methods.py",
                                       "tests/test_transfer.py"], FAST),
 }
 

@@ -17,7 +17,8 @@ them (dict keys of any of these kinds); :class:`torch.Tensor`; numpy arrays (num
 object) and numpy scalars; scikit-learn estimators (every :class:`fewmm.methods.FewShotMethod`,
 :class:`fewmm.heads.HeadClassifier`, :class:`sklearn.linear_model.LogisticRegression`, ...);
 fusion heads; :class:`torch.nn.Sequential` / :class:`~torch.nn.Linear` and parameter-free
-activation modules. Anything else raises :class:`~fewmm.errors.PersistError` naming the
+activation modules; :class:`fewmm.meta.MAML` (its head as above, its :meth:`~fewmm.meta.MAML.config`
+and its state dict, which holds Meta-SGD's learned inner learning rates). Anything else raises :class:`~fewmm.errors.PersistError` naming the
 attribute (``clf_.foo``) and its type.
 
 An estimator class may list attributes that are caches, rebuilt on demand, in a class attribute
@@ -112,6 +113,12 @@ class _Writer:
             return {"head": v.config(), "state": self.encode(dict(v.state_dict()), f"{where}.state_dict"),
                     "training": bool(v.training), "requires_grad": self._grads(v)}
         if isinstance(v, nn.Module):
+            from .meta import MAML
+
+            if type(v) is MAML:  # its head + config; the state dict holds the head and Meta-SGD's rates
+                return {"maml": v.config(), "head_module": self.module(v.head, f"{where}.head"),
+                        "state": self.encode(dict(v.state_dict()), f"{where}.state_dict"),
+                        "training": bool(v.training), "requires_grad": self._grads(v)}
             return self.module(v, where)
         if isinstance(v, BaseEstimator):
             params = v.get_params(deep=False)
@@ -121,7 +128,7 @@ class _Writer:
                     "state": {"dict": [[{"py": k}, self.encode(x, f"{where}.{k}")] for k, x in state.items()]}}
         raise PersistError(f"{where}: a {type(v).__module__}.{type(v).__qualname__} cannot be saved without pickle "
                            "(supported: tensors, numpy arrays, JSON values, scikit-learn estimators, fusion heads, "
-                           "nn.Sequential / nn.Linear / activations)")
+                           "fewmm.meta.MAML, nn.Sequential / nn.Linear / activations)")
 
     @staticmethod
     def _grads(m: nn.Module) -> list[str]:
@@ -189,6 +196,15 @@ class _Reader:
             return head
         if "torch_module" in node:
             return self.module(node)
+        if "maml" in node:
+            from .meta import MAML
+
+            try:
+                m = MAML(self.module(node["head_module"]), **node["maml"])
+            except (TypeError, ValueError) as e:
+                raise PersistError(f"{self.where}: the saved MAML config {node['maml']!r} cannot be rebuilt: {e}") from None
+            self._restore_module(m, node)
+            return m
         if "estimator" in node:
             from sklearn.base import BaseEstimator
 

@@ -20,7 +20,11 @@ What is checked (each a function named ``check_*`` below, runnable alone):
     ``head(batch)`` -> logits (E, M, N) float32 and weights (E, M, n_w), finite, weights >= 0.
 ``classes_order``
     ``classes_`` is the sorted distinct support labels whatever the support order; renaming the
-    classes so that their sorted order reverses permutes the probability columns accordingly.
+    classes so that their sorted order reverses permutes the probability columns accordingly. A
+    method class whose probabilities depend on which class is encoded as output ``j`` (the MAML
+    family: output ``j`` starts from a meta-learned row) declares it with a class attribute
+    ``class_order_dependent = "<reason>"``: the renamed fit is then checked by accuracy only, and a
+    :class:`ContractWaiver` warning carries the reason and the measured difference.
 ``deterministic``
     Two fits from fresh instances, under different global torch / numpy random states, give
     identical probabilities (a component's randomness comes from its own seed).
@@ -54,6 +58,7 @@ import contextlib
 import json
 import pickle
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -65,7 +70,7 @@ from .errors import FeatureError
 
 __all__ = [
     "ContractCase", "contract_cases", "run_check", "check_method", "check_head", "check_learner", "METHOD_CHECKS",
-    "HEAD_CHECKS", "LEARNER_CHECKS", "disabled_pickle",
+    "HEAD_CHECKS", "LEARNER_CHECKS", "disabled_pickle", "ContractWaiver",
 ]
 
 # Labels whose first-appearance order differs from their sorted order.
@@ -93,6 +98,11 @@ class ContractCase:
 
 class _Fail(AssertionError):
     pass
+
+
+class ContractWaiver(UserWarning):
+    """Warned when a check is weakened by a component's documented declaration (e.g. a method's
+    ``class_order_dependent`` reason); the message names the component, the check and the reason."""
 
 
 def _expect(cond: bool, who: str, check: str, msg: str) -> None:
@@ -223,8 +233,21 @@ def check_method_classes_order(name: str, params: dict | None = None) -> None:
     m2 = build(x, y2).fit(x[sup], y2[sup])
     p2 = m2.predict_proba(x[qry])
     _expect(list(m2.classes_) == sorted(rename.values()), who, "classes_order", f"classes_ {list(m2.classes_)} not sorted")
-    _expect(np.allclose(p2[:, ::-1], p, atol=1e-4), who, "classes_order",
-            f"renamed classes: columns do not follow classes_ (max diff {np.abs(p2[:, ::-1] - p).max():.2e})")
+    declared = getattr(type(m2), "class_order_dependent", None)
+    if declared is None:
+        _expect(np.allclose(p2[:, ::-1], p, atol=1e-4), who, "classes_order",
+                f"renamed classes: columns do not follow classes_ (max diff {np.abs(p2[:, ::-1] - p).max():.2e})")
+        return
+    # a method that declares (with its reason) that its probabilities depend on which class is
+    # encoded as column j: the columns must still follow classes_ (the right class wins), not match exactly
+    _expect(isinstance(declared, str) and len(declared.strip()) >= 20, who, "classes_order",
+            f"class_order_dependent must be a sentence giving the reason, got {declared!r}")
+    hit2 = float((m2.classes_[p2.argmax(1)] == y2[qry]).mean())
+    _expect(hit2 >= 35 / 36, who, "classes_order", f"renamed classes: the most probable column names the true class for "
+            f"{hit2:.3f} of the queries (want >= {35 / 36:.3f})")
+    warnings.warn(ContractWaiver(f"{who}: check_classes_order: renamed classes checked by accuracy only "
+                                 f"(max diff {np.abs(p2[:, ::-1] - p).max():.2e} from the reversed columns), as "
+                                 f"{type(m2).__name__}.class_order_dependent declares: {declared}"), stacklevel=2)
 
 
 def check_method_deterministic(name: str, params: dict | None = None) -> None:
@@ -631,9 +654,32 @@ def check_learner_bad_episodes(learner, who: str = "learner") -> None:
         learner.logits(learner.batch(bad))
 
 
+def check_learner_bad_inputs(learner, who: str = "learner") -> None:
+    """Bad data is refused when the learner is built, with a FeatureError naming what is wrong:
+    features with a NaN, features whose dimension does not fit the model (the learner class's
+    ``contract_example(bad="nan" | "dim")``); and tasks over a class with no item in the table
+    (a class missing from every support set) raise EpisodeError naming the class. (A class with
+    no support item inside an episode cannot be expressed: ``Episodes.support`` has shape
+    (E, N, K), K items for each of the N classes.)"""
+    from .engine import fixed_tasks
+    from .errors import EpisodeError, FeatureError
+
+    make = getattr(type(learner), "contract_example", None)
+    _expect(make is not None, who, "bad_inputs", "the learner class has no contract_example(seed, bad=...)")
+    with _raises(who, "bad_inputs", FeatureError, "NaN"):
+        make(seed=0, bad="nan")
+    with _raises(who, "bad_inputs", FeatureError, "dim"):
+        make(seed=0, bad="dim")
+    classes = np.unique(np.asarray(learner.labels))
+    absent = int(classes.max()) + 7
+    with _raises(who, "bad_inputs", EpisodeError, f"[{absent}]", "no item"):
+        fixed_tasks(np.asarray(learner.labels), [*classes[:2].tolist(), absent], 3, 1, 1, 2, seed=0)
+
+
 LEARNER_CHECKS: dict[str, Callable] = {
     "protocol": check_learner_protocol,
     "bad_episodes": check_learner_bad_episodes,
+    "bad_inputs": check_learner_bad_inputs,
     "shapes": check_learner_shapes,
     "deterministic": check_learner_deterministic,
     "adapted_parameters": check_learner_adapted_parameters,
@@ -655,6 +701,8 @@ def check_learner(learner, name: str | None = None, rebuild: Callable | None = N
     """
     who = f"learner {name or getattr(learner, 'kind', type(learner).__name__)!r}"
     for key, check in LEARNER_CHECKS.items():
+        if key == "bad_inputs" and not hasattr(type(learner), "contract_example"):
+            continue  # an unregistered learner class may not know how to build itself on bad data (registered ones must)
         if key == "save_load":
             check(learner, who, rebuild)
         else:

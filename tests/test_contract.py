@@ -263,3 +263,21 @@ def test_persist_names_what_it_cannot_save(tmp_path):
     with pytest.raises(PersistError, match=r"ProtoNet.extra_\['f'\]: a builtins.function cannot be saved without pickle"):
         persist.save(m, tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+def test_class_order_declaration_is_honoured_only_with_a_reason(monkeypatch):
+    """The MAML family declares (class_order_dependent) that renaming classes changes its
+    probabilities: the renamed-classes part is then checked by accuracy, with a ContractWaiver
+    naming the reason; without the declaration the exact check fails; a declaration without a
+    reason fails."""
+    from fewmm.methods.maml import MAMLMethod
+    from fewmm.testing import ContractWaiver, check_method_classes_order
+
+    with pytest.warns(ContractWaiver, match=r"method 'maml': check_classes_order: .*max diff 2\.71e-02.*meta-learned row"):
+        check_method_classes_order("maml")
+    monkeypatch.setattr(MAMLMethod, "class_order_dependent", None)
+    with pytest.raises(AssertionError, match=r"renamed classes: columns do not follow classes_ \(max diff 2\.71e-02\)"):
+        check_method_classes_order("maml")
+    monkeypatch.setattr(MAMLMethod, "class_order_dependent", "yes")
+    with pytest.raises(AssertionError, match="class_order_dependent must be a sentence giving the reason"):
+        check_method_classes_order("maml")

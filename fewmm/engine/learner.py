@@ -240,15 +240,28 @@ class HeadLearner:
         return self.model.name
 
     @classmethod
-    def contract_example(cls, seed: int = 0) -> "HeadLearner":
+    def contract_example(cls, seed: int = 0, bad: str | None = None) -> "HeadLearner":
         """A small instance for the contract tests (:func:`fewmm.testing.contract_cases`): a GMU
         head (hidden 16, initial weights from ``seed``) on synthetic image + audio features, 6
-        classes x 6 items, 30% of them missing one modality (the same data for every seed)."""
+        classes x 6 items, 30% of them missing one modality (the same data for every seed).
+        ``bad="nan"``: one feature NaN; ``bad="dim"``: features one wider than the head (both must
+        raise FeatureError)."""
         from ..heads import create
         from ..heads.synthetic import make_synthetic
 
         f, _ = make_synthetic(n_classes=6, per_class=6, missing_fraction=0.3, corrupt_modality=None, seed=0)
-        return cls(create("gmu", f, seed=seed, hidden=16), f)
+        head = create("gmu", f, seed=seed, hidden=16)
+        if bad == "nan":  # MMFeatures itself refuses it, naming the modality
+            import dataclasses
+
+            m = f.modalities[0]
+            x = f.features[m].clone()
+            x[4, 2] = float("nan")
+            f = dataclasses.replace(f, features={**f.features, m: x})
+        elif bad == "dim":
+            f, _ = make_synthetic(n_classes=6, per_class=6, dims=tuple((m, int(f.features[m].shape[1]) + 1) for m in f.modalities),
+                                  missing_fraction=0.3, corrupt_modality=None, seed=0)
+        return cls(head, f)
 
     def check_items(self, items: np.ndarray) -> None:
         """Raise FeatureError naming an item of ``items`` that has no modality."""
@@ -409,6 +422,9 @@ class TensorLearner:
         self.model = model
         self.device = torch.device(device)
         model.to(self.device)
+        if inputs.is_floating_point() and not bool(torch.isfinite(inputs).all()):
+            bad = int(torch.nonzero(~torch.isfinite(inputs.reshape(inputs.shape[0], -1)).all(1))[0, 0])
+            raise FeatureError(f"inputs contain NaN or inf (first at item {bad}): the loss would be NaN from the first step")
         self.inputs = inputs
         self.transform = transform or _to_float
         self.embed_batch = int(embed_batch)
@@ -416,17 +432,33 @@ class TensorLearner:
         self.name = name or type(model).__name__
         item_shape = tuple(self.transform(inputs[:1]).shape[1:])
         self.inner = inner_module if inner_module is not None else (model if len(item_shape) == 1 else ItemReshape(model, item_shape))
+        was = model.training
+        try:  # one item through the model now, so inputs that do not fit it fail here, named, not deep in a step
+            model.eval()
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                model(self.transform(inputs[:1]).to(self.device))
+        except RuntimeError as e:
+            raise FeatureError(f"inputs: items of shape {tuple(inputs.shape[1:])} ({inputs.dtype}) do not fit model {self.name} "
+                               "(its input dim or layout differs): "
+                               f"{str(e).splitlines()[0][:200]}") from None
+        finally:
+            model.train(was)
 
     @classmethod
-    def contract_example(cls, seed: int = 0) -> "TensorLearner":
+    def contract_example(cls, seed: int = 0, bad: str | None = None) -> "TensorLearner":
         """A small instance for the contract tests (:func:`fewmm.testing.contract_cases`): an MLP
         8 -> 16 -> 3 (initial weights from ``seed``) on 6 Gaussian classes x 6 items of 8-d features
-        (the same data for every seed)."""
+        (the same data for every seed). ``bad="nan"``: one feature NaN; ``bad="dim"``: 9-d
+        features (both must raise FeatureError)."""
         g = torch.Generator().manual_seed(0)
         x = torch.randn(6, 8, generator=g).repeat_interleave(6, 0) * 3 + torch.randn(36, 8, generator=g)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
             model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        if bad == "nan":
+            x[4, 2] = float("nan")
+        elif bad == "dim":
+            x = torch.cat([x, x[:, :1]], 1)
         return cls(model, x, np.repeat(np.arange(6), 6))
 
     def _gather(self, idx: np.ndarray) -> torch.Tensor:

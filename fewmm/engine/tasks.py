@@ -47,6 +47,10 @@ def _shots(n_shot) -> tuple[int, ...]:
 
 
 def _pool(labels, classes, items) -> np.ndarray:
+    absent = sorted(set(np.asarray(list(classes)).tolist()) - set(np.unique(labels).tolist()))
+    if absent:  # a named class with no item would be dropped silently: ways drawn from fewer classes than asked
+        raise EpisodeError(f"classes {absent[:10]} have no item in the labels ({len(absent)} of {len(list(classes))} classes named): "
+                           "name only classes of this table")
     pool = class_items(labels, classes)
     if items is not None:
         pool = np.intersect1d(pool, np.asarray(items, dtype=np.int64))

@@ -190,6 +190,8 @@ class MAML(nn.Module):
         self.variant = variant
         self.path = path
         self.feature_norm = None if feature_norm == "none" else feature_norm
+        #: the ``adapted`` names as given (sorted), None for the variant's default (kept for fewmm.persist)
+        self.adapted = None if adapted is None else sorted(set(adapted))
         self._names = [n for n, _ in head.named_parameters()]
         if not self._names:
             raise ValueError("head has no parameters to meta-learn")
@@ -237,6 +239,13 @@ class MAML(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     # public API
+    def config(self) -> dict:
+        """The constructor arguments other than ``head`` (JSON values): ``MAML(head, **maml.config())``
+        rebuilds this inner loop around a head (used by :mod:`fewmm.persist`)."""
+        return {"inner_lr": self.inner_lr, "inner_steps": self.inner_steps, "first_order": self.first_order,
+                "variant": self.variant, "path": self.path, "feature_norm": self.feature_norm,
+                "force_vmap": self.force_vmap, "adapted": self.adapted}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The head at the meta-learned initialisation (features normalised as configured)."""
         return self.head(self._norm(x))

@@ -25,12 +25,14 @@ from ..errors import FeatureError
 from .base import FewShotMethod, check_features, check_labels, l2_normalize
 
 
-def _positive_int(v, name: str, lo: int = 1) -> None:
+def check_positive_int(v, name: str, lo: int = 1) -> None:
+    """Raise ValueError naming ``name`` unless ``v`` is an int (not a bool) >= ``lo``."""
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
         raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
 
 
-def _positive_float(v, name: str) -> None:
+def check_positive_float(v, name: str) -> None:
+    """Raise ValueError naming ``name`` unless ``v`` is a finite real number > 0 (not a bool)."""
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {v!r}")
 
@@ -101,12 +103,12 @@ class MetaTrainedMethod(FewShotMethod):
 
     def check_params(self) -> None:
         """Raise ValueError naming a hyper-parameter of the wrong type or range."""
-        _positive_int(self.hidden, "hidden", lo=0)
-        _positive_int(self.n_way, "n_way", lo=2)
+        check_positive_int(self.hidden, "hidden", lo=0)
+        check_positive_int(self.n_way, "n_way", lo=2)
         for n in ("n_shot", "n_query", "meta_batch", "steps"):
-            _positive_int(getattr(self, n), n)
-        _positive_int(self.seed, "seed", lo=0)
-        _positive_float(self.outer_lr, "outer_lr")
+            check_positive_int(getattr(self, n), n)
+        check_positive_int(self.seed, "seed", lo=0)
+        check_positive_float(self.outer_lr, "outer_lr")
 
     # -- hooks for subclasses -------------------------------------------------------------------
     def _build(self, dim: int, n_out: int) -> nn.Module:  # pragma: no cover - abstract

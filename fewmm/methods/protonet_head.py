@@ -46,9 +46,9 @@ class ProtoNetHead(MetaTrainedMethod):
     def check_params(self) -> None:
         """Raise ValueError naming a bad hyper-parameter (also those of the base class)."""
         super().check_params()
-        from .meta_base import _positive_int
+        from .meta_base import check_positive_int
 
-        _positive_int(self.out_dim, "out_dim")
+        check_positive_int(self.out_dim, "out_dim")
 
     def _build(self, dim, n_out):
         return mlp(dim, int(self.hidden), int(self.out_dim), int(self.seed))
