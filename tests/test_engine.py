@@ -333,3 +333,43 @@ def test_a_fresh_maml_trainer_evaluates_without_training(data):
         assert acc.shape == (6,) and tr.maml.inner_steps == 1
         accs.append(acc)
     np.testing.assert_array_equal(accs[0], accs[1])
+
+
+@pytest.mark.parametrize("trainer", ["fomaml", "anil", "metasgd"])
+def test_maml_family_evaluates_a_way_other_than_the_training_way(data, trainer):
+    """A split with fewer classes than the training way (the fusion bench: 3-way training, 2-way
+    validation) is evaluated from the same meta-learned head, its classifier starting from the
+    support prototypes with a zero offset (it raised "built for 3-way tasks, got 2-way" before).
+    Independent reference: a fresh trainer whose first (only) way is the evaluation way, on a copy
+    of the same head — the same-way path the learn2learn oracle tests check."""
+    import copy
+
+    head = H.create("gmu", data, seed=3, hidden=12, dropout=0.0)
+    learner = HeadLearner(head, data)
+    tr = create_trainer(trainer, inner_lr=0.3, inner_steps=1, eval_inner_steps=2)
+    train = fixed_tasks(data.labels, BASE, 3, 1, 2, 4, seed=0)
+    tr.prepare(learner, learner.batch(train[0:2]))  # builds the MAML (and Meta-SGD's rates) for 3-way tasks
+    opt = torch.optim.Adam(list(head.parameters()) + tr.parameters(), lr=1e-2)
+    for i in range(2):  # a little meta-training, so the head is not its initialisation
+        opt.zero_grad()
+        tr.loss(learner, learner.batch(train[2 * i : 2 * i + 2]))[0].backward()
+        opt.step()
+    three = fixed_tasks(data.labels, VAL, 3, 1, 3, 5, seed=1)
+    two = fixed_tasks(data.labels, VAL, 2, 2, 3, 7, seed=2)
+    acc3 = tr.evaluate(learner, three)
+    acc2 = tr.evaluate(learner, two)
+    assert acc2.shape == (7,) and tr.maml.inner_steps == 1
+    np.testing.assert_array_equal(tr.evaluate(learner, three), acc3)  # the training-way module is untouched
+    ref_head = copy.deepcopy(head)
+    ref = create_trainer(trainer, inner_lr=0.3, inner_steps=1, eval_inner_steps=2)
+    ref_learner = HeadLearner(ref_head, data)
+    ref.prepare(ref_learner, ref_learner.batch(two[0:1]))
+    if trainer == "metasgd":  # rates learned on 3-way tasks: the head's shared, the classifier's averaged over classes
+        with torch.no_grad():
+            for new, old in zip(ref.maml.lrs, tr.maml.lrs):
+                new.copy_(old if new.shape == old.shape else old.mean(0, keepdim=True).expand_as(new))
+        assert not torch.equal(tr.maml.lrs[-1], torch.full_like(tr.maml.lrs[-1], 0.3))  # they did learn
+    np.testing.assert_allclose(ref.evaluate(ref_learner, two), acc2, atol=1e-12)
+    assert acc2.min() >= 0.0 and acc2.max() <= 1.0 and len(set(acc2.tolist())) > 1  # real per-episode accuracies
+    with pytest.raises(EpisodeError, match="must keep one way"):  # training on another way is refused, clearly
+        tr.loss(learner, learner.batch(two[0:1]))

@@ -193,20 +193,28 @@ def protonet_predict(backbone: torch.nn.Module, run) -> np.ndarray:
 
 def maml_predict(net, run, inner_lr: float, steps: int) -> np.ndarray:
     """MAML: adapt the 20-way net on the run's 20 training images (label = training index,
-    ``steps`` steps of ``inner_lr``), then classify the 20 test items together (batch statistics,
-    as at meta-training) -> (20,) int64."""
-    from torch.func import functional_call
+    ``steps`` first-order steps of ``inner_lr`` on every parameter, :class:`fewmm.meta.MAML` as at
+    meta-training), then classify the 20 test items together (batch statistics, as at
+    meta-training) -> (20,) int64. ``net`` itself is not changed.
 
+    Raises
+    ------
+    ValueError
+        The net's classifier does not have one output per training image of the run.
+    """
     from ..backbones.episodic import to_input
-    from ..backbones.maml import adapt
+    from ..engine.learner import ItemReshape
+    from ..meta import MAML
 
     if net.classifier.out_features != len(run.training):
         raise ValueError(f"the MAML head has {net.classifier.out_features} outputs; the run is {len(run.training)}-way")
     xs, xq = to_input(run_inputs(run.training)), to_input(run_inputs(run.test))
-    fast = {n: p.detach().clone().requires_grad_(True) for n, p in net.named_parameters()}
-    fast = adapt(net, fast, xs, torch.arange(len(xs)), inner_lr, steps, first_order=True, create_graph=False)
+    maml = MAML(ItemReshape(net, xs.shape[1:]), inner_lr=inner_lr, inner_steps=int(steps), first_order=True, variant="maml",
+                feature_norm=None)
+    # one task: rows (1, n, prod(item shape)), the item shape restored inside ItemReshape
+    params = maml.adapt(xs.reshape(1, len(xs), -1), torch.arange(len(xs)).reshape(1, -1), differentiable=False)
     with torch.no_grad():
-        return functional_call(net, fast, (xq,)).argmax(1).numpy()
+        return maml.predict_logits(params, xq.reshape(1, len(xq), -1))[0].argmax(-1).cpu().numpy()
 
 
 #: Lake, Salakhutdinov & Tenenbaum (2019), "The Omniglot challenge: a 3-year progress report",

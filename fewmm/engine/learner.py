@@ -297,13 +297,22 @@ class HeadLearner:
 
     # -- MAML family --------------------------------------------------------------------------
     def inner_module(self, batch: MMBatch) -> ProtoMAMLHead:
-        """The Proto-MAML module (built at the first call, from the batch's way and the head's
-        embedding width)."""
-        n_way = batch.support_mask.shape[1]
+        """The Proto-MAML module for the batch's way (built at the first call of each way, from
+        the way and the head's embedding width).
+
+        The module of the first way seen is the one the MAML-family trainers meta-train. A task
+        of another way (e.g. a validation or test split with fewer classes than the training way)
+        gets its own module on the same head: its classifier also starts from the support
+        prototypes, with a zero offset. That is exactly the start the meta-trained module has,
+        since the offset ``dW``, ``db`` is never meta-learned (it is zero before every inner loop),
+        so same-way tasks compute the same as before and other-way tasks are adapted from the
+        same meta-learned head."""
+        n_way = int(batch.support_mask.shape[1])
         if self._inner is None:
             with torch.no_grad():
                 width = self.model.class_embedding(batch).shape[-1]
             self._inner = ProtoMAMLHead(self.model, n_way, width).to(self.device)
+            self._inners = {n_way: self._inner}
             # the head parameters its item embedding reads (e.g. not the logit scale, which only
             # enters the classifier initialisation): the inner loop can adapt only those
             named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -311,11 +320,13 @@ class HeadLearner:
                 emb = self.model.item_embedding(batch.support, batch.support_mask)
                 grads = torch.autograd.grad(emb.sum(), [p for _, p in named], allow_unused=True)
             self._embedding_params = [n for (n, _), g in zip(named, grads) if g is not None]
-        elif self._inner.n_way != n_way:
-            from ..errors import EpisodeError
-
-            raise EpisodeError(f"the inner-loop classifier was built for {self._inner.n_way}-way tasks, got {n_way}-way")
-        return self._inner
+        elif n_way not in self._inners:
+            # nn.Linear's default initialisation (overwritten by zeros) draws from the global RNG:
+            # fork it, so that evaluating another way leaves the training's random stream as it was
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                self._inners[n_way] = ProtoMAMLHead(self.model, n_way, self._inner.width).to(self.device)
+        return self._inners[n_way]
 
     def inner_task(self, batch: MMBatch):
         """``(module, support_x (E, N*K, D), support_y (E, N*K), query_x (E, M, D), query_y (E, M))``.

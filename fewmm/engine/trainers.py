@@ -155,12 +155,56 @@ class MAMLTrainer(Trainer):
             self.maml.n_way(sx.detach())
         self._way_fixed = True
 
+    def maml_for(self, learner, module):
+        """The :class:`fewmm.meta.MAML` that adapts ``module``: this trainer's (meta-trained) one
+        when ``module`` is its head, else one built for ``module`` with the same settings.
+
+        A learner gives another inner-loop module for a task of another way than the training
+        way (:meth:`HeadLearner.inner_module`: the same head, a classifier of that way starting
+        from the support prototypes with a zero offset), e.g. a validation split with fewer
+        classes. Meta-SGD's learned rates are shared where the shapes agree; the classifier's
+        per-class rates (class positions are arbitrary: episode labels are drawn at random) are
+        averaged over the training classes and used for every class of the new way.
+
+        Raises
+        ------
+        ValueError
+            ``module``'s parameter names differ from this trainer's head (not the same model).
+        """
+        from ..meta import MAML
+
+        if module is self.maml.head:
+            return self.maml
+        cache = self.__dict__.setdefault("_other_way", {})
+        m = cache.get(id(module))
+        if m is None or m.head is not module:
+            names = [n for n, _ in module.named_parameters()]
+            ours = [n for n, _ in self.maml.head.named_parameters()]
+            if names != ours:
+                raise ValueError("the learner's inner-loop module for this task is not built on the head of this trainer's MAML "
+                                 f"(parameters {names[:4]}... vs {ours[:4]}...)")
+            m = MAML(module, inner_lr=self.maml.inner_lr, inner_steps=self.maml.inner_steps, first_order=self.maml.first_order,
+                     variant=self.maml.variant, path=self.maml.path, feature_norm=self.maml.feature_norm,
+                     adapted=learner.adapted_parameters(self.scope))
+            cache[id(module)] = m
+        if self.variant == "metasgd":  # the current learned rates (they change as training goes on)
+            with torch.no_grad():
+                for new, old in zip(m.lrs, self.maml.lrs):
+                    new.copy_(old if new.shape == old.shape else old.mean(0, keepdim=True).expand_as(new))
+        return m
+
     def parameters(self):
         return list(self.maml.lrs) if (self.maml is not None and self.variant == "metasgd") else []
 
     def loss(self, learner, batch):
+        from ..errors import EpisodeError
+
         self.prepare(learner, batch)
-        _, sx, sy, qx, qy = learner.inner_task(batch)
+        module, sx, sy, qx, qy = learner.inner_task(batch)
+        if module is not self.maml.head:
+            raise EpisodeError(f"meta-training tasks must keep one way: this trainer's MAML was built for the first training "
+                               f"batch's way, got a batch of another way ({getattr(module, 'n_way', '?')}-way); tasks of "
+                               "another way can be evaluated (see MAMLTrainer.maml_for), not trained on")
         self.maml.inner_steps = self.inner_steps
         return self.maml.meta_loss(sx, sy, qx, qy)
 
@@ -174,12 +218,16 @@ class MAMLTrainer(Trainer):
             for s in range(0, episodes.n_episodes, chunk_size):
                 batch = learner.batch(episodes[s : s + chunk_size])
                 self.prepare(learner, batch)  # builds the MAML of a trainer that has not trained yet
-                self.maml.inner_steps = self.eval_inner_steps
                 with torch.no_grad():
-                    _, sx, sy, qx, qy = learner.inner_task(batch)
-                params = self.maml.adapt(sx, sy, differentiable=False)
-                with torch.no_grad():
-                    logits = self.maml.predict_logits(params, qx)
+                    module, sx, sy, qx, qy = learner.inner_task(batch)
+                maml = self.maml_for(learner, module)  # another way than the training way: see maml_for
+                maml.inner_steps = self.eval_inner_steps
+                try:
+                    params = maml.adapt(sx, sy, differentiable=False)
+                    with torch.no_grad():
+                        logits = maml.predict_logits(params, qx)
+                finally:
+                    maml.inner_steps = self.inner_steps
                 accs.append((logits.argmax(-1) == qy).double().mean(1).cpu().numpy())
         finally:
             if self.maml is not None:
