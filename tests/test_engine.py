@@ -90,6 +90,18 @@ def test_fit_with_holdout_validation_never_trains_on_held_out_items(data):
     assert [h["step"] for h in res.history] == [3, 6] and all(tuple(h) == HISTORY_KEYS for h in res.history)
 
 
+def test_too_few_validation_classes_name_the_validation_split_and_the_fix(data):
+    """3 validation classes for 5-way validation tasks: the error says it is the validation split
+    and which FitConfig fields fix it (found by a fresh-user review: a bare sampler message)."""
+    head = H.create("gmu", data, seed=0, hidden=16)
+    cfg = FitConfig(n_shot=1, n_query=5, steps=2, eval_every=2, val_episodes=5, progress=False)
+    with pytest.raises(EpisodeError, match=r"^validation tasks on the 3 validation classes \(classes\): 5-way episodes need 5 "
+                                           r"classes .*; set FitConfig\(val_way=\.\.\., val_shot=\.\.\., val_query=\.\.\.\)"):
+        fit(HeadLearner(head, data), create_trainer("protonet"), list(range(30)), [30, 31, 32], cfg)
+    cfg = FitConfig(n_shot=1, n_query=5, steps=2, eval_every=2, val_episodes=5, progress=False, val_way=3)
+    assert fit(HeadLearner(head, data), create_trainer("protonet"), list(range(30)), [30, 31, 32], cfg).steps == 2
+
+
 # ------------------------------------------------------------------------------------------------
 # trainers
 # ------------------------------------------------------------------------------------------------

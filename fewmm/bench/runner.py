@@ -504,6 +504,11 @@ def run_suite(
         base_table = None
         if r.base:
             bspec = _base_spec(r)
+            if (bspec.dataset, bspec.split, bspec.options) == (r.dataset, r.split, r.options):
+                raise FewmmError(f"{r.display}: --base {r.base} is the evaluated data set itself, so meta-trained methods would "
+                                 "learn the test classes (and SimpleShot centre on them): name a class-disjoint split (e.g. "
+                                 "--dataset omniglot:evaluation --base omniglot:background), or leave --base out for a seeded "
+                                 "class-disjoint split of the data set's classes")
             try:
                 base_table = D.load(bspec.dataset, split=bspec.split, root=data_root, download=False, **bspec.options)
             except DataNotFoundError as e:

@@ -329,11 +329,18 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
     val_pool = class_items(labels, val) if held is None else held
     if hasattr(learner, "check_items"):
         learner.check_items(np.concatenate([pool, val_pool]))
-    stream = TaskStream(labels, base, cfg.n_way, cfg.n_shot, cfg.n_query, cfg.episodes_per_step, cfg.seed, items=train_items)
+    try:
+        stream = TaskStream(labels, base, cfg.n_way, cfg.n_shot, cfg.n_query, cfg.episodes_per_step, cfg.seed, items=train_items)
+    except EpisodeError as e:
+        raise EpisodeError(f"training tasks on the base classes: {e} (FitConfig n_way / n_shot / n_query)") from None
     val_eps, val_seen = None, np.zeros(0, np.int64)
     if cfg.validation != "none":
-        val_eps = fixed_tasks(labels, val, cfg.val_way or cfg.n_way, cfg.val_shot or min(cfg.shots), cfg.val_query or cfg.n_query,
-                              cfg.val_episodes, cfg.seed, items=held)
+        try:
+            val_eps = fixed_tasks(labels, val, cfg.val_way or cfg.n_way, cfg.val_shot or min(cfg.shots), cfg.val_query or cfg.n_query,
+                                  cfg.val_episodes, cfg.seed, items=held)
+        except EpisodeError as e:
+            raise EpisodeError(f"validation tasks on the {len(val)} validation classes ({cfg.validation}): {e}; set "
+                               "FitConfig(val_way=..., val_shot=..., val_query=...) to fit them, or validation='none'") from None
         val_seen = np.unique(np.concatenate([val_eps.support.ravel(), val_eps.query.ravel()]))
     model = learner.model
     dev = torch.device(cfg.device)
