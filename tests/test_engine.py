@@ -385,3 +385,19 @@ def test_maml_family_evaluates_a_way_other_than_the_training_way(data, trainer):
     assert acc2.min() >= 0.0 and acc2.max() <= 1.0 and len(set(acc2.tolist())) > 1  # real per-episode accuracies
     with pytest.raises(EpisodeError, match="must keep one way"):  # training on another way is refused, clearly
         tr.loss(learner, learner.batch(two[0:1]))
+
+
+def test_readme_engine_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The python block of README "The episodic engine" runs as written (found by a fresh-user review:
+    it used names it never defined). Measured: best validation 0.600, novel 5-way 1-shot 0.582 (chance
+    0.2); the floor 0.45 leaves room for float differences across thread counts."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if 'create_trainer("anil"' in b)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    best, acc = map(float, capsys.readouterr().out.split())
+    assert 0.45 <= acc <= 1.0 and 0.45 <= best <= 1.0
+    assert (tmp_path / "runs" / "gmu-anil" / "best.json").exists()
