@@ -23,13 +23,7 @@ from fewmm.testing import (ContractCase, check_head, check_learner, check_method
                            run_check)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: one thread is ~10x faster than two on a busy 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 CASES = [(case, check) for case in contract_cases() for check in case.checks]

@@ -17,7 +17,7 @@ import fewmm.tasks as T
 from fewmm.bench.fusion import with_val_items_as_classes
 from fewmm.train import TrainConfig, train_head
 
-pytestmark = pytest.mark.needs_data
+pytestmark = [pytest.mark.needs_data, pytest.mark.usefixtures("one_torch_thread")]  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +26,6 @@ def av(data_root, feature_cache):
                    text_encoder=None)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _audio_weights(head, task, shots=1):

@@ -20,12 +20,7 @@ from fewmm.train import CheckpointError, TrainConfig, load_head, save_head, trai
 BASE, VAL, NOVEL = range(0, 80), range(80, 90), range(90, 100)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,7 @@ from fewmm.methods.text import text_prototypes  # noqa: E402
 # tiny random CLIP / CLAP models saved to a temporary folder (shared with the encoder tests)
 from test_encoders import tiny_clap_dir, tiny_clip_dir, tiny_openclip  # noqa: E402,F401
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is fastest on a shared machine (and keeps timings stable)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 TEXT = ["zero-shot", "tip-adapter", "tip-adapter-f", "clip-adapter", "cross-modal-lp", "lp++", "zs-lp"]
