@@ -52,6 +52,9 @@ COOP_SEEDS = (1, 2, 3)
 TUNE_GRIDS = {"tip-adapter": {"alpha": (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0), "beta": (1.0, 5.5, 10.0)}}
 #: Methods run again with the values chosen for another method (same hyper-parameter names).
 TUNE_SHARED = {"tip-adapter-f": "tip-adapter"}
+#: Methods scored on ``[raw item features | bridge features]`` (features ``"raw|bridge"``), with
+#: ``joint_dim`` = the bridge width and ``fit_base`` on the base items' features and labels.
+JOINT_BLOCK_METHODS = ("mahalanobis-text",)
 TRANSFER_FIELDS = [
     "task", "fold", "modality", "pair", "protocol", "method", "features", "ways", "shots", "queries", "episodes",
     "seeds", "accuracy", "ci95", "std", "paired_ref", "paired_delta", "paired_ci95", "notes",
@@ -190,6 +193,43 @@ def _train_am3(task, modality, seed, queries, steps, quiet):
                       "seconds": round(time.time() - t0, 1), "config": cfg.to_dict()}
 
 
+def register_goal_methods() -> None:
+    """Register the methods of :data:`JOINT_BLOCK_METHODS` (defined in new files of
+    :mod:`fewmm.methods`, registered here) in :data:`fewmm.methods.METHODS` if absent."""
+    from .. import methods as M
+    from ..methods.mahalanobis_text import register_into
+
+    register_into(M.METHODS)
+
+
+def joint_block_factory(name: str, raw, joint, labels, base_items, class_text, **params):
+    """``() -> a fresh copy`` of a :data:`JOINT_BLOCK_METHODS` method whose ``fit_base`` was run
+    once on the BASE items (``base_items``) of ``[raw | joint]``.
+
+    Parameters
+    ----------
+    raw : torch.Tensor of shape (n_items, d_item)
+    joint : torch.Tensor of shape (n_items, d_joint)
+        The same items in the joint item-text space (bridge features).
+    labels : numpy.ndarray of shape (n_items,)
+        Only ``labels[base_items]`` is read.
+    base_items : numpy.ndarray of int64
+    class_text : mapping of label to (d_joint,) tensor
+
+    Returns
+    -------
+    (factory, features) : the factory and the (n_items, d_item + d_joint) table it scores.
+    """
+    import copy
+
+    from .. import methods as M
+
+    feats = torch.cat([raw, joint], 1)
+    m0 = M.create(name, class_text=class_text, joint_dim=int(joint.shape[1]), **params)
+    m0.fit_base(feats[torch.as_tensor(base_items)], np.asarray(labels)[base_items])
+    return (lambda: copy.deepcopy(m0)), feats
+
+
 def method_factory(name: str, class_text=None, **params):
     """``() -> a fresh method``: registered ``name`` with ``params``, and ``class_text`` when the
     method uses class text."""
@@ -235,6 +275,7 @@ def run(args) -> Path:
     from ..encoders import resolve_device
 
     torch.set_num_threads(args.threads)
+    register_goal_methods()
     dev = str(resolve_device(getattr(args, "device", "auto")))  # encoders only; methods and heads run on CPU
     spec = TASK_DEFAULTS[args.task]
     folds = args.folds or spec["folds"]
@@ -290,8 +331,13 @@ def run(args) -> Path:
             header["zero_shot"][key] = zs
             rep.say(f"[zero-shot] {args.task}/{key}: {zs}")
             text_names = set(M.text_methods())
-            factories = {n: method_factory(n, class_text) for n in methods}
-            variants = [(n, n, "bridge" if n in text_names else "raw") for n in methods]
+            factories = {n: method_factory(n, class_text) for n in methods if n not in JOINT_BLOCK_METHODS}
+            xz = None
+            for n in methods:
+                if n in JOINT_BLOCK_METHODS:
+                    factories[n], xz = joint_block_factory(n, x, z, labels, base_items, class_text)
+            variants = [(n, n, "raw|bridge" if n in JOINT_BLOCK_METHODS else "bridge" if n in text_names else "raw")
+                        for n in methods]
             if "protonet" in methods and not args.no_bridged_protonet:
                 factories["protonet[bridge]"] = method_factory("protonet")
                 variants.append(("protonet[bridge]", "protonet", "bridge"))
@@ -342,7 +388,7 @@ def run(args) -> Path:
                             fm = f.select_modalities((mod,))
                             a = np.concatenate([evaluate_head(am3, fm, ep) for ep in runs])
                         else:
-                            feats = z if kind == "bridge" else x
+                            feats = z if kind == "bridge" else xz if kind == "raw|bridge" else x
                             a = np.concatenate([evaluate_method_episodes(factories[name], feats, labels, ep) for ep in runs])
                         accs[label] = a
                         if protocol == "episodes":
@@ -543,6 +589,8 @@ def _main(argv=None) -> int:
         a.methods = [s.strip() for s in a.methods.split(",")] if a.methods else None
         if a.methods:  # names checked before any task is built (features embedded, bridge trained)
             from .. import methods as M
+
+            register_goal_methods()
 
             _unique(p, a.methods, "--methods")
             for name in a.methods:
