@@ -15,6 +15,9 @@ Protocol
 * ``--novel``: the chosen configuration (and only it) is then run once on the novel classes,
   on the episodes of ``results/transfer-esc50-text.json`` (5-way 1-shot and 5-shot, 3 queries,
   600 episodes, seed 0), paired against ProtoNet on the raw features.
+* ``--ablation`` (with ``--novel``): AFTER the choice, parts of the chosen configuration on the
+  same novel episodes (written under ``"ablation"``, paired against the chosen one): what the
+  class text, the bridge block and the whitening each add. Nothing is chosen from them.
 
 Candidates ("x": unit BirdNET features; "z": bridge features; "t": bridge-space class text):
 
@@ -58,6 +61,13 @@ from fewmm.util import l2_normalize as l2n
 OUT = Path(__file__).resolve().parents[1] / "results" / "transfer-goal-selection.json"
 VAL = {"split": "val", "n_way": 5, "n_shot": 1, "n_query": 7, "n_episodes": 600, "seed": 0}
 NOVEL = {"split": "novel", "n_way": 5, "n_query": 3, "n_episodes": 600, "seed": 0}
+
+
+#: The configuration the rule chose (results/transfer-goal-selection.json) and its parts scored by
+#: ``--ablation`` after the choice: no text (w = 0), no bridge block, bridge block alone, no whitening.
+CHOSEN_AT_COMMIT = "mahalanobis[x] + 0.5 text-prior[z] shrinkage=0.5 w=2.0"
+ABLATIONS = ("mahalanobis[x] + 0.5 text-prior[z] shrinkage=0.5 w=0.0", "mahalanobis[x] shrinkage=0.5",
+             "text-prior[z] w=2.0", "simpleshot[x]", "protonet[z]")
 
 
 # ------------------------------------------------------------------------------ building blocks
@@ -200,6 +210,7 @@ def am3_scorer(task, feat):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--novel", action="store_true", help="also run the chosen configuration once on the novel classes")
+    ap.add_argument("--ablation", action="store_true", help="with --novel: parts of the chosen configuration on novel (after the choice)")
     ap.add_argument("--quick", action="store_true", help="skip the bridge-on-whitened-x and AM3 candidates (not for results)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -224,7 +235,8 @@ def main(argv=None) -> int:
         print(f"{name:<66} {est.mean:6.2f} ± {est.ci95:.2f}", flush=True)
     best = max(rows, key=lambda r: r["val_accuracy"])  # max keeps the first of equal values
     doc = {
-        "command": "python benchmarks/transfer_goal_selection.py" + (" --novel" if a.novel else "") + (" --quick" if a.quick else ""),
+        "command": "python benchmarks/transfer_goal_selection.py" + (" --novel" if a.novel else "")
+                   + (" --ablation" if a.ablation else "") + (" --quick" if a.quick else ""),
         "task": "esc50-text", "goal": "5-way 1-shot >= 85% on the novel classes with class text",
         "bridge": pair.info["config"], "bridge_training": pair.info["training"],
         "validation_episodes": VAL,
@@ -246,6 +258,14 @@ def main(argv=None) -> int:
                                  "ci95": round(est.ci95, 3), "protonet_raw": round(mean_ci(acc_ref).mean, 3),
                                  "paired_delta": round(d.mean, 3), "paired_ci95": round(d.ci95, 3)})
             print(f"NOVEL {k}-shot {best['name']}: {est.mean:.2f} ± {est.ci95:.2f} (protonet raw {mean_ci(acc_ref).mean:.2f})", flush=True)
+            if a.ablation and best["name"] == CHOSEN_AT_COMMIT:
+                doc.setdefault("ablation", [])
+                for name in ABLATIONS:
+                    acc_ab = scorers[name](ep)
+                    e2, d2 = mean_ci(acc_ab), paired_difference(acc_ab, acc)
+                    doc["ablation"].append({"method": name, "shots": k, "accuracy": round(e2.mean, 3), "ci95": round(e2.ci95, 3),
+                                            "paired_delta_to_chosen": round(d2.mean, 3), "paired_ci95": round(d2.ci95, 3)})
+                    print(f"  ablation {k}-shot {name:<58} {e2.mean:6.2f} ± {e2.ci95:.2f} ({d2.mean:+.2f} ± {d2.ci95:.2f} vs chosen)", flush=True)
     doc["wall_seconds"] = round(time.time() - t_start, 1)
     OUT.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"chosen: {best['name']} ({best['val_accuracy']:.2f} on validation); wrote {OUT}", file=sys.stderr)
