@@ -38,8 +38,9 @@ adapted per episode or class (Simple CNAPS mixes in per-class covariances); no l
 
 Hyper-parameters: ``shrinkage=0.5``, ``joint_weight=0.5``, ``text_weight=2.0`` were chosen on the
 VALIDATION classes of esc50-text only (``python benchmarks/transfer_goal_selection.py``, results
-in ``results/transfer-goal-selection.json``: 55 candidates, highest validation accuracy), never
-on novel classes or query items.
+in ``results/transfer-goal-selection.json``: the highest validation accuracy of 55 candidates;
+38 more configurations explored on the same validation episodes are listed there too), never on
+novel classes or query items.
 """
 
 from __future__ import annotations
