@@ -151,3 +151,31 @@ def test_bad_input_is_named():
 
 def test_sklearn_checks_pass():
     check_estimator(MahalanobisTextPrior(class_text="support-means"))
+
+
+def test_defaults_are_the_configuration_chosen_on_validation_classes():
+    """The committed selection chose by its rule (highest validation accuracy, first of equal ones),
+    the script's CHOSEN_AT_COMMIT names it, and the method's defaults are its parameters."""
+    import json
+
+    sel = _selection_module()
+    doc = json.loads((Path(__file__).resolve().parents[1] / "results" / "transfer-goal-selection.json").read_text())
+    top = max(r["val_accuracy"] for r in doc["rows"])
+    first = next(r for r in doc["rows"] if r["val_accuracy"] == top)
+    assert doc["chosen"] == first and first["name"] == sel.CHOSEN_AT_COMMIT
+    assert doc["n_candidates"] == len(doc["rows"]) == 55
+    m = MahalanobisTextPrior()
+    assert (m.shrinkage, m.joint_weight, m.text_weight) == (first["params"]["shrinkage"], first["params"]["a"],
+                                                            first["params"]["w"]) == (0.5, 0.5, 2.0)
+    # only the chosen configuration (and, after it, the ablations) was scored on novel classes
+    assert {r["method"] for r in doc["novel"]} == {sel.CHOSEN_AT_COMMIT}
+
+
+def test_register_into_adds_the_method_once():
+    from fewmm.registry import Registry
+    from fewmm.methods.mahalanobis_text import register_into
+
+    reg = Registry("method")
+    register_into(reg)
+    register_into(reg)  # idempotent
+    assert reg.names() == ["mahalanobis-text"] and reg.get("mahalanobis-text") is MahalanobisTextPrior
