@@ -591,9 +591,10 @@ def run_suite(
             }
         texts = None  # class texts of the table (and of the base table), checked before anything is encoded
         if text_ms:
-            texts = {"eval": TP.dataset_class_texts(r.dataset, table, r.display)}
+            texts = {"eval": TP.dataset_class_texts(r.dataset, table, r.display, r.options)}
             if base_table is not None:
-                texts["base"] = TP.dataset_class_texts(_base_spec(r).dataset, base_table, r.base)
+                bspec = _base_spec(r)
+                texts["base"] = TP.dataset_class_texts(bspec.dataset, base_table, r.base, bspec.options)
         q = r.queries or suite.queries
         for enc_name in r.encoders or [DEFAULT_ENCODER[m] for m in table.modalities]:
             modality = getattr(E.ENCODERS.get(enc_name), "modality", None)

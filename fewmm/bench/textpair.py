@@ -36,7 +36,8 @@ BANKING77_TEMPLATE = "{intent}"
 TASK_PREFIX = "task:"
 
 
-def dataset_class_texts(dataset: str, table, label: str | None = None) -> tuple[list[list[str]], dict]:
+def dataset_class_texts(dataset: str, table, label: str | None = None, options: dict | None = None
+                        ) -> tuple[list[list[str]], dict]:
     """The class texts of a data set's classes.
 
     Parameters
@@ -48,6 +49,9 @@ def dataset_class_texts(dataset: str, table, label: str | None = None) -> tuple[
         The loaded table (its ``class_names``; a manifest's ``meta["class_text"]``).
     label : str, optional
         The run's display name, for messages.
+    options : dict, optional
+        The run's data-set options; a manifest's ``path`` (the class texts of a split table, whose
+        other classes have no rows in it, are read from the whole manifest).
 
     Returns
     -------
@@ -87,6 +91,14 @@ def dataset_class_texts(dataset: str, table, label: str | None = None) -> tuple[
     if dataset == "manifest":
         from ..tasks.manifest import manifest_class_texts
 
+        if options and "path" in options and "class_text" in table.meta:  # a split: every class's text from all rows
+            from .. import data as D
+
+            full = D.load("manifest", split="all", **{k: v for k, v in options.items()
+                                                      if k not in ("split_seed", "split_fractions")})
+            if list(full.class_names) != list(table.class_names):
+                raise FewmmError(f"{who}: its classes differ from the whole manifest's; cannot match their class texts")
+            table = full
         texts, src = manifest_class_texts(table, "column")
         if texts is None:
             raise FewmmError(f"{who}: the class-text methods need a text per class, and this manifest has no "
