@@ -165,7 +165,9 @@ class BridgeConfig:
     candidates on the VALIDATION classes of esc50-text (BirdNET -> MiniLM), by zero-shot +
     cross-modal linear probe 5-way 1-shot accuracy: ``benchmarks/transfer_bridge_selection.py``,
     results in ``results/transfer-bridge-selection.json``. They are used unchanged for every
-    other task and encoder pair.
+    other task and encoder pair. (That selection trained with the bridge's former plain
+    mini-batch loop; the engine path that replaced it is compared with it on the same validation
+    classes by ``benchmarks/bridge_engine.py``, ``results/bridge-engine.json``.)
 
     Parameters
     ----------
