@@ -202,3 +202,60 @@ def test_esc50_text_suite_matches_the_transfer_harness_row_for_row():
     assert shared == 16  # protonet + the 7 class-text methods, 1- and 5-shot
     assert main["aligned_pairs"]["esc50/birdnet"]["zero_shot_novel"] == tr["zero_shot"]["default/audio"]["novel"]
     assert main["aligned_pairs"]["esc50/birdnet"]["pair"]["training"]["loss_end"] == tr["pairs"]["default/audio"]["training"]["loss_end"]
+
+
+from test_encoders import tiny_clip_dir  # noqa: E402,F401  (a random 2-layer CLIP saved to a temporary folder)
+
+
+def test_tiny_random_clip_through_the_harness_uses_its_own_text_tower(tmp_path, monkeypatch, tiny_clip_dir):  # noqa: F811
+    """hf-clip-image items: the pair is CLIP's own two towers (no bridge is trained); the zero-shot
+    row equals cosine argmax of hf-clip-image features against hf-clip-text class texts."""
+    from PIL import Image
+
+    import fewmm.data as D
+    import fewmm.encoders as E
+    from fewmm.episodes import sample_episodes
+
+    real_create = E.create
+
+    def create(name, device="cpu", **kw):  # the harness names encoders only: point CLIP at the tiny folder
+        if name.startswith("hf-clip-"):
+            kw.setdefault("model", str(tiny_clip_dir))
+        return real_create(name, device=device, **kw)
+
+    monkeypatch.setattr(E, "create", create)
+    calls = _spy(monkeypatch)
+    rng = np.random.default_rng(0)
+    words = ["red", "green", "blue", "gray"]
+    rows = []
+    for c, w in enumerate(words):
+        for i in range(4):
+            px = np.clip(rng.normal(60 * c, 40, size=(40, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(px).save(tmp_path / f"{w}{i}.png")
+            rows.append({"label": w, "image": f"{w}{i}.png", "class_text": f"a photo of something {w}"})
+    path = tmp_path / "m.csv"
+    with open(path, "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
+        wr.writeheader()
+        wr.writerows(rows)
+    suite = Suite("t", [RunSpec("manifest", str(path), encoders=["hf-clip-image"])], ["protonet", "zero-shot"],
+                  ways=[2], shots=[1], queries=2, episodes=5, seed=0)
+    run_suite(suite, out_dir=tmp_path, stem="r", cache_dir=tmp_path / "cache", quiet=True)
+    doc = json.loads((tmp_path / "r.json").read_text())
+    rec = doc["aligned_pairs"]["m:all/hf-clip-image"]
+    assert rec["kind"] == "joint" and rec["text_encoder"] == "hf-clip-text" and calls["bridge"] == []
+    # by hand: the seeded half/half class split, the same episodes, CLIP's towers directly
+    table = D.load("manifest", path=path)
+    novel = [table.class_names.index(n) for n in doc["datasets"]["m:all"]["base_split"]["novel_classes"]]
+    img, txt = create("hf-clip-image"), create("hf-clip-text")
+    z = torch.nn.functional.normalize(img.embed([Image.open(tmp_path / r["image"]).convert("RGB") for r in rows]), dim=1)
+    t = torch.nn.functional.normalize(txt.embed([f"a photo of something {n}" for n in table.class_names]), dim=1)
+    assert [i.partition(":")[2] for i in table.ids] == [r["image"] for r in rows]  # table order = row order
+    ep = sample_episodes(table.labels, 2, 1, 2, 5, seed=0, classes=novel)
+    accs = []
+    for e in range(5):
+        q = ep.query[e].reshape(-1)
+        cls = np.sort(ep.classes[e])
+        accs.append(np.mean(cls[(z[q] @ t[cls].T).argmax(1).numpy()] == table.labels[q]))
+    zs = next(r for r in doc["results"] if r["method"] == "zero-shot")
+    assert zs["accuracy"] == pytest.approx(100 * np.mean(accs), abs=1e-4)
