@@ -470,6 +470,15 @@ def run_suite(
     ``precision="bf16"``/``"fp16"`` runs the encoders under autocast (:mod:`fewmm.encoders.precision`;
     recorded as ``precision`` in the results' ``encoders`` entries and in the feature-cache key).
 
+    Class-text methods (:func:`fewmm.methods.text_methods`) get the run's class text
+    (:func:`fewmm.bench.textpair.dataset_class_texts`; a data set without class text is refused in
+    the first phase) and an aligned pair built once per (data set, encoder): a CLIP/CLAP encoder's
+    own text tower, else a bridge into ``suite.text_encoder`` trained on the base-class items only
+    (the base split of the meta-trained methods: ``base``, :data:`DEFAULT_BASE`, a seeded
+    class-disjoint split, or ``base = "task:esc50-text"``); recorded in the results'
+    ``aligned_pairs``. They are scored with fit / predict per episode on the real class labels
+    (:func:`fewmm.bench.transfer.evaluate_method_episodes`) on the run's episodes.
+
     Returns the :class:`Reporter` holding the rows (also written to ``out_dir/stem.{json,csv}``;
     nothing is written before the first row is measured, so a run that fails early leaves no file).
 
