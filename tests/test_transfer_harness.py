@@ -63,6 +63,10 @@ def test_main_harness_runs_class_text_methods_on_novel_episodes_with_a_base_clas
     assert [(r["method"], r["shots"]) for r in rows] == [(m, k) for k in (1, 5) for m in methods]
     assert all(r["n_classes"] == 5 and r["episodes"] == 6 and r["queries"] == 5 for r in rows)
     assert [r.get("paired_ref") for r in rows] == [None, "protonet", "protonet"] * 2
+    assert [r["notes"] for r in rows[:2]] == [
+        "novel classes of a seeded class-disjoint split (seed 0)",
+        "class text through a bridge pixels -> minilm-l6 trained on a seeded class-disjoint split (seed 0); "
+        "novel classes of a seeded class-disjoint split (seed 0)"]
     with open(tmp_path / "r.csv") as f:
         assert len(list(csv.DictReader(f))) == 6
     # base / novel: the seeded class-disjoint split of the meta-trained methods, written to the results

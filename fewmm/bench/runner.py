@@ -697,7 +697,7 @@ def run_suite(
             in_base = ~np.isin(labels, novel) if b["base_ids"] is None else np.isin(labels, b["base_ids"])
             base_feats, base_labels = feats[torch.as_tensor(np.flatnonzero(in_base))], labels[in_base]
         base_name = r.base if base_table is not None else (
-            f"the class split of {r.base}" if b["base_ids"] is not None
+            f"the class split of {r.base}" if r.base and r.base.startswith(TP.TASK_PREFIX)
             else f"a seeded class-disjoint split (seed {suite.seed})" if novel is not None else None)
         text_side = None  # (joint item features, class_text mapping, pair description): built once per block
         feats_dev = feats.to(dev)
