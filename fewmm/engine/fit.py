@@ -403,7 +403,7 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
             raise CheckpointError(f"{where} holds another model: {saved.get('model')} (now {meta})")
         old, new = dict(saved["run"]["config"]), run["config"]
         defaults = FitConfig().to_dict()  # a field added since the checkpoint was written: its default then
-        diff = [k for k in new if k not in RESUMABLE_CHANGES and old.get(k, defaults[k]) != new[k]]
+        diff = [k for k in new if k not in RESUMABLE_CHANGES and old.get(k, defaults.get(k)) != new[k]]
         if diff:
             raise CheckpointError(f"{where} was trained with another config: " + ", ".join(f"{k}={old.get(k)!r} (now {new[k]!r})" for k in diff))
         what = {"base_classes": "base classes", "val_classes": "validation classes", "corrupted": "corrupted-table setting"}
