@@ -68,9 +68,9 @@ NOVEL = {"split": "novel", "n_way": 5, "n_query": 3, "n_episodes": 600, "seed": 
 
 #: The configuration the rule chose (results/transfer-goal-selection.json) and its parts scored by
 #: ``--ablation`` after the choice: no text (w = 0), no bridge block, bridge block alone, no whitening.
-CHOSEN_AT_COMMIT = "mahalanobis[x] + 0.5 text-prior[z] shrinkage=0.5 w=2.0"
+CHOSEN_AT_COMMIT = "mahalanobis[x] + 0.5 text-prior[z] shrinkage=0.5 w=1.0"
 ABLATIONS = ("mahalanobis[x] + 0.5 text-prior[z] shrinkage=0.5 w=0.0", "mahalanobis[x] shrinkage=0.5",
-             "text-prior[z] w=2.0", "simpleshot[x]", "protonet[z]")
+             "text-prior[z] w=1.0", "simpleshot[x]", "protonet[z]")
 
 
 # ------------------------------------------------------------------------------ building blocks

@@ -101,8 +101,9 @@ def test_method_predicts_as_the_selection_script_formula():
     base_np = np.flatnonzero(y < 4)
     base = torch.as_tensor(base_np)
     ep = sample_episodes(y, n_way=3, n_shot=2, n_query=3, n_episodes=20, seed=0, classes=np.arange(4, 8))
-    wx, _ = sel.whiten(x, base, y[base_np], 0.5)
-    ref = sel.proto_sqdist(wx, ep) + 0.5 * sel.proto_sqdist(z, ep, t, 2.0)
+    d = MahalanobisTextPrior()  # its defaults (pinned to the chosen configuration below)
+    wx, _ = sel.whiten(x, base, y[base_np], d.shrinkage)
+    ref = sel.proto_sqdist(wx, ep) + d.joint_weight * sel.proto_sqdist(z, ep, t, d.text_weight)
     want_acc = sel.episode_acc(ref, ep)
     make, feats = TR.joint_block_factory("mahalanobis-text", x, z, y, base_np, {c: t[c] for c in range(n_cls)})
     acc, pred = TR.evaluate_method_episodes(make, feats, y, ep, return_predictions=True)
@@ -166,7 +167,7 @@ def test_defaults_are_the_configuration_chosen_on_validation_classes():
     assert doc["n_candidates"] == len(doc["rows"]) == 55
     m = MahalanobisTextPrior()
     assert (m.shrinkage, m.joint_weight, m.text_weight) == (first["params"]["shrinkage"], first["params"]["a"],
-                                                            first["params"]["w"]) == (0.5, 0.5, 2.0)
+                                                            first["params"]["w"]) == (0.5, 0.5, 1.0)
     # only the chosen configuration (and, after it, the ablations) was scored on novel classes
     assert {r["method"] for r in doc["novel"]} == {sel.CHOSEN_AT_COMMIT}
 

@@ -36,7 +36,7 @@ Sources
 Differences from those references: the covariance is estimated once on base classes and never
 adapted per episode or class (Simple CNAPS mixes in per-class covariances); no learned weights.
 
-Hyper-parameters: ``shrinkage=0.5``, ``joint_weight=0.5``, ``text_weight=2.0`` were chosen on the
+Hyper-parameters: ``shrinkage=0.5``, ``joint_weight=0.5``, ``text_weight=1.0`` were chosen on the
 VALIDATION classes of esc50-text only (``python benchmarks/transfer_goal_selection.py``, results
 in ``results/transfer-goal-selection.json``: the highest validation accuracy of 55 candidates;
 38 more configurations explored on the same validation episodes are listed there too), never on
@@ -68,7 +68,7 @@ class MahalanobisTextPrior(TextMethod):
         lambda of ``S = (1 - lambda) C_B + lambda tr(C_B)/d I``.
     joint_weight : float >= 0, default 0.5
         ``a``: weight of the joint block's squared distance.
-    text_weight : float >= 0, default 2.0
+    text_weight : float >= 0, default 1.0
         ``w``: the class text counts as ``w`` support items of its class in the joint block.
 
     Attributes
@@ -83,10 +83,13 @@ class MahalanobisTextPrior(TextMethod):
     """
 
     name = "mahalanobis-text"
+    #: the harnesses give it ``[raw | joint]`` features, ``joint_dim`` and ``fit_base`` on base
+    #: items (:func:`fewmm.methods.joint_block_methods`, :func:`fewmm.bench.transfer.joint_block_factory`)
+    needs_joint_block = True
     PARAM_RULES = {"joint_dim": "count", "shrinkage": "unit", "joint_weight": "nonneg", "text_weight": "nonneg"}
 
     def __init__(self, class_text=None, joint_dim: int = 0, shrinkage: float = 0.5, joint_weight: float = 0.5,
-                 text_weight: float = 2.0):
+                 text_weight: float = 1.0):
         super().__init__(class_text)
         self.joint_dim = joint_dim
         self.shrinkage = shrinkage
