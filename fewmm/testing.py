@@ -36,6 +36,9 @@ What is checked (each a function named ``check_*`` below, runnable alone):
     ``score`` on queries of a class missing from the support set raises FeatureError naming the
     class (it would otherwise count them as silent errors); a method that uses class text raises
     FeatureError naming a support class that ``class_text`` lacks.
+    Joint-block methods (``needs_joint_block``: ``mahalanobis-text``) are checked as the harnesses
+    run them: the last half of the feature columns (or ``joint_dim`` of ``params``) is the joint
+    block holding the class text, and ``fit_base`` is run on the check's items first.
 ``save_load``
     :func:`fewmm.persist.save` / :func:`~fewmm.persist.load` round trip with ``pickle`` and
     ``torch.load`` disabled: only ``state.json`` and ``state.safetensors`` are written, and the
@@ -180,13 +183,21 @@ def _method_builder(name: str, params: dict) -> Callable:
     from . import methods as M
 
     uses_text = bool(getattr(M.METHODS.get(name), "uses_class_text", False))
+    joint_block = bool(getattr(M.METHODS.get(name), "needs_joint_block", False))
 
     def build(x, labels, drop: Any = None):
         if not uses_text:
             return M.create(name, **params)
         labels = np.asarray(labels)
-        text = {c.item(): torch.as_tensor(x)[torch.as_tensor(labels == c)].mean(0) for c in np.unique(labels) if c != drop}
-        return M.create(name, class_text=text, **params)
+        xt = torch.as_tensor(x)
+        if joint_block:  # [item | joint] features: the last joint_dim columns are the joint space
+            jd = int(params.get("joint_dim") or xt.shape[1] // 2)
+            xt = xt[:, xt.shape[1] - jd:]
+        text = {c.item(): xt[torch.as_tensor(labels == c)].mean(0) for c in np.unique(labels) if c != drop}
+        if not joint_block:
+            return M.create(name, class_text=text, **params)
+        m = M.create(name, class_text=text, **{"joint_dim": jd, **params})
+        return m.fit_base(x, labels)  # base statistics (of the blobs themselves: a contract check, not a result)
 
     build.uses_text = uses_text
     return build

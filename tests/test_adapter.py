@@ -326,6 +326,8 @@ def test_bad_arguments_and_labels_are_refused(files, tmp_path):
         Adapter(encoders=ENC, head_params={"temperature": float("inf")}).fit(items, labels)
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['bogus'\] for 'avg-proto' \(known: temperature\)"):
         Adapter(encoders=ENC, head_params={"bogus": 1}).fit(items, labels)
+    with pytest.raises(ValueError, match="'mahalanobis-text' scores \\[raw item \\| joint item-text\\] features"):
+        Adapter(encoders={"audio": "logmel-stats"}, head="mahalanobis-text").fit(items, labels)  # never plain prototypes
     ad = Adapter(encoders=ENC).fit(items, labels)
     with pytest.raises(DataError, match="is a directory"):
         ad.predict([str(files["dir"])])

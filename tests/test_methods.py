@@ -35,7 +35,8 @@ def blobs(n_classes=8, per_class=20, dim=16, seed=0, spread=1.0):
 
 
 def test_registry():
-    assert ALL == ["anil", "clip-adapter", "cross-modal-lp", "knn", "linear-probe", "lp++", "maml", "metasgd", "protonet",
+    assert ALL == ["anil", "clip-adapter", "cross-modal-lp", "knn", "linear-probe", "lp++", "mahalanobis-text", "maml",
+                   "metasgd", "protonet",
                    "protonet-cosine", "protonet-head", "simpleshot", "tip-adapter", "tip-adapter-f", "zero-shot", "zs-lp"]
     with pytest.raises(UnknownNameError, match="Did you mean 'protonet'"):
         M.create("protonett")

@@ -44,10 +44,30 @@ Q = np.array([[0.6, 0.8], [0.8, 0.6]], dtype=np.float32)
 
 
 def test_text_methods_are_registered_and_listed():
-    assert M.text_methods() == sorted(TEXT)
+    # mahalanobis-text takes class_text too, and is the one joint-block method ([raw | joint] features)
+    assert M.text_methods() == sorted(TEXT + ["mahalanobis-text"])
+    assert M.joint_block_methods() == ["mahalanobis-text"]
     assert set(TEXT) <= set(M.list_methods())
     for n in TEXT:
         assert M.create(n).__class__.__doc__  # constructible without text (fails at fit, clearly)
+
+
+def test_joint_block_methods_are_never_built_as_plain_text_methods():
+    """mahalanobis-text needs joint_dim and fit_base: the plain factory refuses it, the transfer
+    harness's default method list leaves it out (it runs only when named), and the
+    joint-block factory builds it with the joint width and base statistics."""
+    import fewmm.bench.transfer as TR
+    from fewmm.errors import FewmmError
+
+    with pytest.raises(FewmmError, match="joint_block_factory"):
+        TR.method_factory("mahalanobis-text", CT)
+    with pytest.raises(FewmmError, match="does not score"):
+        TR.fit_joint_block("zero-shot", torch.zeros(2, 2), torch.zeros(2, 2), [0, 1], CT)
+    g = torch.Generator().manual_seed(0)
+    raw, joint = torch.rand(12, 4, generator=g), torch.rand(12, 2, generator=g)
+    m = TR.fit_joint_block("mahalanobis-text", raw, joint, np.repeat([0, 1, 2], 4), CT)()
+    assert m.joint_dim == 2 and m.base_info_ == {"n_items": 12, "n_classes": 3, "item_dim": 4, "shrinkage": 0.5}
+    assert TR.default_methods() == ["protonet"] + sorted(TEXT)  # no mahalanobis-text unless named
 
 
 # ----------------------------------------------------------------------- formulas, by hand

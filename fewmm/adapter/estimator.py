@@ -185,6 +185,10 @@ class Adapter(AdapterPersistence, ClassifierMixin, BaseEstimator, _HubMixin):
             return "head", head
         if not isinstance(self.head, str):
             raise TypeError(f"head must be a name or a fewmm.heads.FusionHead, got {type(self.head).__name__}")
+        if self.head in M.joint_block_methods():  # would run as plain prototypes (no joint block, no base statistics)
+            raise ValueError(f"method {self.head!r} scores [raw item | joint item-text] features with base-class "
+                             "statistics and class text, which adapters do not provide; run it with "
+                             "python -m fewmm.bench (a suite with class text) or fewmm.bench.transfer.joint_block_factory")
         if self.head in _METHOD_HEADS or self.head in M.list_methods():
             if len(modalities) != 1:
                 raise ValueError(f"method {self.head!r} works on one modality; this adapter has {list(modalities)}: "

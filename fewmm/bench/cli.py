@@ -152,6 +152,8 @@ def _main(argv: list[str] | None = None) -> int:
         print("methods:  ", ", ".join(methods.list_methods()))
         print("  class text (need a data set with class text; an aligned pair or a bridge on base classes):",
               ", ".join(methods.text_methods()))
+        print("  of which on [raw item | joint] features, base-class statistics from the base split:",
+              ", ".join(methods.joint_block_methods()))
         return 0
     try:
         suite = suite_from_args(a)

@@ -405,7 +405,7 @@ def _text_side(b: dict, enc, feats, labels, base_feats, base_labels, base_name, 
     """The aligned pair of a block (data set x item encoder), built once: the class texts embedded
     with the pair's text encoder, the pair (joint towers or a bridge trained on the base items
     only), the joint item features of the whole table and the class-text mapping of its classes.
-    Recorded in ``header["aligned_pairs"]``. Returns ``(z, class_text, notes)``."""
+    Recorded in ``header["aligned_pairs"]``. Returns ``(z, class_text, notes, pair)``."""
     from ..tasks import embed_class_text
     from . import textpair as TP
 
@@ -437,7 +437,7 @@ def _text_side(b: dict, enc, feats, labels, base_feats, base_labels, base_name, 
     rep.say(f"[aligned pair] {r.display} x {enc.name}: {desc}"
             + (f"; {pair.info['training']}" if pair.kind == "bridge" else "")
             + (f"; zero-shot over the {len(novel)} novel classes {rec['zero_shot_novel']['accuracy']}%" if novel is not None else ""))
-    return z, class_text, desc
+    return z, class_text, desc, pair
 
 
 def run_suite(
@@ -477,7 +477,10 @@ def run_suite(
     (the base split of the meta-trained methods: ``base``, :data:`DEFAULT_BASE`, a seeded
     class-disjoint split, or ``base = "task:esc50-text"``); recorded in the results'
     ``aligned_pairs``. They are scored with fit / predict per episode on the real class labels
-    (:func:`fewmm.bench.transfer.evaluate_method_episodes`) on the run's episodes.
+    (:func:`fewmm.bench.transfer.evaluate_method_episodes`) on the run's episodes. Joint-block
+    methods (:func:`fewmm.methods.joint_block_methods`: ``mahalanobis-text``) score
+    ``[raw item features | joint features]`` with ``joint_dim`` = the joint width, their
+    ``fit_base`` run once per block on the base items (:func:`fewmm.bench.transfer.fit_joint_block`).
 
     Returns the :class:`Reporter` holding the rows (also written to ``out_dir/stem.{json,csv}``;
     nothing is written before the first row is measured, so a run that fails early leaves no file).
@@ -500,6 +503,7 @@ def run_suite(
     for m in suite.methods:
         M.METHODS.get(m)  # unknown method names fail before any work
     text_ms = [m for m in suite.methods if m in M.text_methods()]
+    joint_ms = [m for m in text_ms if m in M.joint_block_methods()]  # [raw | joint] features, fit_base on base items
     if text_ms and suite.text_encoder not in E.list_encoders("text"):  # fails before any work
         E.ENCODERS.get(suite.text_encoder)  # an unknown name: UnknownNameError with suggestions
         raise FewmmError(f"text encoder {suite.text_encoder!r} (--text-encoder / text_encoder) embeds "
@@ -699,7 +703,8 @@ def run_suite(
         base_name = r.base if base_table is not None else (
             f"the class split of {r.base}" if r.base and r.base.startswith(TP.TASK_PREFIX)
             else f"a seeded class-disjoint split (seed {suite.seed})" if novel is not None else None)
-        text_side = None  # (joint item features, class_text mapping, pair description): built once per block
+        text_side = None  # (joint item features, class_text mapping, pair description, pair): built once per block
+        joint_fitted: dict[str, object] = {}  # joint-block methods: fit_base once per block on its base items
         feats_dev = feats.to(dev)
         meta_fitted: dict[str, object] = {}  # meta-trained once per (data set, encoder, method), reused by every cell
         for ways, shots in b["cells"]:
@@ -712,7 +717,17 @@ def run_suite(
                     if text_side is None:
                         text_side = _text_side(b, enc, feats, labels, base_feats, base_labels, base_name, suite, dev,
                                                cache, header, rep)
-                    z, class_text, notes = text_side
+                    z, class_text, notes, pair = text_side
+                    if mname in joint_ms and mname not in joint_fitted:
+                        from .transfer import fit_joint_block
+
+                        joint_fitted[mname] = fit_joint_block(mname, base_feats.cpu(), pair.items(base_feats.cpu()),
+                                                              base_labels, class_text)
+                        rep.say(f"[base statistics] {r.display} x {enc_name} {mname}: fit_base on {base_name}, "
+                                f"{len(base_labels)} items, {len(np.unique(base_labels))} classes; features "
+                                f"[{enc_name} | joint] ({feats.shape[1]} + {z.shape[1]})")
+                    if mname in joint_ms:
+                        notes = f"[raw | joint] features, base statistics from {base_name}; {notes}"
                 elif mname in meta_methods:
                     if mname not in meta_fitted:
                         rep.say(f"[meta-train] {r.display} x {enc_name} {mname} on {base_name}: "
@@ -740,7 +755,10 @@ def run_suite(
                 if mname in text_ms:  # fit / predict per episode on the real class labels (the class text is by class)
                     from .transfer import evaluate_method_episodes, method_factory
 
-                    acc = evaluate_method_episodes(method_factory(mname, class_text), z, labels, episodes)
+                    if mname in joint_ms:  # [raw item features | joint features], fit_base done on the base items
+                        acc = evaluate_method_episodes(joint_fitted[mname], torch.cat([feats.cpu(), z], 1), labels, episodes)
+                    else:
+                        acc = evaluate_method_episodes(method_factory(mname, class_text), z, labels, episodes)
                 else:
                     acc = evaluate_episodes(method, feats_dev, episodes, chunk_size=chunk_size)
                 per_method[mname] = acc

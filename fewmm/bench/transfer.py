@@ -14,8 +14,9 @@ own):
    features): the class-text methods of :func:`fewmm.methods.text_methods` on the bridge
    features, ProtoNet (raw and bridged features), and the kit's AM3 head (item modality + class
    text, trained on base-class episodes as in :mod:`fewmm.bench.fusion`). Methods of
-   :data:`JOINT_BLOCK_METHODS` (``mahalanobis-text``, only when named in ``--methods``) score
-   ``[raw item features | bridge features]`` after ``fit_base`` on the base items.
+   :func:`fewmm.methods.joint_block_methods` (``mahalanobis-text``, only when named in
+   ``--methods``) score ``[raw item features | bridge features]`` after ``fit_base`` on the base
+   items (:func:`joint_block_factory`).
 4. **CoOp protocol** (``--protocol coop``; Zhou et al. 2022): a fixed test split of the novel
    classes (``test_per_class`` items per class, ``default_rng(0)``), K shots per class drawn
    from the rest with seeds 1, 2, 3 (:func:`fewmm.episodes.kshot_splits`), the whole test split
@@ -54,26 +55,23 @@ COOP_SEEDS = (1, 2, 3)
 TUNE_GRIDS = {"tip-adapter": {"alpha": (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0), "beta": (1.0, 5.5, 10.0)}}
 #: Methods run again with the values chosen for another method (same hyper-parameter names).
 TUNE_SHARED = {"tip-adapter-f": "tip-adapter"}
-#: Methods scored on ``[raw item features | bridge features]`` (features ``"raw|bridge"``), with
-#: ``joint_dim`` = the bridge width and ``fit_base`` on the base items' features and labels.
-#: Known to this harness by name (not in :data:`fewmm.methods.METHODS`, whose module is left
-#: unchanged here; ``fewmm.methods.mahalanobis_text.register_into(METHODS)`` adds it there).
-JOINT_BLOCK_METHODS = ("mahalanobis-text",)
+def default_methods() -> list[str]:
+    """The methods run when ``--methods`` is not given: ProtoNet and every registered class-text
+    method except the joint-block ones (:func:`fewmm.methods.joint_block_methods`), which run only
+    when named (``benchmarks/transfer_esc50_text_goal.toml``), so the older suites' commands still
+    make their results."""
+    from .. import methods as M
 
-
-def _joint_block_class(name: str):
-    from ..methods.mahalanobis_text import MahalanobisTextPrior
-
-    return {"mahalanobis-text": MahalanobisTextPrior}[name]
+    joint = set(M.joint_block_methods())
+    return ["protonet"] + [n for n in M.text_methods() if n not in joint]
 
 
 def check_method_name(name: str) -> None:
     """Raise :class:`fewmm.registry.UnknownNameError` (a FewmmError, with close matches) unless
-    ``name`` is a registered method or one of :data:`JOINT_BLOCK_METHODS`."""
+    ``name`` is a registered method."""
     from .. import methods as M
 
-    if name not in JOINT_BLOCK_METHODS:
-        M.METHODS.get(name)
+    M.METHODS.get(name)
 
 
 TRANSFER_FIELDS = [
@@ -215,11 +213,16 @@ def _train_am3(task, modality, seed, queries, steps, quiet):
 
 
 def joint_block_factory(name: str, raw, joint, labels, base_items, class_text, **params):
-    """``() -> a fresh copy`` of a :data:`JOINT_BLOCK_METHODS` method whose ``fit_base`` was run
-    once on the BASE items (``base_items``) of ``[raw | joint]``.
+    """``() -> a fresh copy`` of a :func:`fewmm.methods.joint_block_methods` method whose
+    ``fit_base`` was run once on the BASE items (``base_items``) of ``[raw | joint]``.
+
+    Shared by this harness and the main one (:func:`fewmm.bench.runner.run_suite`, through
+    :func:`fit_joint_block`).
 
     Parameters
     ----------
+    name : str
+        A registered method of :func:`fewmm.methods.joint_block_methods`.
     raw : torch.Tensor of shape (n_items, d_item)
     joint : torch.Tensor of shape (n_items, d_joint)
         The same items in the joint item-text space (bridge features).
@@ -232,13 +235,53 @@ def joint_block_factory(name: str, raw, joint, labels, base_items, class_text, *
     -------
     (factory, features) : the factory and the (n_items, d_item + d_joint) table it scores.
     """
+    feats = torch.cat([raw, joint], 1)
+    idx = torch.as_tensor(np.asarray(base_items, dtype=np.int64))
+    return fit_joint_block(name, raw[idx], joint[idx], np.asarray(labels)[base_items], class_text, **params), feats
+
+
+def fit_joint_block(name: str, base_raw, base_joint, base_labels, class_text, **params):
+    """``() -> a fresh copy`` of the joint-block method ``name`` built with ``joint_dim`` = the
+    joint width and ``class_text``, its ``fit_base`` run once on ``[base_raw | base_joint]``.
+
+    Parameters
+    ----------
+    name : str
+        A method of :func:`fewmm.methods.joint_block_methods`.
+    base_raw : torch.Tensor of shape (n_base, d_item)
+        Raw item features of BASE-class items only.
+    base_joint : torch.Tensor of shape (n_base, d_joint)
+        The same items in the joint item-text space.
+    base_labels : array-like of shape (n_base,)
+    class_text : mapping of label to (d_joint,) tensor
+        Class text of the evaluated classes in the joint space.
+    **params
+        Further hyper-parameters of the method.
+
+    Returns
+    -------
+    callable () -> FewShotMethod
+        Fresh deep copies of the base-fitted method; it scores ``(n, d_item + d_joint)`` features.
+
+    Raises
+    ------
+    fewmm.errors.FewmmError
+        ``name`` is not a joint-block method (UnknownNameError for an unknown name); the
+        method's own errors for bad base data (FeatureError).
+    """
     import copy
 
-    feats = torch.cat([raw, joint], 1)
-    m0 = _joint_block_class(name)(class_text=class_text, joint_dim=int(joint.shape[1]), **params)
-    m0.check_params()
-    m0.fit_base(feats[torch.as_tensor(base_items)], np.asarray(labels)[base_items])
-    return (lambda: copy.deepcopy(m0)), feats
+    from .. import methods as M
+
+    M.METHODS.get(name)  # unknown names: UnknownNameError with close matches
+    if name not in M.joint_block_methods():
+        raise FewmmError(f"method {name!r} does not score [raw | joint] features (joint-block methods: "
+                         f"{', '.join(M.joint_block_methods())})")
+    if base_raw.shape[0] != base_joint.shape[0]:
+        raise FewmmError(f"{name}: {base_raw.shape[0]} raw base items but {base_joint.shape[0]} joint ones")
+    m0 = M.create(name, class_text=class_text, joint_dim=int(base_joint.shape[1]), **params)
+    m0.fit_base(torch.cat([base_raw, base_joint], 1), np.asarray(base_labels))
+    return lambda: copy.deepcopy(m0)
 
 
 def method_factory(name: str, class_text=None, **params):
@@ -247,6 +290,9 @@ def method_factory(name: str, class_text=None, **params):
     from .. import methods as M
 
     M.METHODS.get(name)  # unknown names fail here
+    if name in M.joint_block_methods():
+        raise FewmmError(f"method {name!r} scores [raw item | joint] features after fit_base on base items: build it "
+                         "with fewmm.bench.transfer.joint_block_factory (or fit_joint_block), not method_factory")
     if name in M.text_methods():
         return lambda: M.create(name, class_text=class_text, **params)
     return lambda: M.create(name, **params)
@@ -291,9 +337,8 @@ def run(args) -> Path:
     folds = args.folds or spec["folds"]
     modalities = args.modalities or spec["modalities"]
     queries = args.queries or spec["queries"]
-    # default: ProtoNet + every registered class-text method; JOINT_BLOCK_METHODS only when named
-    # (benchmarks/transfer_esc50_text_goal.toml), so the older suites' commands still make their results
-    methods = args.methods or (["protonet"] + M.text_methods())
+    joint_names = set(M.joint_block_methods())
+    methods = args.methods or default_methods()
     if REFERENCE not in methods:
         methods = [REFERENCE] + methods
     protocols = ["episodes", "coop"] if args.protocol == "both" else [args.protocol]
@@ -343,12 +388,12 @@ def run(args) -> Path:
             header["zero_shot"][key] = zs
             rep.say(f"[zero-shot] {args.task}/{key}: {zs}")
             text_names = set(M.text_methods())
-            factories = {n: method_factory(n, class_text) for n in methods if n not in JOINT_BLOCK_METHODS}
+            factories = {n: method_factory(n, class_text) for n in methods if n not in joint_names}
             xz = None
             for n in methods:
-                if n in JOINT_BLOCK_METHODS:
+                if n in joint_names:
                     factories[n], xz = joint_block_factory(n, x, z, labels, base_items, class_text)
-            variants = [(n, n, "raw|bridge" if n in JOINT_BLOCK_METHODS else "bridge" if n in text_names else "raw")
+            variants = [(n, n, "raw|bridge" if n in joint_names else "bridge" if n in text_names else "raw")
                         for n in methods]
             if "protonet" in methods and not args.no_bridged_protonet:
                 factories["protonet[bridge]"] = method_factory("protonet")
@@ -536,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=sorted(TASK_DEFAULTS), help="task with class text (required, here or in --config; default: none)")
     p.add_argument("--folds", help="comma-separated folds (default: every fold of the task; digits-av: A,B)")
     p.add_argument("--modalities", help="comma-separated item modalities (default: every item modality; digits-av: image,audio)")
-    p.add_argument("--methods", help="comma-separated method names (default: protonet + every class-text method)")
+    p.add_argument("--methods", help="comma-separated method names (default: protonet + every class-text method but mahalanobis-text, which runs when named)")
     p.add_argument("--protocol", choices=["episodes", "coop", "both"], help="evaluation protocol(s) (default: both)")
     p.add_argument("--ways", help="N of the episode protocol (default: 5)")
     p.add_argument("--shots", help="K, comma-separated (default: 1,5)")

@@ -2,7 +2,7 @@
 
 >>> import fewmm.methods as M
 >>> M.list_methods()
-['anil', 'clip-adapter', 'cross-modal-lp', 'knn', 'linear-probe', 'lp++', 'maml', 'metasgd', 'protonet', 'protonet-cosine', 'protonet-head', 'simpleshot', 'tip-adapter', 'tip-adapter-f', 'zero-shot', 'zs-lp']
+['anil', 'clip-adapter', 'cross-modal-lp', 'knn', 'linear-probe', 'lp++', 'mahalanobis-text', 'maml', 'metasgd', 'protonet', 'protonet-cosine', 'protonet-head', 'simpleshot', 'tip-adapter', 'tip-adapter-f', 'zero-shot', 'zs-lp']
 >>> m = M.create("protonet")
 
 Methods that use class text in a joint item-text space (``zero-shot``, ``tip-adapter``,
@@ -10,6 +10,14 @@ Methods that use class text in a joint item-text space (``zero-shot``, ``tip-ada
 constructor argument ``class_text={label: embedding}`` (see :mod:`fewmm.methods.text`) and are
 listed by :func:`text_methods`; run them on tasks with class text through
 ``python -m fewmm.bench.transfer``.
+
+``mahalanobis-text`` also takes ``class_text`` (so :func:`text_methods` lists it) but scores
+two feature blocks, ``[raw item features | joint-space features]`` with ``joint_dim`` = the
+joint width, after ``fit_base(base_features, base_labels)`` on base-class items: it is listed
+by :func:`joint_block_methods` too, and the harnesses (``python -m fewmm.bench``,
+``python -m fewmm.bench.transfer``) build it so (:func:`fewmm.bench.transfer.joint_block_factory`).
+Built bare (``create("mahalanobis-text")``: ``joint_dim=0``, no ``fit_base``) it is plain
+prototypes of unit item features, as its docstring says.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from .simpleshot import SimpleShot
 from .clip_adapter import CLIPAdapter
 from .cross_modal_lp import CrossModalLinearProbe
 from .lp_plus_plus import LPPlusPlus
+from .mahalanobis_text import MahalanobisTextPrior
+from .mahalanobis_text import register_into as _register_mahalanobis_text
 from .text import TextMethod
 from .tip_adapter import TipAdapter
 from .tip_adapter_f import TipAdapterF
@@ -62,6 +72,7 @@ METHODS.register("clip-adapter", "residual bottleneck MLP adapter (Gao et al. 20
 METHODS.register("cross-modal-lp", "linear probe with class text as extra samples (Lin et al. CVPR 2023); needs class_text")(CrossModalLinearProbe)
 METHODS.register("lp++", "class-wise blend of item weights and text (Huang et al. CVPR 2024); needs class_text")(LPPlusPlus)
 METHODS.register("zs-lp", "linear probe initialised with the zero-shot classifier (Silva-Rodriguez et al. CVPR 2024); needs class_text")(ZSLinearProbe)
+_register_mahalanobis_text(METHODS)
 
 
 def create(name: str, **kwargs) -> FewShotMethod:
@@ -99,6 +110,14 @@ def text_methods() -> list[str]:
     return [n for n in METHODS.names() if getattr(METHODS.get(n), "uses_class_text", False)]
 
 
+def joint_block_methods() -> list[str]:
+    """Registered methods that score ``[raw item features | joint-space features]``
+    (``needs_joint_block``: ``joint_dim`` set to the joint width and ``fit_base(base_features,
+    base_labels)`` on base-class items before the episodes), sorted. A subset of
+    :func:`text_methods`; build them with :func:`fewmm.bench.transfer.joint_block_factory`."""
+    return [n for n in METHODS.names() if getattr(METHODS.get(n), "needs_joint_block", False)]
+
+
 __all__ = ["FewShotMethod", "ProtoNet", "SimpleShot", "KNN", "LinearProbe", "TextMethod", "ZeroShot", "TipAdapter",
-           "TipAdapterF", "CLIPAdapter", "CrossModalLinearProbe", "LPPlusPlus", "ZSLinearProbe", "create", "list_methods",
-           "text_methods", "meta_trained_methods", "MAMLMethod", "ProtoNetHead", "MetaTrainedMethod", "register", "METHODS"]
+           "TipAdapterF", "CLIPAdapter", "CrossModalLinearProbe", "LPPlusPlus", "ZSLinearProbe", "MahalanobisTextPrior", "create", "list_methods",
+           "text_methods", "joint_block_methods", "meta_trained_methods", "MAMLMethod", "ProtoNetHead", "MetaTrainedMethod", "register", "METHODS"]
