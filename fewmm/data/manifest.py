@@ -108,6 +108,11 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]],
         if header is None:
             raise DataError(f"{path}: manifest is empty (expected a header line with 'label' and 'image'/'audio'/'text')")
         columns = [h.strip() for h in header]
+        dup = sorted({c for c in columns if c and columns.count(c) > 1})
+        if dup:  # a dict row would keep only the last of them: refuse rather than read the wrong column
+            raise DataError(f"{path}: the header names column(s) {', '.join(map(repr, dup))} more than once "
+                            f"(columns {[i + 1 for i, c in enumerate(columns) if c in dup]}); each column must appear "
+                            "once: rename or remove the extra one")
         line_start = reader.line_num + 1
         for rec in reader:
             lineno = line_start
