@@ -586,3 +586,12 @@ def test_two_classes_with_one_class_text_are_named_before_encoding(tmp_path, cap
     assert rc == 2 and "Traceback" not in err
     assert ("data set 'same' (manifest/same/novel): the class-text methods need a distinct class text per class, but "
             "classes share one: 'alpha', 'beta', 'delta' all have 'alpha'. Give each class its own text") in err
+
+
+def test_an_infeasible_cell_of_a_class_split_says_only_the_novel_classes_count(tmp_path, capsys, no_encoding):
+    """QA finding 11: "3-way episodes need 3 classes ..., only 2 have" on a 4-class data set, without saying why."""
+    m = _text_manifest(tmp_path / "plain.csv", ABCD)  # no split column: a seeded 2 / 2 class-disjoint split
+    rc, err = _bench(tmp_path, capsys, "--dataset", f"manifest:{m}", "--methods", "protonet,zero-shot", "--ways", "3")
+    assert rc == 2 and "Traceback" not in err
+    assert ("nothing to measure: infeasible: 3-way episodes need 3 classes with >= 2 items, only 2 have (only the 2 "
+            "novel classes are drawn from; the base classes of the seeded class-disjoint split are left out)") in err

@@ -353,3 +353,19 @@ def test_transfer_report_refuses_other_files_and_missing_markers(tmp_path, capsy
     assert (f"error: {readme} has no results markers for t3: add <!-- results:t3 --> and <!-- /results:t3 -->"
             in capsys.readouterr().err)
     assert readme.read_text() == "no markers here\n"
+
+
+def test_bridge_errors_name_the_classes_and_the_flag():
+    """QA finding 5: "a bridge needs at least 2 base classes, got [0]" named ids and no way out."""
+    x = torch.randn(6, 4)
+    y = np.array([0, 0, 1, 2, 2, 2])
+    text = torch.eye(3, 4)
+    names = ["rain", "dog", "siren"]
+    with pytest.raises(A.AlignmentError) as e:
+        A.train_bridge(x, y, text, [0], class_names=names)
+    assert str(e.value) == ("a bridge needs at least 2 base classes, got 1: 'rain' (python -m fewmm.bench: name a base "
+                            "split with more classes / items with --base)")
+    with pytest.raises(A.AlignmentError) as e:
+        A.train_bridge(x, y, text, [0, 1, 2], class_names=names)
+    assert str(e.value).startswith("base classes 'dog' have a single item; a bridge trained through the episodic engine "
+                                   "needs at least 2 items per base class (python -m fewmm.bench: name a base split")

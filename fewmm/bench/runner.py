@@ -426,7 +426,8 @@ def _text_side(b: dict, enc, feats, labels, base_feats, base_labels, base_name, 
     base_names = b["base"].class_names if b["base"] is not None else table.class_names
     base_classes = np.unique(base_labels)
     t0 = time.time()
-    pair = TP.make_pair(enc, text_enc, joint, base_feats.cpu(), base_labels, base_classes, ct_base, seed=suite.seed)
+    pair = TP.make_pair(enc, text_enc, joint, base_feats.cpu(), base_labels, base_classes, ct_base, seed=suite.seed,
+                        class_names=[str(n) for n in base_names])
     z = pair.items(feats)
     class_text = pair.class_text(ct)
     desc = (f"class text through {enc.name}'s own text tower {text_enc.name}" if joint else
@@ -689,6 +690,9 @@ def run_suite(
             for ways in suite.ways:
                 for shots in suite.shots:
                     why = infeasibility(labels, ways, shots, q, class_names=table.class_names)
+                    if why and novel is not None:  # say that only the novel classes count (QA finding 11)
+                        why += (f" (only the {len(novel)} novel classes are drawn from; the base classes of "
+                                f"{r.base or 'the seeded class-disjoint split'} are left out)")
                     (infeasible if why else cells).append((ways, shots, why))
             for ways, shots, why in infeasible:
                 rep.skipped.append({"dataset": r.display, "split": r.split, "encoder": enc_name, "ways": ways,

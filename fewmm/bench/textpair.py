@@ -202,7 +202,7 @@ def text_encoder_for(item_encoder, text_encoder: str, device: str = "cpu"):
 
 
 def make_pair(item_encoder, text_enc, joint: bool, base_features, base_labels, base_classes, class_text_base,
-              seed: int = 0):
+              seed: int = 0, class_names=None):
     """The aligned pair of a run: ``joint_pair`` or a bridge trained on the base items.
 
     Parameters
@@ -219,6 +219,8 @@ def make_pair(item_encoder, text_enc, joint: bool, base_features, base_labels, b
         Class text of the table ``base_labels`` index into.
     seed : int
         The bridge's :class:`~fewmm.aligned.BridgeConfig` seed (the suite seed).
+    class_names : sequence of str, optional
+        Names of the rows of ``class_text_base``, for the bridge's error messages.
 
     Returns
     -------
@@ -230,7 +232,8 @@ def make_pair(item_encoder, text_enc, joint: bool, base_features, base_labels, b
     if joint:
         return A.joint_pair(item_encoder, text_enc)
     return A.train_bridge(base_features, base_labels, class_text_base, base_classes, A.BridgeConfig(seed=int(seed)),
-                          item_encoder=encoder_record(item_encoder), text_encoder=encoder_record(text_enc))
+                          item_encoder=encoder_record(item_encoder), text_encoder=encoder_record(text_enc),
+                          class_names=class_names)
 
 
 def zero_shot_accuracy(z: torch.Tensor, labels: np.ndarray, text: torch.Tensor, classes) -> dict:

@@ -354,7 +354,8 @@ def run(args) -> Path:
             key = f"{fold}/{mod}"
             x = f.features[mod]
             pair = train_bridge(x[torch.as_tensor(base_items)], labels[base_items], ct, task.base_classes, bridge_cfg,
-                                item_encoder=task.info["encoders"][mod], text_encoder=task.info["encoders"].get("class_text"))
+                                item_encoder=task.info["encoders"][mod], text_encoder=task.info["encoders"].get("class_text"),
+                                class_names=task.class_names)
             header["pairs"][key] = pair.info
             pair_name = f"bridge:{task.info['encoders'][mod]['encoder']}->{task.info['encoders']['class_text']['encoder']}"
             rep.say(f"[bridge] {args.task}/{key}: {pair.info['training']}")
