@@ -595,3 +595,13 @@ def test_an_infeasible_cell_of_a_class_split_says_only_the_novel_classes_count(t
     assert rc == 2 and "Traceback" not in err
     assert ("nothing to measure: infeasible: 3-way episodes need 3 classes with >= 2 items, only 2 have (only the 2 "
             "novel classes are drawn from; the base classes of the seeded class-disjoint split are left out)") in err
+
+
+def test_base_equal_to_the_evaluated_data_names_the_bridge(tmp_path, capsys, no_encoding):
+    """QA finding 11: with only class-text methods the message talked about meta-trained methods and SimpleShot."""
+    m = _text_manifest(tmp_path / "plain.csv", ABCD)
+    rc, err = _bench(tmp_path, capsys, "--dataset", f"manifest:{m}", "--base", f"manifest:{m}", "--methods", "protonet,zero-shot")
+    assert rc == 2 and "Traceback" not in err
+    assert (f"--base manifest:{m} is the evaluated data set itself, so whatever learns on the base would learn the test "
+            "classes (the class-text bridge of zero-shot): name a class-disjoint split") in err
+    assert "SimpleShot" not in err and "meta-trained" not in err
