@@ -179,3 +179,12 @@ def test_a_repeated_header_column_is_refused(tmp_path, header, dup, cols):
         D.load_manifest(p)
     assert str(e.value) == (f"{p}: the header names column(s) {dup} more than once (columns {cols}); each column must "
                             "appear once: rename or remove the extra one")
+
+
+def test_a_repeated_jsonl_key_is_reported_with_its_line(tmp_path):
+    """The JSONL form of QA finding 3: json.loads keeps the last of two same keys, silently."""
+    p = tmp_path / "m.jsonl"
+    p.write_text('{"label": "a", "text": "x"}\n{"label": "a", "label": "b", "text": "y"}\n{"label": "b", "text": "z"}\n')
+    with pytest.raises(DataError, match=r"line 2: the key\(s\) 'label' appear more than once in the object; each key "
+                                        "must appear once"):
+        D.load_manifest(p)
