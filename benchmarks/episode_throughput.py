@@ -328,7 +328,13 @@ def parse_args(argv=None):
     p.add_argument("--no-compile", action="store_true", help="skip the compile=True path (torch.compile; needs a C++ compiler)")
     p.add_argument("--no-l2l", action="store_true", help="skip learn2learn even if it imports")
     p.add_argument("--json", default=None, metavar="OUT", help="write the measured numbers + environment here")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    for k in ("ways", "shots", "queries", "episodes", "loop_episodes", "l2l_episodes", "repeats", "threads"):
+        if getattr(a, k) < 1:
+            p.error(f"--{k.replace('_', '-')} must be >= 1, got {getattr(a, k)}")
+    if a.chunk_size is not None and a.chunk_size < 1:  # resolve_chunk_size would clamp it to 1 silently
+        p.error(f"--chunk-size must be >= 1 episodes (or left out for fewmm's own choice), got {a.chunk_size}")
+    return a
 
 
 def main(argv=None) -> dict:
@@ -347,6 +353,12 @@ def main(argv=None) -> dict:
     print(f"features: {source['table']} {tuple(feats.shape)} ({time.perf_counter() - t0:.1f} s to load"
           f"{', cache hit' if source.get('cache_hit') else ''}); torch threads {torch.get_num_threads()}")
 
+    from fewmm.episodes import infeasibility
+
+    why = infeasibility(labels, a.ways, a.shots, a.queries)
+    if why:  # before any timing: a clear message, not a traceback
+        raise SystemExit(f"episode_throughput.py: error: {source['table']}: {why.splitlines()[0]} "
+                         "(--ways / --shots / --queries)")
     episodes = sample_episodes(labels, a.ways, a.shots, a.queries, a.episodes, seed=a.seed)
     E, n, k, q = episodes.n_episodes, episodes.n_way, episodes.n_shot, episodes.n_query
     d = feats.shape[1]

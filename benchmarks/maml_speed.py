@@ -666,6 +666,17 @@ def main(argv=None):
     if args.head == "gmu" and ("gram" in args.methods or "floor" in args.methods):
         # the Gram path does not apply to a GMU head; the floor is the first Linear of the mlp head
         args.methods = [m for m in args.methods if m not in ("gram", "floor")]
+        if not args.methods:
+            ap.error("--head gmu leaves no method: gram and floor apply to the mlp head only; add functional, vmap "
+                     "or l2l to --methods (or use --head mlp)")
+    for k in ("dim", "hidden", "way", "shot", "query", "meta_batch", "repeats", "train_steps", "train_inner_steps",
+              "eval_episodes", "threads"):
+        if getattr(args, k) < 1:
+            ap.error(f"--{k.replace('_', '-')} must be >= 1, got {getattr(args, k)}")
+    if not args.inner_steps or min(args.inner_steps) < 1:
+        ap.error(f"--inner-steps must be positive integers (comma-separated), got {args.inner_steps}")
+    if not args.methods:
+        ap.error("--methods is empty")
     if args._probe:
         return memory_probe(args)
     args.memory = not args.no_memory

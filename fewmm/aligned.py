@@ -267,7 +267,8 @@ class BridgeLearner:
 
 
 def train_bridge(item_features, labels, class_text, base_classes, config: BridgeConfig | None = None,
-                 item_encoder: dict | None = None, text_encoder: dict | None = None) -> AlignedPair:
+                 item_encoder: dict | None = None, text_encoder: dict | None = None,
+                 class_names=None) -> AlignedPair:
     """Learn a projection of item features into a text space on BASE classes (DeViSE-style).
 
     Loss (per item i of class y_i, over the base classes B)::
@@ -289,6 +290,8 @@ def train_bridge(item_features, labels, class_text, base_classes, config: Bridge
     config : BridgeConfig, optional
     item_encoder, text_encoder : dict, optional
         Encoder records for the pair's ``info``.
+    class_names : sequence of str, optional
+        Name of each class (row of ``class_text``), for error messages (default: the class ids).
 
     Returns
     -------
@@ -298,7 +301,8 @@ def train_bridge(item_features, labels, class_text, base_classes, config: Bridge
     Raises
     ------
     AlignmentError
-        Shape mismatches, fewer than 2 base classes, base classes without items or out of range.
+        Shape mismatches, fewer than 2 base classes, base classes without items or out of range, or
+        with a single item (messages name the classes).
     """
     cfg = config or BridgeConfig()
     x = _as_matrix(item_features, "item features")
@@ -307,14 +311,21 @@ def train_bridge(item_features, labels, class_text, base_classes, config: Bridge
     if y.shape[0] != x.shape[0]:
         raise AlignmentError(f"{y.shape[0]} labels for {x.shape[0]} item rows")
     base = np.unique(np.asarray(base_classes, dtype=np.int64))
+    def named(cs) -> str:
+        cs = [int(c) for c in cs]
+        if class_names is not None and all(0 <= c < len(class_names) for c in cs):
+            return ", ".join(repr(str(class_names[c])) for c in cs)
+        return str(cs)
+
+    fix = " (python -m fewmm.bench: name a base split with more classes / items with --base)"
     if base.size < 2:
-        raise AlignmentError(f"a bridge needs at least 2 base classes, got {base.tolist()}")
+        raise AlignmentError(f"a bridge needs at least 2 base classes, got {base.size}: {named(base)}{fix}")
     if base.min() < 0 or base.max() >= t.shape[0]:
         raise AlignmentError(f"base classes must lie in [0, {t.shape[0]}) (rows of class_text), got {base.tolist()}")
     keep = np.isin(y, base)
     missing = np.setdiff1d(base, y[keep])
     if missing.size:
-        raise AlignmentError(f"base classes without items: {missing.tolist()}")
+        raise AlignmentError(f"base classes without items: {named(missing)}{fix}")
     xb = l2_normalize(x[torch.as_tensor(np.flatnonzero(keep))])
     yb = torch.as_tensor(np.searchsorted(base, y[keep]), dtype=torch.int64)
     tb = t[torch.as_tensor(base)]
@@ -331,8 +342,8 @@ def train_bridge(item_features, labels, class_text, base_classes, config: Bridge
 
     counts = np.bincount(y[keep], minlength=t.shape[0])[base]
     if counts.min() < 2:
-        raise AlignmentError(f"base classes {base[counts < 2].tolist()} have a single item; a bridge trained through the "
-                             "episodic engine needs at least 2 items per base class")
+        raise AlignmentError(f"base classes {named(base[counts < 2])} have a single item; a bridge trained through the "
+                             f"episodic engine needs at least 2 items per base class{fix}")
     per_class = max(2, int(round(int(cfg.batch_size) / base.size)))
     fit_cfg = FitConfig(n_way=int(base.size), n_shot=1, n_query=per_class - 1, episodes_per_step=1, steps=int(cfg.steps),
                         lr=float(cfg.lr), weight_decay=float(cfg.weight_decay), optimizer="adamw", grad_clip=None,

@@ -191,6 +191,9 @@ def test_banner_and_block_progress_lines(tmp_path, capsys):
     ('episodes = 3.7\n[[run]]\ndataset = "digits"\n', "episodes must be an integer"),
     ('ways = [5.5]\n[[run]]\ndataset = "digits"\n', "ways must be a list of positive integers"),
     ('[[run]]\ndataset = 5\n', "must have dataset"),
+    ('[[run]]\ndataset = "esc50"\nbase = ["task:esc50-text"]\n',
+     "[[run]] 'esc50': base must be a string (e.g. base = \"task:esc50-text\" or \"omniglot:background\"), got list"),
+    ('[[run]]\ndataset = "digits"\nlabel = 3\n', "[[run]] 'digits': label must be a string"),
 ])
 def test_bad_config_values(tmp_path, capsys, toml, message):
     cfg = tmp_path / "c.toml"

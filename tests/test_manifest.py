@@ -165,3 +165,26 @@ def test_jsonl_numeric_labels_are_one_class_and_bools_rejected(files):
     with pytest.raises(DataError) as e:
         D.load_manifest(m)
     assert "line 1, column 'label': true is not a label" in str(e.value) and "line 2, column 'label': 1.5" in str(e.value)
+
+
+@pytest.mark.parametrize("header, dup, cols", [
+    ("label,class_text,text,class_text", "'class_text'", "[2, 4]"),
+    ("label,label,text", "'label'", "[1, 2]"),
+])
+def test_a_repeated_header_column_is_refused(tmp_path, header, dup, cols):
+    """QA finding 3: csv rows as dicts kept the LAST of two same-named columns, silently."""
+    p = tmp_path / "m.csv"
+    p.write_text(header + "\n" + "\n".join(",".join(f"v{i}{j}" for j in range(len(header.split(",")))) for i in range(4)) + "\n")
+    with pytest.raises(DataError) as e:
+        D.load_manifest(p)
+    assert str(e.value) == (f"{p}: the header names column(s) {dup} more than once (columns {cols}); each column must "
+                            "appear once: rename or remove the extra one")
+
+
+def test_a_repeated_jsonl_key_is_reported_with_its_line(tmp_path):
+    """The JSONL form of QA finding 3: json.loads keeps the last of two same keys, silently."""
+    p = tmp_path / "m.jsonl"
+    p.write_text('{"label": "a", "text": "x"}\n{"label": "a", "label": "b", "text": "y"}\n{"label": "b", "text": "z"}\n')
+    with pytest.raises(DataError, match=r"line 2: the key\(s\) 'label' appear more than once in the object; each key "
+                                        "must appear once"):
+        D.load_manifest(p)

@@ -493,3 +493,115 @@ def test_readme_novel_class_counts_of_the_seeded_split(tmp_path, n_classes, n_no
     names = [f"c{i:02d}" for i in range(n_classes)]
     (tmp_path / "m.csv").write_text("label,text\n" + "".join(f"{c},x {c}\n{c},y {c}\n" for c in names), encoding="utf-8")
     assert len(class_splits(D.load("manifest", path=tmp_path / "m.csv"), 0)["novel"]) == n_novel
+
+
+# --- bad base splits and class texts of the class-text methods: refused in phase 1, before anything is encoded ---
+
+def _text_manifest(path, classes, split=None, class_text=None, n=3):
+    """A text manifest: ``n`` rows per class; ``split[c]`` the split column value, ``class_text[c]``
+    the class text (default: the class name with spaces)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        cols = ["label", "text", "class_text"] + (["split"] if split else [])
+        w = csv.writer(f)
+        w.writerow(cols)
+        for c in classes:
+            k = n[c] if isinstance(n, dict) else n
+            for i in range(k):
+                w.writerow([c, f"item {i} of {c}", (class_text or {}).get(c, c.replace("_", " "))]
+                           + ([split[c]] if split else []))
+    return path
+
+
+@pytest.fixture
+def no_encoding(monkeypatch):
+    """Any encoding fails the test: these errors must come before it."""
+    import fewmm.bench.runner as R
+
+    def boom(*a, **k):
+        raise AssertionError("encoded before the check")
+    monkeypatch.setattr(R, "embed_table", boom)
+
+
+def _bench(tmp_path, capsys, *args):
+    from fewmm.bench.cli import main
+
+    rc = main(["--out", str(tmp_path / "out"), "--episodes", "5", "--queries", "1", "--ways", "2", "--shots", "1",
+               "--encoder", "minilm-l6", *args])
+    err = capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # no half-written results
+    return rc, err
+
+
+ABCD = ["alpha", "beta", "gamma", "delta"]
+
+
+def test_a_base_sharing_class_names_with_the_evaluated_classes_is_refused(tmp_path, capsys, no_encoding):
+    """QA finding 1: the bridge (and meta-training, SimpleShot's statistics) would learn the test classes."""
+    m = _text_manifest(tmp_path / "m.csv", ABCD, split={"alpha": "base", "beta": "base", "gamma": "novel", "delta": "novel"})
+    rc, err = _bench(tmp_path, capsys, "--dataset", f"manifest:{m}", "--base", f"manifest:{m}:all",
+                     "--methods", "protonet,zero-shot,simpleshot")
+    assert rc == 2 and "Traceback" not in err
+    assert (f"error: m: the base manifest:{m}:all shares 2 class(es) with the evaluated classes: 'delta', 'gamma'; "
+            "the class-text bridge of zero-shot; SimpleShot's base statistics would learn the test classes. "
+            "Name a base with none of the evaluated classes with --base") in err
+    # a whole other manifest whose base rows hold an evaluated class (and a meta-trained method)
+    o = _text_manifest(tmp_path / "o.csv", ["alpha", "gamma", "zeta"], split={"alpha": "base", "gamma": "base", "zeta": "novel"})
+    rc, err = _bench(tmp_path, capsys, "--dataset", f"manifest:{m}", "--base", f"manifest:{o}:base",
+                     "--methods", "protonet,protonet-head")
+    assert rc == 2 and "shares 1 class(es) with the evaluated classes: 'gamma'; meta-training of protonet-head" in err
+    # protonet alone: the base is still loaded and its overlap still refused (it is named for nothing else)
+    rc, err = _bench(tmp_path, capsys, "--dataset", f"manifest:{m}", "--base", f"manifest:{o}:base", "--methods", "protonet")
+    assert rc == 2 and "shares 1 class(es)" in err
+
+
+def test_the_bridge_base_needs_two_classes_of_two_items_checked_before_encoding(tmp_path, capsys, no_encoding):
+    """QA finding 5b/5c: was found after encoding, with class ids."""
+    one = _text_manifest(tmp_path / "one.csv", ABCD[:3], split={"alpha": "base", "beta": "novel", "gamma": "novel"})
+    rc, err = _bench(tmp_path, capsys, "--dataset", f"manifest:{one}", "--methods", "protonet,zero-shot")
+    assert rc == 2 and "Traceback" not in err
+    assert (f"error: one: the bridge of the class-text methods (zero-shot) trains on the base classes and needs at least 2, "
+            f"but the base manifest:{one}:base has 1 ('alpha') with text items: name a base split with more "
+            "classes/items with --base") in err and "split column" in err
+    single = _text_manifest(tmp_path / "single.csv", ABCD, n={"alpha": 1, "beta": 3, "gamma": 3, "delta": 3},
+                            split={"alpha": "base", "beta": "base", "gamma": "novel", "delta": "novel"})
+    rc, err = _bench(tmp_path, capsys, "--dataset", f"manifest:{single}", "--methods", "protonet,zero-shot")
+    assert rc == 2 and "needs at least 2 items per base class, but in the base manifest:" in err
+    assert "the class(es) 'alpha' have a single item" in err
+
+
+def test_a_base_of_another_modality_is_refused_before_encoding(tmp_path, capsys, no_encoding, data_root):
+    """QA finding 5d: a text base for an image encoder was a raw ValueError from embed_table after encoding."""
+    t = _text_manifest(tmp_path / "t.csv", ["x", "y"])
+    rc, err = _bench(tmp_path, capsys, "--dataset", "digits", "--encoder", "pixels", "--base", f"manifest:{t}",
+                     "--methods", "protonet,simpleshot", "--data-root", str(data_root))
+    assert rc == 2 and "Traceback" not in err
+    assert f"its base manifest:{t} (manifest/t) has only ['text'] items, but encoder 'pixels' embeds image" in err
+
+
+def test_two_classes_with_one_class_text_are_named_before_encoding(tmp_path, capsys, no_encoding):
+    """QA finding 5a: was "manifest-manifest/sametext: class texts must be distinct" after the first method's rows."""
+    m = _text_manifest(tmp_path / "same.csv", ABCD, class_text={"beta": "alpha", "delta": "alpha"},
+                       split={"alpha": "base", "beta": "base", "gamma": "novel", "delta": "novel"})
+    rc, err = _bench(tmp_path, capsys, "--dataset", f"manifest:{m}", "--methods", "protonet,zero-shot")
+    assert rc == 2 and "Traceback" not in err
+    assert ("data set 'same' (manifest/same/novel): the class-text methods need a distinct class text per class, but "
+            "classes share one: 'alpha', 'beta', 'delta' all have 'alpha'. Give each class its own text") in err
+
+
+def test_an_infeasible_cell_of_a_class_split_says_only_the_novel_classes_count(tmp_path, capsys, no_encoding):
+    """QA finding 11: "3-way episodes need 3 classes ..., only 2 have" on a 4-class data set, without saying why."""
+    m = _text_manifest(tmp_path / "plain.csv", ABCD)  # no split column: a seeded 2 / 2 class-disjoint split
+    rc, err = _bench(tmp_path, capsys, "--dataset", f"manifest:{m}", "--methods", "protonet,zero-shot", "--ways", "3")
+    assert rc == 2 and "Traceback" not in err
+    assert ("nothing to measure: infeasible: 3-way episodes need 3 classes with >= 2 items, only 2 have (only the 2 "
+            "novel classes are drawn from; the base classes of the seeded class-disjoint split are left out)") in err
+
+
+def test_base_equal_to_the_evaluated_data_names_the_bridge(tmp_path, capsys, no_encoding):
+    """QA finding 11: with only class-text methods the message talked about meta-trained methods and SimpleShot."""
+    m = _text_manifest(tmp_path / "plain.csv", ABCD)
+    rc, err = _bench(tmp_path, capsys, "--dataset", f"manifest:{m}", "--base", f"manifest:{m}", "--methods", "protonet,zero-shot")
+    assert rc == 2 and "Traceback" not in err
+    assert (f"--base manifest:{m} is the evaluated data set itself, so whatever learns on the base would learn the test "
+            "classes (the class-text bridge of zero-shot): name a class-disjoint split") in err
+    assert "SimpleShot" not in err and "meta-trained" not in err

@@ -315,3 +315,109 @@ def test_main_harness_runs_mahalanobis_text_on_raw_and_bridge_features_with_base
         m = MahalanobisTextPrior(class_text=pair.class_text(ct), joint_dim=z.shape[1]).fit(xz[torch.as_tensor(s)], table.labels[s])
         plain.append(np.mean(m.predict(xz[torch.as_tensor(q)]) == table.labels[q]))
     assert np.mean(plain) < np.mean(accs)
+
+
+# --- bad input to python -m fewmm.bench.transfer (QA findings 2, 4, 6, 9): refused before any bridge is trained ---
+
+class _FakeTask:
+    """esc50-text-shaped: classes c0..c7, c0-c3 base, c4-c7 novel with 5, 5, 5, 3 items."""
+
+    def __init__(self):
+        counts = [6, 6, 6, 6, 5, 5, 5, 3]
+        self.labels = np.repeat(np.arange(8), counts)
+        self.class_names = [f"c{i}" for i in range(8)]
+        self.novel_classes = np.arange(4, 8)
+        self.base_classes = np.arange(4)
+        self.val_classes = np.arange(0)
+        self.info = {}
+        self.features = type("F", (), {"labels": self.labels, "class_text": torch.zeros(8, 4),
+                                       "features": {"audio": torch.zeros(len(self.labels), 4)}})()
+
+    def splits_record(self):
+        return {}
+
+    def split_items(self, split):
+        cls = self.novel_classes if split == "novel" else self.base_classes
+        return np.flatnonzero(np.isin(self.labels, cls))
+
+
+@pytest.fixture
+def fake_task(monkeypatch):
+    import fewmm.aligned
+    import fewmm.tasks
+
+    monkeypatch.setattr(fewmm.tasks, "build", lambda *a, **k: _FakeTask())
+
+    def boom(*a, **k):
+        raise AssertionError("the bridge was trained before the check")
+    monkeypatch.setattr(fewmm.aligned, "train_bridge", boom)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--protocol", "coop", "--shots", "1", "--test-per-class", "3"],
+     "esc50-text: the CoOp protocol with 3 test items per class and 1 shots needs 4 items per novel class; 'c7' has 3: "
+     "lower --test-per-class (now 3) or --shots"),
+    (["--protocol", "coop", "--shots", "1,3", "--test-per-class", "2"],  # 1 shot fits, 3 do not
+     "the CoOp protocol with 2 test items per class and 3 shots needs 5 items per novel class; 'c7' has 3: "
+     "lower --test-per-class (now 2) or --shots"),
+    (["--protocol", "episodes", "--ways", "4", "--shots", "1", "--queries", "3"],
+     "esc50-text: 4-way 1-shot episodes with 3 queries per class cannot be drawn from the 4 novel classes: "),
+    (["--modalities", "image"], "esc50-text: no item modality 'image' (--modalities / modalities); the task's item "
+                                "modalities are audio"),
+])
+def test_transfer_refuses_cells_and_modalities_before_the_bridge(tmp_path, capsys, fake_task, args, message):
+    rc = TR.main(["--task", "esc50-text", "--out", str(tmp_path), "--quiet", "--no-am3", *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # no unfinished results file
+
+
+def test_transfer_episode_check_names_the_flags(tmp_path, capsys, fake_task):
+    assert TR.main(["--task", "esc50-text", "--out", str(tmp_path), "--quiet", "--no-am3", "--protocol", "episodes",
+                    "--ways", "4", "--shots", "1", "--queries", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "c7" in err and err.rstrip().endswith("lower --ways, --shots or --queries")
+    assert "in Python" not in err  # a CLI user cannot pass allow_fewer_queries (QA finding 11)
+
+
+@pytest.mark.parametrize("value", ["coopp", "both "])
+def test_transfer_config_protocol_is_one_of_the_flag_choices(tmp_path, capsys, fake_task, value):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f'task = "esc50-text"\nprotocol = "{value}"\n')
+    assert TR.main(["--config", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    assert (f"error: protocol must be one of episodes, coop, both (--protocol / protocol in --config), got {value!r}"
+            in capsys.readouterr().err)
+
+
+def test_transfer_report_refuses_other_files_and_missing_markers(tmp_path, capsys):
+    import json
+
+    main_file = tmp_path / "m6.json"
+    main_file.write_text(json.dumps({"finished": True, "results": [{"dataset": "digits", "method": "protonet"}]}))
+    assert TR.main(["--report", str(main_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {main_file} (--report) is not a results file of python -m fewmm.bench.transfer" in err
+    t3 = tmp_path / "t3.json"
+    t3.write_text(json.dumps({"finished": True, "results": []}))
+    readme = tmp_path / "R.md"
+    readme.write_text("no markers here\n")
+    assert TR.main(["--report", str(t3), "--readme", str(readme)]) == 2
+    assert (f"error: {readme} has no results markers for t3: add <!-- results:t3 --> and <!-- /results:t3 -->"
+            in capsys.readouterr().err)
+    assert readme.read_text() == "no markers here\n"
+
+
+def test_bridge_errors_name_the_classes_and_the_flag():
+    """QA finding 5: "a bridge needs at least 2 base classes, got [0]" named ids and no way out."""
+    x = torch.randn(6, 4)
+    y = np.array([0, 0, 1, 2, 2, 2])
+    text = torch.eye(3, 4)
+    names = ["rain", "dog", "siren"]
+    with pytest.raises(A.AlignmentError) as e:
+        A.train_bridge(x, y, text, [0], class_names=names)
+    assert str(e.value) == ("a bridge needs at least 2 base classes, got 1: 'rain' (python -m fewmm.bench: name a base "
+                            "split with more classes / items with --base)")
+    with pytest.raises(A.AlignmentError) as e:
+        A.train_bridge(x, y, text, [0, 1, 2], class_names=names)
+    assert str(e.value).startswith("base classes 'dog' have a single item; a bridge trained through the episodic engine "
+                                   "needs at least 2 items per base class (python -m fewmm.bench: name a base split")

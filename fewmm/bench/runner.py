@@ -216,6 +216,10 @@ def load_suite(path: str | os.PathLike) -> Suite:
             raise FewmmError(f"{path}: [[run]] {r.get('dataset')!r}: queries must be an integer >= 1, got {r['queries']!r}")
         if "dataset" not in r:
             raise FewmmError(f"{path}: [[run]] number {i + 1} has no 'dataset'")
+        for k in ("base", "label"):
+            if r.get(k) is not None and not isinstance(r[k], str):
+                raise FewmmError(f"{path}: [[run]] {r['dataset']!r}: {k} must be a string (e.g. base = "
+                                 f"\"task:esc50-text\" or \"omniglot:background\"), got {type(r[k]).__name__} {r[k]!r}")
         name, split = parse_dataset(r["dataset"])
         unknown = set(r) - {"dataset", "encoders", "options", "base", "optional", "queries", "label"}
         if unknown:
@@ -422,7 +426,8 @@ def _text_side(b: dict, enc, feats, labels, base_feats, base_labels, base_name, 
     base_names = b["base"].class_names if b["base"] is not None else table.class_names
     base_classes = np.unique(base_labels)
     t0 = time.time()
-    pair = TP.make_pair(enc, text_enc, joint, base_feats.cpu(), base_labels, base_classes, ct_base, seed=suite.seed)
+    pair = TP.make_pair(enc, text_enc, joint, base_feats.cpu(), base_labels, base_classes, ct_base, seed=suite.seed,
+                        class_names=[str(n) for n in base_names])
     z = pair.items(feats)
     class_text = pair.class_text(ct)
     desc = (f"class text through {enc.name}'s own text tower {text_enc.name}" if joint else
@@ -438,6 +443,63 @@ def _text_side(b: dict, enc, feats, labels, base_feats, base_labels, base_name, 
             + (f"; {pair.info['training']}" if pair.kind == "bridge" else "")
             + (f"; zero-shot over the {len(novel)} novel classes {rec['zero_shot_novel']['accuracy']}%" if novel is not None else ""))
     return z, class_text, desc, pair
+
+
+def _base_users(methods, meta_methods, text_ms) -> str:
+    """Which methods of the suite learn from the base table (for messages)."""
+    users = []
+    if text_ms:
+        users.append(f"the class-text bridge of {', '.join(text_ms)}")
+    if meta_methods:
+        users.append(f"meta-training of {', '.join(meta_methods)}")
+    if "simpleshot" in methods:
+        users.append("SimpleShot's base statistics")
+    return "; ".join(users) if users else "the methods that learn from base classes"
+
+
+def _check_base_disjoint(r: RunSpec, table, base_table, users: str) -> None:
+    """Refuse a base table sharing a class NAME with the evaluated classes (a leak: the bridge,
+    meta-trained methods and SimpleShot's base statistics would learn the test classes)."""
+    eval_names = {str(table.class_names[int(c)]) for c in np.unique(table.labels)}
+    base_names = {str(base_table.class_names[int(c)]) for c in np.unique(base_table.labels)}
+    shared = sorted(eval_names & base_names)
+    if shared:
+        more = f" and {len(shared) - 8} more" if len(shared) > 8 else ""
+        raise FewmmError(f"{r.display}: the base {r.base} shares {len(shared)} class(es) with the evaluated classes: "
+                         f"{', '.join(map(repr, shared[:8]))}{more}; {users} would learn the test classes. Name a base "
+                         "with none of the evaluated classes with --base (e.g. a manifest's base split: --dataset "
+                         "manifest:PATH:novel --base manifest:PATH:base), or leave --base out for a seeded "
+                         "class-disjoint split of the data set's classes")
+
+
+def _check_bridge_base(r: RunSpec, table, base_table, novel, base_ids, modality, text_ms) -> None:
+    """The bridge of the class-text methods needs >= 2 base classes, each with >= 2 items of the
+    encoder's modality: checked from the labels in phase 1 (nothing encoded yet)."""
+    if base_table is not None:
+        src = base_table
+        lab = base_table.labels[base_table.mask(modality)] if modality else base_table.labels
+        where = f"the base {r.base}"
+    elif novel is not None:
+        src = table
+        lab = table.labels[table.mask(modality)] if modality else table.labels
+        lab = lab[np.isin(lab, base_ids)] if base_ids is not None else lab[~np.isin(lab, novel)]
+        where = f"the base classes of {r.base or 'the seeded class-disjoint split'}"
+    else:
+        raise FewmmError(f"{r.display}: the class-text methods ({', '.join(text_ms)}) need base classes for the "
+                         "bridge, and this run has no base split: name one with --base")
+    cls, counts = np.unique(lab, return_counts=True)
+    fix = ("name a base split with more classes/items with --base (or base = \"...\" in a suite; for a manifest, "
+           "mark more classes 'base' in its split column), or leave the class-text methods out")
+    if cls.size < 2:
+        raise FewmmError(f"{r.display}: the bridge of the class-text methods ({', '.join(text_ms)}) trains on the base "
+                         f"classes and needs at least 2, but {where} has {cls.size}"
+                         f"{' (' + repr(str(src.class_names[int(cls[0])])) + ')' if cls.size else ''}"
+                         f"{' with ' + modality + ' items' if modality else ''}: {fix}")
+    single = [str(src.class_names[int(c)]) for c in cls[counts < 2]]
+    if single:
+        raise FewmmError(f"{r.display}: the bridge of the class-text methods ({', '.join(text_ms)}) needs at least 2 items "
+                         f"per base class, but in {where} the class(es) {', '.join(map(repr, single[:8]))}"
+                         f"{f' and {len(single) - 8} more' if len(single) > 8 else ''} have a single item: {fix}")
 
 
 def run_suite(
@@ -570,10 +632,10 @@ def run_suite(
         elif r.base:
             bspec = _base_spec(r)
             if (bspec.dataset, bspec.split, bspec.options) == (r.dataset, r.split, r.options):
-                raise FewmmError(f"{r.display}: --base {r.base} is the evaluated data set itself, so meta-trained methods would "
-                                 "learn the test classes (and SimpleShot centre on them): name a class-disjoint split (e.g. "
-                                 "--dataset omniglot:evaluation --base omniglot:background), or leave --base out for a seeded "
-                                 "class-disjoint split of the data set's classes")
+                raise FewmmError(f"{r.display}: --base {r.base} is the evaluated data set itself, so whatever learns on the "
+                                 f"base would learn the test classes ({_base_users(suite.methods, meta_methods, text_ms)}): "
+                                 "name a class-disjoint split (e.g. --dataset omniglot:evaluation --base omniglot:background), "
+                                 "or leave --base out for a seeded class-disjoint split of the data set's classes")
             try:
                 base_table = D.load(bspec.dataset, split=bspec.split, root=data_root, download=False, **bspec.options)
             except DataNotFoundError as e:
@@ -581,6 +643,8 @@ def run_suite(
                     raise FewmmError(f"{r.display}: the meta-trained method(s) {', '.join(meta_methods)} learn on the base "
                                      f"split {r.base}, which is not in the data root: {str(e).splitlines()[0]}") from None
                 rep.say(f"[note] {r.display}: base split {r.base} not found; SimpleShot centres on the support set")
+            if base_table is not None:
+                _check_base_disjoint(r, table, base_table, _base_users(suite.methods, meta_methods, text_ms))
         ds_key = ds_key_of(r)
         header["datasets"][ds_key] = {
             "name": table.name, "n_items": len(table), "n_classes": table.n_classes,
@@ -617,6 +681,12 @@ def run_suite(
                                     "reason": f"modality mismatch: {why}"})
                 mismatched.append((r.display, enc_name, why))
                 continue
+            if modality and base_table is not None and modality not in base_table.modalities:
+                raise FewmmError(f"{r.display}: its base {r.base} ({base_table.name}) has only "
+                                 f"{sorted(base_table.modalities)} items, but encoder {enc_name!r} embeds {modality}: "
+                                 f"name a base split of the same modality with --base (or base = \"...\" in the suite)")
+            if text_ms:  # the bridge learns on the base classes: checked here, before anything is encoded
+                _check_bridge_base(r, table, base_table, novel, base_ids, modality, text_ms)
             labels = table.labels[table.mask(modality)] if modality else table.labels
             if novel is not None:
                 labels = labels[np.isin(labels, novel)]
@@ -624,6 +694,9 @@ def run_suite(
             for ways in suite.ways:
                 for shots in suite.shots:
                     why = infeasibility(labels, ways, shots, q, class_names=table.class_names)
+                    if why and novel is not None:  # say that only the novel classes count (QA finding 11)
+                        why += (f" (only the {len(novel)} novel classes are drawn from; the base classes of "
+                                f"{r.base or 'the seeded class-disjoint split'} are left out)")
                     (infeasible if why else cells).append((ways, shots, why))
             for ways, shots, why in infeasible:
                 rep.skipped.append({"dataset": r.display, "split": r.split, "encoder": enc_name, "ways": ways,

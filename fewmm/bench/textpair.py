@@ -64,8 +64,26 @@ def dataset_class_texts(dataset: str, table, label: str | None = None, options: 
     ------
     fewmm.errors.FewmmError
         The data set has no class text (e.g. ``omniglot``; a manifest without a ``class_text``
-        column), or its class names are not the ones the templates are written for.
+        column), its class names are not the ones the templates are written for, or two classes
+        share a class text (the message names them).
     """
+    texts, record = _dataset_class_texts(dataset, table, label, options)
+    who = f"data set {label or dataset!r} ({table.name})"
+    owners: dict[str, list[str]] = {}  # every text -> the classes that have it (embed_class_text needs them distinct)
+    for name, ts in zip(table.class_names, texts):
+        for t in dict.fromkeys(ts):
+            owners.setdefault(t, []).append(str(name))
+    clash = {t: cs for t, cs in owners.items() if len(cs) > 1}
+    if clash:
+        shown = "; ".join(f"{', '.join(map(repr, cs))} all have {t!r}" for t, cs in list(clash.items())[:5])
+        raise FewmmError(f"{who}: the class-text methods need a distinct class text per class, but classes share one: "
+                         f"{shown}{f' (and {len(clash) - 5} more texts)' if len(clash) > 5 else ''}. Give each class its "
+                         "own text (a manifest's 'class_text' column) or leave the class-text methods out")
+    return texts, record
+
+
+def _dataset_class_texts(dataset: str, table, label: str | None = None, options: dict | None = None
+                         ) -> tuple[list[list[str]], dict]:
     names = [str(n) for n in table.class_names]
     who = f"data set {label or dataset!r} ({table.name})"
     if dataset == "esc50":
@@ -184,7 +202,7 @@ def text_encoder_for(item_encoder, text_encoder: str, device: str = "cpu"):
 
 
 def make_pair(item_encoder, text_enc, joint: bool, base_features, base_labels, base_classes, class_text_base,
-              seed: int = 0):
+              seed: int = 0, class_names=None):
     """The aligned pair of a run: ``joint_pair`` or a bridge trained on the base items.
 
     Parameters
@@ -201,6 +219,8 @@ def make_pair(item_encoder, text_enc, joint: bool, base_features, base_labels, b
         Class text of the table ``base_labels`` index into.
     seed : int
         The bridge's :class:`~fewmm.aligned.BridgeConfig` seed (the suite seed).
+    class_names : sequence of str, optional
+        Names of the rows of ``class_text_base``, for the bridge's error messages.
 
     Returns
     -------
@@ -212,7 +232,8 @@ def make_pair(item_encoder, text_enc, joint: bool, base_features, base_labels, b
     if joint:
         return A.joint_pair(item_encoder, text_enc)
     return A.train_bridge(base_features, base_labels, class_text_base, base_classes, A.BridgeConfig(seed=int(seed)),
-                          item_encoder=encoder_record(item_encoder), text_encoder=encoder_record(text_enc))
+                          item_encoder=encoder_record(item_encoder), text_encoder=encoder_record(text_enc),
+                          class_names=class_names)
 
 
 def zero_shot_accuracy(z: torch.Tensor, labels: np.ndarray, text: torch.Tensor, classes) -> dict:

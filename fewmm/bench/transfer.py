@@ -323,6 +323,33 @@ def tune_on_validation(task, features, class_text, name: str, grid: dict, ways: 
     return best["params"], table
 
 
+def _check_cells(task, args, protocols, queries: int, spec: dict) -> None:
+    """Refuse, before anything is trained, a shot count the novel classes cannot serve: episodes
+    (``--ways``, ``--shots``, ``--queries``: K + Q items in each of N classes) and the CoOp split
+    (``--test-per-class`` + K items per novel class). Messages name the classes and the flag."""
+    from ..episodes import infeasibility
+
+    labels, names, novel = task.labels, task.class_names, task.novel_classes
+    counts = np.bincount(labels[task.split_items("novel")], minlength=len(names))
+    for k in args.shots:
+        if "episodes" in protocols:
+            why = infeasibility(labels[task.split_items("novel")], args.ways, k, queries, classes=novel, class_names=names)
+            if why:
+                raise FewmmError(f"{args.task}: {args.ways}-way {k}-shot episodes with {queries} queries per class "
+                                 f"cannot be drawn from the {len(novel)} novel classes: "
+                                 f"{why.splitlines()[0].replace(' (or pass allow_fewer_queries=True in Python)', '')}; lower "
+                                 "--ways, --shots or --queries")
+        if "coop" in protocols:
+            tpc = spec["test_per_class"] if args.test_per_class is None else args.test_per_class
+            short = [(names[c], int(counts[c])) for c in novel if counts[c] < tpc + k]
+            if short:
+                raise FewmmError(f"{args.task}: the CoOp protocol with {tpc} test items per class and {k} shots needs "
+                                 f"{tpc + k} items per novel class; "
+                                 + ", ".join(f"{n!r} has {c}" for n, c in short[:5])
+                                 + (f" (and {len(short) - 5} more)" if len(short) > 5 else "")
+                                 + f": lower --test-per-class (now {tpc}) or --shots")
+
+
 def run(args) -> Path:
     from .. import methods as M
     from .. import tasks as T
@@ -336,6 +363,10 @@ def run(args) -> Path:
     spec = TASK_DEFAULTS[args.task]
     folds = args.folds or spec["folds"]
     modalities = args.modalities or spec["modalities"]
+    bad = [m for m in modalities if m not in spec["modalities"]]
+    if bad:
+        raise FewmmError(f"{args.task}: no item modality {', '.join(map(repr, bad))} (--modalities / modalities); "
+                         f"the task's item modalities are {', '.join(spec['modalities'])}")
     queries = args.queries or spec["queries"]
     joint_names = set(M.joint_block_methods())
     methods = args.methods or default_methods()
@@ -363,11 +394,13 @@ def run(args) -> Path:
             raise FewmmError(f"{args.task}: the task has no class text (built without a text encoder)")
         base_items = task.split_items("base")
         novel = task.novel_classes
+        _check_cells(task, args, protocols, queries, spec)  # every cell, before the bridge is trained
         for mod in modalities:
             key = f"{fold}/{mod}"
             x = f.features[mod]
             pair = train_bridge(x[torch.as_tensor(base_items)], labels[base_items], ct, task.base_classes, bridge_cfg,
-                                item_encoder=task.info["encoders"][mod], text_encoder=task.info["encoders"].get("class_text"))
+                                item_encoder=task.info["encoders"][mod], text_encoder=task.info["encoders"].get("class_text"),
+                                class_names=task.class_names)
             header["pairs"][key] = pair.info
             pair_name = f"bridge:{task.info['encoders'][mod]['encoder']}->{task.info['encoders']['class_text']['encoder']}"
             rep.say(f"[bridge] {args.task}/{key}: {pair.info['training']}")
@@ -552,6 +585,25 @@ def write_readme_block(json_path, readme) -> bool:
     return True
 
 
+PROTOCOLS = ("episodes", "coop", "both")
+
+
+def _check_transfer_results(path) -> None:
+    """Refuse (FewmmError naming the file) a JSON that is not a results file of this command, e.g.
+    a main-harness file of ``python -m fewmm.bench`` given to ``--report``."""
+    import json
+
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise FewmmError(f"results file {p} does not exist (--report)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FewmmError(f"{p} (--report) is not a JSON results file: {e}") from None
+    rows = doc.get("results") if isinstance(doc, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and {"protocol", "fold", "modality"} <= set(r) for r in rows):
+        raise FewmmError(f"{p} (--report) is not a results file of python -m fewmm.bench.transfer (its rows lack "
+                         "protocol/fold/modality); for a python -m fewmm.bench results file use python -m fewmm.bench.report")
 CONFIG_KEYS = {"task", "folds", "modalities", "methods", "protocol", "ways", "shots", "queries", "episodes", "seed",
                "test_per_class", "am3_steps", "no_am3", "tune"}
 
@@ -582,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", help="comma-separated folds (default: every fold of the task; digits-av: A,B)")
     p.add_argument("--modalities", help="comma-separated item modalities (default: every item modality; digits-av: image,audio)")
     p.add_argument("--methods", help="comma-separated method names (default: protonet + every class-text method but mahalanobis-text, which runs when named)")
-    p.add_argument("--protocol", choices=["episodes", "coop", "both"], help="evaluation protocol(s) (default: both)")
+    p.add_argument("--protocol", choices=PROTOCOLS, help="evaluation protocol(s) (default: both)")
     p.add_argument("--ways", help="N of the episode protocol (default: 5)")
     p.add_argument("--shots", help="K, comma-separated (default: 1,5)")
     p.add_argument("--queries", help="queries per class in episodes (default: digits-av 15, esc50-text 3)")
@@ -623,9 +675,13 @@ def _main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.report:
         try:
+            _check_transfer_results(a.report)
             if a.readme:
-                ok = write_readme_block(a.report, a.readme)
-                print(f"{'updated' if ok else 'no results markers for'} {Path(a.report).stem} in {a.readme}")
+                if not write_readme_block(a.report, a.readme):
+                    stem = Path(a.report).stem
+                    raise FewmmError(f"{a.readme} has no results markers for {stem}: add <!-- results:{stem} --> and "
+                                     f"<!-- /results:{stem} --> where its table goes")
+                print(f"updated {Path(a.report).stem} in {a.readme}")
             else:
                 import json
 
@@ -649,6 +705,9 @@ def _main(argv=None) -> int:
             for name in a.methods:
                 check_method_name(name)  # UnknownNameError (a FewmmError) naming the method, with suggestions
         a.protocol = a.protocol or "both"
+        if a.protocol not in PROTOCOLS:  # a config's value: the flag's choices
+            raise FewmmError(f"protocol must be one of {', '.join(PROTOCOLS)} (--protocol / protocol in --config), "
+                             f"got {a.protocol!r}")
         a.shots = [int(s) for s in str(a.shots or "1,5").split(",")]
         for k, dflt, lo in (("ways", 5, 2), ("queries", None, 1), ("episodes", 600, 1), ("seed", 0, 0),
                             ("test_per_class", None, 1), ("am3_steps", 400, 1)):

@@ -62,6 +62,16 @@ def _cell(v: Any) -> str:
     return str(v).strip()
 
 
+_REPEATED = "\0repeated keys"
+
+
+def _pairs_once(pairs):
+    """``json.loads`` object hook: a dict, or one marking the keys that repeat (under ``_REPEATED``)."""
+    keys = [k for k, _ in pairs]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    return {_REPEATED: dup} if dup else dict(pairs)
+
+
 def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]], list[str]]:
     """(columns, [(line number, row)], problems). Line numbers are 1-based lines of the file."""
     problems: list[str] = []
@@ -78,9 +88,13 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]],
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line, object_pairs_hook=_pairs_once)
             except json.JSONDecodeError as e:
                 problems.append(f"line {lineno}: not valid JSON: {e.msg} (column {e.colno})")
+                continue
+            if isinstance(obj, dict) and _REPEATED in obj:  # json.loads would keep the last value silently
+                problems.append(f"line {lineno}: the key(s) {', '.join(map(repr, obj[_REPEATED]))} appear more than once "
+                                "in the object; each key must appear once")
                 continue
             if not isinstance(obj, dict):
                 problems.append(f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
@@ -108,6 +122,11 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]],
         if header is None:
             raise DataError(f"{path}: manifest is empty (expected a header line with 'label' and 'image'/'audio'/'text')")
         columns = [h.strip() for h in header]
+        dup = sorted({c for c in columns if c and columns.count(c) > 1})
+        if dup:  # a dict row would keep only the last of them: refuse rather than read the wrong column
+            raise DataError(f"{path}: the header names column(s) {', '.join(map(repr, dup))} more than once "
+                            f"(columns {[i + 1 for i, c in enumerate(columns) if c in dup]}); each column must appear "
+                            "once: rename or remove the extra one")
         line_start = reader.line_num + 1
         for rec in reader:
             lineno = line_start
