@@ -88,3 +88,46 @@ def test_linear_probe_fits_orthonormal_support_rows():
     np.testing.assert_array_equal(lp.predict(x), [0, 1, 2])
     with pytest.raises(FeatureError, match=re.escape("linear-probe: the 3 support features are all zero")):
         M.create("linear-probe").fit(np.zeros((3, 6), dtype=np.float32), np.array([0, 1, 2]))
+
+
+@pytest.mark.parametrize("y", [np.array(1), torch.tensor(1), 1])
+def test_score_refuses_scalar_labels_by_name(y):
+    """A 0-d array or tensor of query labels used to raise a bare TypeError from len() (found from
+    the survivors of score's `len(y) if hasattr(y, "__len__") else -1`); now the labels' own check
+    names them."""
+    m = M.create("protonet").fit(np.eye(2, 3, dtype=np.float32), [0, 1])
+    with pytest.raises(FeatureError) as e:
+        m.score(np.eye(1, 3, dtype=np.float32), y)
+    assert str(e.value) == "query_labels must have shape (n,), got shape ()"
+
+
+def test_score_names_the_query_labels_and_weights_the_queries():
+    """The labels are called query_labels (mutants of the name passed to check_labels) and
+    sample_weight reaches scikit-learn's accuracy (mutants that drop it): queries 0, 1, 0 predicted
+    0, 1, 0 against labels 0, 1, 1 with weights 1, 1, 2 -> 2 / 4 (unweighted 2 / 3)."""
+    m = M.create("protonet").fit(np.eye(2, 3, dtype=np.float32), [0, 1])
+    q = np.eye(3, dtype=np.float32)[[0, 1, 0]]
+    with pytest.raises(FeatureError) as e:
+        m.score(q, [0.0, 1.0, np.nan])
+    assert str(e.value) == "query_labels contains NaN"
+    assert m.score(q, [0, 1, 1], sample_weight=[1, 1, 2]) == 0.5
+    assert m.score(q, [0, 1, 1]) == pytest.approx(2 / 3, abs=0, rel=1e-15)
+
+
+def test_writable_features_are_not_copied_even_with_a_zero_stride():
+    """check_features copies only what torch cannot wrap (read-only arrays, negative strides): a
+    writable float32 column made with np.newaxis (stride 0 along its size-1 axis) and a writable
+    zero-stride broadcast are shared, not copied (mutants `s < 0` -> `s <= 0` / `s < 1`)."""
+    from fewmm.methods.base import check_features
+
+    col = np.arange(3, dtype=np.float32)[:, None]
+    assert col.strides[1] == 0 and check_features(col).data_ptr() == col.ctypes.data
+    row = np.arange(3, dtype=np.float32)
+    rep = np.lib.stride_tricks.as_strided(row, shape=(2, 3), strides=(0, 4), writeable=True)
+    t = check_features(rep)
+    assert t.data_ptr() == row.ctypes.data and t.tolist() == [[0.0, 1.0, 2.0]] * 2
+    rev = np.arange(6, dtype=np.float32).reshape(3, 2)[::-1]  # negative stride: copied, same values
+    assert check_features(rev).tolist() == [[4.0, 5.0], [2.0, 3.0], [0.0, 1.0]]
+    ro = np.ones((2, 2), dtype=np.float32)
+    ro.flags.writeable = False
+    assert check_features(ro).data_ptr() != ro.ctypes.data
