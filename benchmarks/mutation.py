@@ -459,6 +459,9 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
      'params = model.adapt(x.unsqueeze(0), y.unsqueeze(0), differentiable=None)'):
         'differentiable only decides whether the adapted parameters keep their autograd graph (create_graph) for a meta-gradient; the inner loop computes the same values either way and _logits detaches the result (checked bit for bit: maml, anil, metasgd, first- and second-order, on an unbalanced support, differentiable False / None / True).',
     ('MAMLMethod._score_unbalanced', 'params = model.adapt(x.unsqueeze(0), y.unsqueeze(0), differentiable=False)',
+     'params = model.adapt(x.unsqueeze(0), y.unsqueeze(0), )'):
+        'differentiable only decides whether the adapted parameters keep their autograd graph (create_graph) for a meta-gradient; the inner loop computes the same values either way and _logits detaches the result (checked bit for bit: maml, anil, metasgd, first- and second-order, on an unbalanced support, differentiable False / None / True; left out it is None).',
+    ('MAMLMethod._score_unbalanced', 'params = model.adapt(x.unsqueeze(0), y.unsqueeze(0), differentiable=False)',
      'params = model.adapt(x.unsqueeze(0), y.unsqueeze(0), differentiable=True)'):
         'differentiable only decides whether the adapted parameters keep their autograd graph (create_graph) for a meta-gradient; the inner loop computes the same values either way and _logits detaches the result (checked bit for bit: maml, anil, metasgd, first- and second-order, on an unbalanced support, differentiable False / None / True).',
     ('MAMLMethod._score_unbalanced', 'return model.predict_logits(params, q.unsqueeze(0))[0, :, :n].to(torch.float32)',

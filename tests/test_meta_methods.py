@@ -204,9 +204,15 @@ MAML_DEFAULTS = dict(variant="maml", inner_lr=0.5, inner_steps=5, first_order=Fa
 
 
 def test_meta_methods_defaults_and_every_hyper_parameter_reaches_the_method():
-    """The documented defaults (mutants of MetaTrainedMethod.__init__'s defaults) and every
+    """The documented defaults, of the methods and of the base class for new meta-trained methods
+    (a subclass that keeps MetaTrainedMethod.__init__: mutants of its defaults), and every
     hyper-parameter given to maml/anil/metasgd/protonet-head is stored (mutants that drop one from
     the super().__init__ calls of MAMLMethod and ProtoNetHead leave the default instead)."""
+
+    class Bare(M.MetaTrainedMethod):  # a new meta-trained method that keeps the base class's hyper-parameters
+        pass
+
+    assert Bare().get_params() == META_DEFAULTS
     for v in ("maml", "anil", "metasgd"):
         assert M.create(v).get_params() == {**MAML_DEFAULTS, "variant": v, **META_DEFAULTS}
     assert M.create("protonet-head").get_params() == {"out_dim": 128, **META_DEFAULTS}
