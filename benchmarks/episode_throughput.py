@@ -28,6 +28,12 @@ One run, one cached feature table, one set of episodes (from :func:`fewmm.episod
                  else. By default (a) uses :func:`fewmm.evaluate.resolve_chunk_size` (about 8 MiB of
                  rows per chunk on CPU, 20 episodes here); both (a) and (d) are also timed with
                  chunks of 1000 episodes (``fewmm@1000``, ``gather@1000``) for reference.
+(e) ``gather+product`` - the unfused floor: (d) plus the one batched product ``bmm(query,
+                 prototypes^T)`` every euclidean ProtoNet scoring needs, in the same chunks, and nothing
+                 else. Reported as ``unfused_floor_time_over_gather_time``: what stock (unfused) torch
+                 ops cost at least relative to the gather, so how close (a) can get to the ``<= 2``
+                 target without a fused kernel; ``fewmm_time_over_unfused_floor_time`` is (a)'s own
+                 overhead above that floor (norms, argmax, checks, Python).
 
 Each timed path runs once to warm up, then ``--repeats`` times ((a), (a') and (d) alternately); the
 best (shortest) wall time gives the rates and ratios. The process CPU time of every call is
@@ -228,6 +234,37 @@ def make_gather(feats, episodes: Episodes, chunk_size: int):
     return gather
 
 
+def make_gather_product(feats, episodes: Episodes, chunk_size: int):
+    """(e) the unfused floor: the gather of (d) plus the one batched product that any euclidean
+    ProtoNet scoring must do, ``bmm(query, prototypes^T)`` into a preallocated output (1-shot: the
+    prototypes are the support rows; K-shot: their mean), and nothing else (no norms, no argmax,
+    no checks). What stock, unfused torch ops cost at least; only a fused kernel (``compile=True``)
+    can go below it."""
+    e, n, k = episodes.support.shape
+    q = episodes.query.shape[2]
+    d = feats.shape[1]
+    sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), device=feats.device)
+    qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), device=feats.device)
+    c = max(1, min(chunk_size, e))
+    sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, device=feats.device)
+    qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=feats.device)
+    out = torch.empty((c, n * q, n), dtype=feats.dtype, device=feats.device)
+
+    def gather_product():
+        with torch.inference_mode():
+            for s in range(0, e, c):
+                m = min(c, e - s)
+                sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=sup_buf[: m * n * k]).view(m, n, k, d)
+                qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=qry_buf[: m * n * q]).view(m, n * q, d)
+                protos = sup.view(m, n, d) if k == 1 else sup.mean(dim=2)
+                torch.bmm(qry, protos.transpose(1, 2), out=out[:m])
+        if feats.device.type == "cuda":
+            torch.cuda.synchronize()
+        return out[:m]  # the last chunk's products (a view; for tests)
+
+    return gather_product
+
+
 # ----------------------------------------------------------------------------- report
 def mean_ci(acc) -> tuple[float, float]:
     acc = np.asarray(acc, dtype=np.float64)
@@ -335,7 +372,8 @@ def main(argv=None) -> dict:
     # (a) fewmm batched and (d) the bare gather of the same rows in the same chunks, timed
     # alternately (a, d, a, d, ...) so that both see the same machine load; plus both with
     # chunks of 1000 episodes for reference.
-    paths = {"fewmm": lambda: run_fewmm(feats, episodes, a.chunk_size), "gather": make_gather(feats, episodes, chunk)}
+    paths = {"fewmm": lambda: run_fewmm(feats, episodes, a.chunk_size), "gather": make_gather(feats, episodes, chunk),
+             "gather+product": make_gather_product(feats, episodes, chunk)}
     results["fewmm-compiled"] = None
     if not a.no_compile:
         # (a') the same evaluation with compile=True: one kernel fused by torch.compile per chunk.
@@ -381,6 +419,7 @@ def main(argv=None) -> dict:
     rg = record("gather", E, times["gather"], cpu["gather"], chunk_episodes=chunk,
                 GB_per_s=bytes_gathered / min(times["gather"]) / 1e9)
     line("(d) bare gather, same bytes:", rg, note=f"   {rg['GB_per_s']:.1f} GB/s")
+    line("(e) gather + one bmm (unfused floor):", record("gather+product", E, times["gather+product"], cpu["gather+product"], chunk_episodes=chunk))
     if "fewmm-compiled" in outs:
         info = results["fewmm-compiled"]
         m_c, ci_c = mean_ci(outs["fewmm-compiled"])
@@ -419,7 +458,9 @@ def main(argv=None) -> dict:
 
     # stable figures: per-round ratios of paths timed side by side, median and spread
     stable = {"fewmm_over_loop": ratio_stats(runs, "fewmm", "loop", scale=E / n_loop),
-              "fewmm_time_over_gather_time": ratio_stats(runs, "gather", "fewmm")}
+              "fewmm_time_over_gather_time": ratio_stats(runs, "gather", "fewmm"),
+              "unfused_floor_time_over_gather_time": ratio_stats(runs, "gather", "gather+product"),
+              "fewmm_time_over_unfused_floor_time": ratio_stats(runs, "gather+product", "fewmm")}
     if "l2l" in outs:
         stable["fewmm_over_l2l"] = ratio_stats(runs, "fewmm", "l2l", scale=E / n_l2l)
     if "fewmm-compiled" in outs:

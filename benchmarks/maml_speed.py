@@ -27,6 +27,15 @@ Measured methods (``--methods``):
                copies) when the head runs batched over tasks, else dense per-task parameters.
 ``vmap``       fewmm ``MAML(path="functional", force_vmap=True)``: dense per-task weights,
                ``torch.func.vmap(functional_call)`` forward; a reference row (no target).
+``floor``      not a MAML implementation: the two matrix products that EVERY exact meta-step of this
+               head must compute, timed alone (``--head mlp`` only): the first layer's forward over all
+               support and query items of the meta-batch, ``X @ W1.T`` ((T*N*(K+Q), d) x (d, h)), and its
+               meta-gradient's outer-product sum, ``D.T @ X`` (the same multiply-adds). Exact MAML cannot
+               skip either: the query logits need ``X W1'^T`` with the adapted ``W1'`` (a low-rank update of
+               ``W1`` does not remove the product with ``W1``), and ``dL/dW1`` is a sum of outer products
+               with every item. So time(l2l) / time(floor) is the CEILING of the speed-up any exact path can
+               have over learn2learn on this machine, whatever its implementation; a target above the
+               ceiling cannot be met here and is reported as "infeasible" with the ceiling beside it.
 
 1. Speed, for every (inner steps in ``--inner-steps``, order in ``--orders``): each method runs one
    warm-up meta-step, then ``--repeats`` rounds in which every method runs one meta-step
@@ -100,7 +109,7 @@ from fewmm.meta import MAML, MAMLClassifier, episode_tensors  # noqa: E402
 from interleaved import fmt_ratio, machine_state, ratio_stats, run_interleaved, verdict  # noqa: E402
 
 L2L_INSTALL_HINT = "PYTHON=.venv/bin/python scripts/install_learn2learn.sh  (pip install learn2learn fails on Python 3.11)"
-ALL_METHODS = ("l2l", "gram", "functional", "vmap")
+ALL_METHODS = ("l2l", "gram", "functional", "vmap", "floor")
 #: issue targets, x learn2learn meta-steps/s (median over the interleaved rounds)
 TARGETS = {"gram": 5.0, "functional": 1.0}
 
@@ -267,8 +276,29 @@ class FewmmMethod:
         return float(loss.detach())
 
 
+class FloorMethod:
+    """The arithmetic every exact MAML meta-step of a ``Linear(d, h)``-first head must do (see the module
+    docstring, ``floor``): ``X @ W1.T`` and ``D.T @ X`` over all support and query items. Not a learner:
+    ``loss``/``predict`` are not defined and it is excluded from the accuracy run and the gradient check."""
+
+    def __init__(self, head):
+        self.head = head
+        self.w = head[0].weight.detach()
+        self.d_out = None
+
+    def step(self, sx, sy, qx, qy):
+        x = torch.cat([sx.reshape(-1, sx.shape[-1]), qx.reshape(-1, qx.shape[-1])])
+        if self.d_out is None or self.d_out.shape[0] != x.shape[0]:
+            self.d_out = torch.randn(x.shape[0], self.w.shape[0], generator=torch.Generator().manual_seed(0)).to(x.device)
+        z = x @ self.w.T
+        g = self.d_out.T @ x
+        return float(z[0, 0] + g[0, 0])
+
+
 def make_method(name, head, args, steps, first_order, outer_lr=None):
     lr = args.outer_lr if outer_lr is None else outer_lr
+    if name == "floor":
+        return FloorMethod(head)
     if name == "l2l":
         return L2LMethod(head, args.inner_lr, steps, first_order, lr)
     return FewmmMethod(head, args.inner_lr, steps, first_order, lr, name)
@@ -325,7 +355,7 @@ def grad_check(methods: dict, batch) -> dict:
     rloss.backward()
     rg = {n: p.grad.clone() for n, p in ref.head.named_parameters()}
     for name, m in methods.items():
-        if name == "l2l":
+        if name in ("l2l", "floor"):
             continue
         m.opt.zero_grad(set_to_none=True)
         loss, _ = m.loss(*batch)
@@ -337,6 +367,29 @@ def grad_check(methods: dict, batch) -> dict:
             "loss_diff": abs(float(loss.detach()) - float(rloss.detach())),
         }
     return out
+
+
+def apply_ceiling(res: dict, runs: dict, targets: dict = TARGETS) -> None:
+    """Add the ceiling to the verdicts of one setting's ``res`` (method -> row with ``verdict``), in place.
+
+    The ceiling is time(l2l) / time(floor) per round (median and spread; ``floor``: the products
+    every exact meta-step must do, see the module docstring). Each target row gets ``ceiling_vs_l2l``
+    and ``time_over_floor`` (median over rounds of time(method) / time(floor)); a missed target
+    above the ceiling's 75th percentile becomes ``"infeasible"`` with ``why``. No ``floor`` row: no
+    change.
+    """
+    if "floor" not in res or "floor" not in runs["paths"] or "l2l" not in runs["paths"]:
+        return
+    ceiling = ratio_stats(runs, "floor", "l2l")
+    for n, r in res.items():
+        if n in targets and "verdict" in r:
+            r["ceiling_vs_l2l"] = ceiling["median"]
+            r["time_over_floor"] = ratio_stats(runs, "floor", n)["median"]
+            if r["verdict"]["verdict"] == "missed" and ceiling["q75"] < targets[n]:
+                r["verdict"]["verdict"] = "infeasible"
+                r["verdict"]["why"] = (f"the arithmetic floor (the two products every exact meta-step does) is only "
+                                       f"{ceiling['median']:.2f}x [{ceiling['q25']:.2f}-{ceiling['q75']:.2f}] faster than learn2learn "
+                                       f"here; this path takes {r['time_over_floor']:.2f}x the floor's time")
 
 
 def speed(args, feats, labels, base, methods_wanted):
@@ -386,6 +439,7 @@ def speed(args, feats, labels, base, methods_wanted):
                     if n in TARGETS:  # vmap is a reference row (forced dense per-task weights), not a target
                         res[n]["verdict"] = verdict(st, TARGETS[n])
                     res[n]["ratio_vs_l2l_cpu"] = ratio_stats(runs, n, "l2l", key="cpu_s")
+                apply_ceiling(res, runs)
             for n, c in check.items():
                 res[n]["vs_l2l"] = c
             row = {"inner_steps": steps, "order": order, "head": args.head, "methods": res, "loadavg_per_round": runs["loadavg_per_round"],
@@ -408,6 +462,10 @@ def print_speed_row(row):
         dg = f"{r['vs_l2l']['max_abs_grad_diff'] / max(r['vs_l2l']['max_abs_grad'], 1e-30):.1e} rel" if "vs_l2l" in r else "-"
         pk = f"{r['tensor_peak_mib']:.1f}" if r.get("tensor_peak_mib") is not None else "-"
         print(f"  {n:<11} {r['steps_per_s_median']:>11.2f} {ratio:>34} {v:>16} {rcpu:>9} {r['minor_faults_per_step']:>12d} {pk:>16}  {dg:>14}")
+    for n, r in row["methods"].items():
+        if "ceiling_vs_l2l" in r:
+            print(f"  {n}: {r['time_over_floor']:.2f}x the floor's time; the ceiling of any exact path here is "
+                  f"{r['ceiling_vs_l2l']:.2f}x learn2learn ({r['verdict']['verdict']} {r['verdict']['target']})")
     sys.stdout.flush()
 
 
@@ -491,7 +549,7 @@ def memory(args, methods_wanted):
     for steps in args.inner_steps:
         for order in args.orders:
             res = {}
-            for name in methods_wanted:
+            for name in [m for m in methods_wanted if m != "floor"]:
                 cmd = [sys.executable, __file__, *passthrough, "--_probe", f"{name},{steps},{order}"]
                 p = subprocess.run(cmd, capture_output=True, text=True)
                 line = [x for x in p.stdout.splitlines() if x.startswith("{")]
@@ -605,8 +663,9 @@ def main(argv=None):
     bad = [m for m in args.methods if m not in ALL_METHODS]
     if bad:
         ap.error(f"unknown --methods {bad}; known: {','.join(ALL_METHODS)}")
-    if args.head == "gmu" and "gram" in args.methods:
-        args.methods = [m for m in args.methods if m != "gram"]  # the Gram path does not apply to a GMU head
+    if args.head == "gmu" and ("gram" in args.methods or "floor" in args.methods):
+        # the Gram path does not apply to a GMU head; the floor is the first Linear of the mlp head
+        args.methods = [m for m in args.methods if m not in ("gram", "floor")]
     if args._probe:
         return memory_probe(args)
     args.memory = not args.no_memory

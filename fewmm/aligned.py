@@ -18,8 +18,12 @@ maps cached item features (n, d_item) and class-text features (C, d_text) into t
     texts: :func:`train_bridge`. Novel classes are never seen in training; their text goes
     through the same (identity) text map, so zero-shot on them is possible.
 
-The bridge is trained with a plain, seeded, deterministic mini-batch loop (the kit has no
-episodic training engine for it yet): same seed, same data -> the same weights (CPU).
+The bridge is trained through the kit's episodic engine (:func:`fewmm.engine.fit`): each step is
+one task over EVERY base class (a few items of each), and :class:`BridgeLearner` 's logits are the
+cosine similarities of the projected items to the class texts of the task's classes divided by
+the temperature, so the engine's plain episode cross-entropy (the ``protonet`` trainer, which
+scores the learner's own logits) is the InfoNCE loss over the base-class texts. Deterministic:
+same seed, same data -> the same weights (CPU).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .engine import FitConfig, create_trainer, fit
 from .errors import FewmmError
 from .util import l2_normalize
 
@@ -160,7 +165,9 @@ class BridgeConfig:
     candidates on the VALIDATION classes of esc50-text (BirdNET -> MiniLM), by zero-shot +
     cross-modal linear probe 5-way 1-shot accuracy: ``benchmarks/transfer_bridge_selection.py``,
     results in ``results/transfer-bridge-selection.json``. They are used unchanged for every
-    other task and encoder pair.
+    other task and encoder pair. (That selection trained with the bridge's former plain
+    mini-batch loop; the engine path that replaced it is compared with it on the same validation
+    classes by ``benchmarks/bridge_engine.py``, ``results/bridge-engine.json``.)
 
     Parameters
     ----------
@@ -170,8 +177,11 @@ class BridgeConfig:
     temperature : float, default 0.07
         Softmax temperature of the InfoNCE logits (CLIP's initial temperature).
     steps : int, default 300
-        Mini-batch AdamW steps.
+        AdamW steps (one task each).
     batch_size : int, default 128
+        About this many items per step: each task holds every base class with
+        ``max(2, round(batch_size / n_base_classes))`` items of each (1 "support" + the rest
+        "queries"; all of them are scored; fewer for a class with fewer items).
     lr : float, default 1e-3
     weight_decay : float, default 1e-4
     seed : int, default 0
@@ -197,6 +207,63 @@ class BridgeConfig:
                 raise AlignmentError(f"BridgeConfig.{k} must be a finite number > 0, got {v!r}")
         if not (isinstance(self.hidden, (int, np.integer)) and self.hidden >= 0):
             raise AlignmentError(f"BridgeConfig.hidden must be an integer >= 0, got {self.hidden!r}")
+
+
+class BridgeLearner:
+    """The bridge as an engine :class:`~fewmm.engine.learner.Learner`: a projection ``g`` of unit
+    item features, scored against the frozen class texts of each task's classes.
+
+    Logits of an item x for the N classes c of its task (support and query items alike)::
+
+        normalise(g(x)) . t_c / temperature
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        ``g``: (B, item_dim) -> (B, text_dim).
+    features : torch.Tensor of shape (n, item_dim)
+        Unit item features (the training items: base classes only).
+    labels : numpy.ndarray of shape (n,), int
+        Global class of each item (rows of ``text``).
+    text : torch.Tensor of shape (C, text_dim)
+        Unit class-text features; only the rows of the tasks' classes are read.
+    temperature : float
+    """
+
+    kind = "bridge"
+    name = "bridge"
+
+    def __init__(self, model: nn.Module, features: torch.Tensor, labels, text: torch.Tensor, temperature: float):
+        self.model, self.features, self.labels = model, features, np.asarray(labels)
+        self.text, self.temperature = text, float(temperature)
+
+    def batch(self, episodes, step: int | None = None):
+        """``(items (E, N*(K+Q), item_dim), classes (E, N), targets (E, N*(K+Q)))``, class-major."""
+        e, n, k = episodes.support.shape
+        idx = np.concatenate([episodes.support, episodes.query], axis=2).reshape(e, -1)  # (E, N*(K+Q)), class-major
+        y = torch.arange(n).repeat_interleave(idx.shape[1] // n).expand(e, -1)
+        return self.features[torch.as_tensor(idx)], torch.as_tensor(episodes.classes), y
+
+    def logits(self, batch) -> torch.Tensor:
+        x, classes, _ = batch
+        z = l2_normalize(self.model(x))
+        return z @ self.text[classes].transpose(1, 2) / self.temperature
+
+    def targets(self, batch) -> torch.Tensor:
+        return batch[2]
+
+    def evaluate(self, episodes) -> np.ndarray:
+        """Per-episode zero-shot accuracy (fraction) of the query items against the class texts of
+        the episode's classes (no support item is read)."""
+        e, n, q = episodes.query.shape
+        with torch.no_grad():
+            x = self.features[torch.as_tensor(episodes.query.reshape(e, -1))]
+            pred = self.logits((x, torch.as_tensor(episodes.classes), None)).argmax(-1)
+        return (pred == torch.arange(n).repeat_interleave(q)).double().mean(1).numpy()
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "module": type(self.model).__name__, "temperature": self.temperature,
+                "parameters": {n: list(p.shape) for n, p in self.model.named_parameters()}}
 
 
 def train_bridge(item_features, labels, class_text, base_classes, config: BridgeConfig | None = None,
@@ -252,39 +319,43 @@ def train_bridge(item_features, labels, class_text, base_classes, config: Bridge
     yb = torch.as_tensor(np.searchsorted(base, y[keep]), dtype=torch.int64)
     tb = t[torch.as_tensor(base)]
     d_in, d_out = x.shape[1], t.shape[1]
-    gen = torch.Generator().manual_seed(int(cfg.seed))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(cfg.seed))
         g = nn.Linear(d_in, d_out) if cfg.hidden == 0 else nn.Sequential(nn.Linear(d_in, cfg.hidden), nn.ReLU(),
                                                                          nn.Linear(cfg.hidden, d_out))
-    opt = torch.optim.AdamW(g.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def full_loss() -> tuple[float, float]:
         with torch.no_grad():
             logits = l2_normalize(g(xb)) @ tb.T / cfg.temperature
             return float(nn.functional.cross_entropy(logits, yb)), float((logits.argmax(1) == yb).float().mean())
 
+    counts = np.bincount(y[keep], minlength=t.shape[0])[base]
+    if counts.min() < 2:
+        raise AlignmentError(f"base classes {base[counts < 2].tolist()} have a single item; a bridge trained through the "
+                             "episodic engine needs at least 2 items per base class")
+    per_class = max(2, int(round(int(cfg.batch_size) / base.size)))
+    fit_cfg = FitConfig(n_way=int(base.size), n_shot=1, n_query=per_class - 1, episodes_per_step=1, steps=int(cfg.steps),
+                        lr=float(cfg.lr), weight_decay=float(cfg.weight_decay), optimizer="adamw", grad_clip=None,
+                        lr_schedule="constant", eval_every=int(cfg.steps), validation="none", seed=int(cfg.seed),
+                        progress=False)
+    learner = BridgeLearner(g, xb, y[keep], t, cfg.temperature)
     t0 = time.time()
     loss0, _ = full_loss()
     n = xb.shape[0]
-    bs = min(int(cfg.batch_size), n)
-    perm, pos = torch.randperm(n, generator=gen), 0
-    with torch.inference_mode(False), torch.enable_grad():
-        for _ in range(int(cfg.steps)):
-            if pos + bs > n:
-                perm, pos = torch.randperm(n, generator=gen), 0
-            idx = perm[pos : pos + bs]
-            pos += bs
-            opt.zero_grad()
-            logits = l2_normalize(g(xb[idx])) @ tb.T / cfg.temperature
-            nn.functional.cross_entropy(logits, yb[idx]).backward()
-            opt.step()
+    np_state = np.random.get_state()
+    try:  # the engine seeds the global generators: leave the caller's untouched
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
+            res = fit(learner, create_trainer("protonet"), base, None, fit_cfg)
+    finally:
+        np.random.set_state(np_state)
     g.eval().requires_grad_(False)
     loss1, acc1 = full_loss()
     info = {
         "item_encoder": item_encoder, "text_encoder": text_encoder,
         "method": "bridge: item features -> frozen text space, InfoNCE over base-class texts (DeViSE-style); "
-                  "plain seeded mini-batch AdamW loop",
+                  "trained through fewmm.engine.fit (protonet trainer on BridgeLearner logits: every base class in "
+                  f"each task, {per_class} items per class, AdamW, no validation)",
+        "engine": {"fit_config": fit_cfg.to_dict(), "steps": res.steps, "items_used": int(res.train_items.size)},
         "config": asdict(cfg), "base_classes": base.tolist(),
         "training": {"n_items": int(n), "loss_start": round(loss0, 4), "loss_end": round(loss1, 4),
                      "train_accuracy": round(acc1, 4), "seconds": round(time.time() - t0, 2)},
@@ -292,4 +363,4 @@ def train_bridge(item_features, labels, class_text, base_classes, config: Bridge
     return AlignedPair("bridge", int(d_in), int(d_out), int(d_out), g, info)
 
 
-__all__ = ["AlignedPair", "AlignmentError", "BridgeConfig", "JOINT_FAMILIES", "joint_pair", "train_bridge"]
+__all__ = ["AlignedPair", "AlignmentError", "BridgeConfig", "BridgeLearner", "JOINT_FAMILIES", "joint_pair", "train_bridge"]

@@ -61,7 +61,9 @@ def test_config_file_equals_flags(tmp_path):
         (["--dataset", "omniglott"], "unknown data set 'omniglott'. Did you mean 'omniglot'"),
         (["--dataset", "digits", "--encoder", "effnet"], "unknown encoder 'effnet'"),
         (["--dataset", "digits", "--methods", "protonet,maml9"], "unknown method 'maml9'"),
-        (["--dataset", "digits", "--methods", "protonet,tip-adapter"], "method 'tip-adapter' needs class text"),
+        (["--dataset", "digits", "--methods", "protonet,tip-adapter", "--text-encoder", "pixels"],
+         "text encoder 'pixels' (--text-encoder / text_encoder) embeds image, not text"),
+        (["--dataset", "digits", "--methods", "protonet,lp++", "--text-encoder", "minilm"], "unknown encoder 'minilm'"),
         (["--dataset", "digits", "--encoder", "pixels", "--shots", "1", "--queries", "400", "--episodes", "2"],
          "need 401 items per class"),
         (["--dataset", "digits", "--encoder", "minilm-l6"], "embeds text, but data set 'digits/all' has only ['image']"),
@@ -91,6 +93,9 @@ def test_module_entry_point_lists_names():
     out = subprocess.run([sys.executable, "-m", "fewmm.bench", "--list"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0
     assert "omniglot" in out.stdout and "protonet" in out.stdout and "efficientnet-lite2" in out.stdout
+    text_line = next(ln for ln in out.stdout.splitlines() if ln.strip().startswith("class text"))
+    assert all(m in text_line for m in ("zero-shot", "tip-adapter", "tip-adapter-f", "clip-adapter", "cross-modal-lp", "lp++",
+                                        "zs-lp"))
 
 
 def test_unwritable_out_fails_before_any_work(tmp_path, capsys):

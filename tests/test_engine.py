@@ -396,3 +396,29 @@ def test_readme_engine_example_runs_as_written(tmp_path, monkeypatch, capsys):
     best, acc = map(float, capsys.readouterr().out.split())
     assert 0.45 <= acc <= 1.0 and 0.45 <= best <= 1.0
     assert (tmp_path / "runs" / "gmu-anil" / "best.json").exists()
+
+
+def test_optimizer_field_adamw_and_resume_from_a_checkpoint_written_before_it(data, tmp_path):
+    """FitConfig.optimizer="adamw" is torch's AdamW (decoupled decay: different weights from Adam
+    with the same weight_decay); a last.json written before the field existed (no "optimizer"
+    key) resumes as "adam", its default then, while a changed optimizer is refused."""
+    cfg = FitConfig(n_shot=1, n_query=5, episodes_per_step=2, steps=4, eval_every=2, val_episodes=10, lr=1e-2,
+                    weight_decay=0.5, progress=False)
+
+    def run(**kw):
+        return fit(HeadLearner(H.create("gmu", data, seed=0, hidden=16), data), create_trainer("protonet"), BASE, VAL, cfg, **kw)
+
+    adam, adamw = run(), run(optimizer="adamw")
+    assert any(not torch.equal(v, adamw.final_state[k]) for k, v in adam.final_state.items())
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        FitConfig(optimizer="sgd")
+    run(checkpoint_dir=tmp_path / "b", steps=2)
+    last = tmp_path / "b" / "last.json"
+    doc = json.loads(last.read_text())
+    del doc["run"]["config"]["optimizer"]  # as written before the field existed
+    last.write_text(json.dumps(doc))
+    resumed = run(checkpoint_dir=tmp_path / "b", resume=True)
+    for k, v in adam.final_state.items():
+        assert torch.equal(v, resumed.final_state[k]), k
+    with pytest.raises(CheckpointError, match="optimizer='adam'|optimizer=None"):
+        run(checkpoint_dir=tmp_path / "b", resume=True, optimizer="adamw")

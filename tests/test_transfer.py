@@ -241,6 +241,47 @@ def test_bridge_is_deterministic_and_never_reads_novel_items(hidden):
     assert not torch.equal(a.items(x), c.items(x))
 
 
+@pytest.mark.parametrize("hidden", [0, 16])
+def test_bridge_trains_through_the_engine_exactly_as_a_hand_written_episodic_adamw_loop(hidden):
+    """train_bridge goes through fewmm.engine.fit: the same weights as a loop written here from
+    the definition (the engine's task stream of seed 3: every base class, round(batch_size /
+    n_base) items of each; all items scored against the class texts of the task's classes /
+    temperature; cross-entropy; torch AdamW), and the caller's global RNG states are untouched."""
+    from fewmm.engine import TaskStream
+    from fewmm.util import l2_normalize
+
+    x, y, text = _synthetic_aligned()
+    base = np.arange(3, 11)  # 8 base classes, 20 items each; other classes present and ignored
+    cfg = BridgeConfig(hidden=hidden, steps=6, batch_size=40, seed=3, lr=1e-2, temperature=0.1, weight_decay=0.1)
+    torch_state, np_state = torch.random.get_rng_state(), np.random.get_state()
+    pair = train_bridge(x, y, text, base, cfg)
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), np_state))
+    assert pair.info["engine"]["fit_config"]["optimizer"] == "adamw" and pair.info["engine"]["steps"] == 6
+    # the reference
+    keep = np.isin(y, base)
+    xb = l2_normalize(torch.as_tensor(x[keep]))
+    t = l2_normalize(torch.as_tensor(text))
+    torch.manual_seed(3)
+    g = torch.nn.Linear(12, 6) if hidden == 0 else torch.nn.Sequential(torch.nn.Linear(12, hidden), torch.nn.ReLU(),
+                                                                         torch.nn.Linear(hidden, 6))
+    opt = torch.optim.AdamW(g.parameters(), lr=1e-2, weight_decay=cfg.weight_decay)
+    stream = TaskStream(y[keep], base, n_way=8, n_shot=1, n_query=4, tasks_per_step=1, seed=3)  # 40 / 8 = 5 items per class
+    for step in range(6):
+        ep = stream(step)
+        assert sorted(ep.classes[0].tolist()) == base.tolist()  # every base class in every task
+        idx = np.concatenate([ep.support[0], ep.query[0]], axis=1)  # (8 classes, 5 items)
+        logits = l2_normalize(g(xb[torch.as_tensor(idx.reshape(-1))])) @ t[torch.as_tensor(ep.classes[0])].T / 0.1
+        loss = torch.nn.functional.cross_entropy(logits, torch.arange(8).repeat_interleave(5))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for p, q in zip(pair.item_map.parameters(), g.parameters()):
+        torch.testing.assert_close(p, q.detach(), rtol=0, atol=0)
+    with pytest.raises(AlignmentError, match=r"base classes \[2\] have a single item"):
+        train_bridge(x[(y != 2) | (np.arange(y.size) % 20 == 0)], y[(y != 2) | (np.arange(y.size) % 20 == 0)], text, [1, 2])
+
+
 def test_bridge_errors():
     x, y, text = _synthetic_aligned()
     with pytest.raises(AlignmentError, match="at least 2 base classes"):

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="base split of the --dataset run(s), name[:split] (e.g. omniglot:background): meta-trained "
                    "methods (maml, anil, metasgd, protonet-head) learn on it, SimpleShot centres on it; default with a "
                    "meta-trained method: omniglot:background for omniglot:evaluation, else a seeded class-disjoint split "
-                   "of the data set's classes (half base, half novel; recorded in the results)")
+                   "of the data set's classes (half base, half novel; recorded in the results); task:esc50-text or "
+                   "task:digits-av[:A|B]: that task's fixed base / novel classes (its validation classes left out)")
     p.add_argument("--encoder", help="encoder name(s), comma-separated (default: one per modality: "
                    + ", ".join(f"{m} {e}" for m, e in DEFAULT_ENCODER.items()) + ")")
     p.add_argument("--methods", help="method names, comma-separated; the first is the reference of the paired "
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, help="Q query items per class (default 15)")
     p.add_argument("--episodes", type=int, help="episodes per setting (default 600)")
     p.add_argument("--seed", type=int, help="episode seed (default 0)")
+    p.add_argument("--text-encoder", dest="text_encoder",
+                   help="class-text methods: text encoder of the bridge trained on the base classes (default minilm-l6; "
+                   "hf-clip-*/hf-clap-* item encoders use their own text tower)")
     add_device_argument(p)
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="encoder arithmetic: fp32, or autocast to bf16/fp16 (torch encoders; recorded in the results "
@@ -113,6 +117,8 @@ def suite_from_args(a: argparse.Namespace) -> Suite:
         if a.episodes < 1:
             raise FewmmError(f"--episodes must be >= 1, got {a.episodes}")
         suite.episodes = a.episodes
+    if a.text_encoder:
+        suite.text_encoder = a.text_encoder
     if a.seed is not None:
         if a.seed < 0:
             raise FewmmError(f"--seed must be >= 0, got {a.seed}")
@@ -144,6 +150,8 @@ def _main(argv: list[str] | None = None) -> int:
         print("data sets:", ", ".join(data.list_datasets()), "+ manifest:PATH[:split] (your own CSV/JSONL manifest)")
         print("encoders: ", ", ".join(encoders.list_encoders()))
         print("methods:  ", ", ".join(methods.list_methods()))
+        print("  class text (need a data set with class text; an aligned pair or a bridge on base classes):",
+              ", ".join(methods.text_methods()))
         return 0
     try:
         suite = suite_from_args(a)

@@ -86,6 +86,8 @@ class Suite:
     queries: int = 15
     episodes: int = 600
     seed: int = 0
+    #: Text encoder of the bridge of the class-text methods (CLIP/CLAP item encoders use their own text tower).
+    text_encoder: str = "minilm-l6"
 
 
 def parse_dataset(spec: str) -> tuple[str, str | None]:
@@ -191,7 +193,7 @@ def load_suite(path: str | os.PathLike) -> Suite:
         raise FewmmError(f"config file {path} cannot be read as UTF-8 TOML: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise FewmmError(f"config file {path} is not valid TOML: {e}") from None
-    known = {"name", "methods", "ways", "shots", "queries", "episodes", "seed", "run"}
+    known = {"name", "methods", "ways", "shots", "queries", "episodes", "seed", "run", "text_encoder"}
     if set(cfg) - known:
         raise FewmmError(f"{path}: unknown top-level keys {sorted(set(cfg) - known)}; expected some of {sorted(known)}")
     for k in ("queries", "episodes", "seed"):
@@ -240,6 +242,7 @@ def load_suite(path: str | os.PathLike) -> Suite:
         queries=int(cfg.get("queries", 15)),
         episodes=int(cfg.get("episodes", 600)),
         seed=int(cfg.get("seed", 0)),
+        text_encoder=str(cfg.get("text_encoder", "minilm-l6")),
     )
 
 
@@ -397,6 +400,46 @@ def _jsonable(o):
     raise TypeError(type(o))
 
 
+def _text_side(b: dict, enc, feats, labels, base_feats, base_labels, base_name, suite: Suite, dev, cache, header,
+               rep) -> tuple[torch.Tensor, dict, str]:
+    """The aligned pair of a block (data set x item encoder), built once: the class texts embedded
+    with the pair's text encoder, the pair (joint towers or a bridge trained on the base items
+    only), the joint item features of the whole table and the class-text mapping of its classes.
+    Recorded in ``header["aligned_pairs"]``. Returns ``(z, class_text, notes)``."""
+    from ..tasks import embed_class_text
+    from . import textpair as TP
+
+    r, table = b["run"], b["table"]
+    if base_feats is None:
+        raise FewmmError(f"{r.display}: the class-text methods need base classes for the bridge; no base split")
+    text_enc, joint = TP.text_encoder_for(enc, suite.text_encoder, device=str(dev))
+    texts, src = b["texts"]["eval"]
+    ct, _ = embed_class_text(src["cache_name"], list(table.class_names), texts, text_enc, cache=cache)
+    ct_base = ct
+    if b["base"] is not None:  # a separate base table (e.g. a manifest's base split): its own class text
+        btexts, bsrc = b["texts"]["base"]
+        ct_base, _ = embed_class_text(bsrc["cache_name"], list(b["base"].class_names), btexts, text_enc, cache=cache)
+    base_names = b["base"].class_names if b["base"] is not None else table.class_names
+    base_classes = np.unique(base_labels)
+    t0 = time.time()
+    pair = TP.make_pair(enc, text_enc, joint, base_feats.cpu(), base_labels, base_classes, ct_base, seed=suite.seed)
+    z = pair.items(feats)
+    class_text = pair.class_text(ct)
+    desc = (f"class text through {enc.name}'s own text tower {text_enc.name}" if joint else
+            f"class text through a bridge {enc.name} -> {text_enc.name} trained on {base_name}")
+    rec = {"kind": pair.kind, "text_encoder": text_enc.name, "class_text": src,
+           "base": base_name, "base_classes": [str(base_names[int(c)]) for c in base_classes],
+           "n_base_items": int(len(base_labels)), "pair": pair.info, "seconds": round(time.time() - t0, 2)}
+    novel = b["novel"]
+    if novel is not None:
+        rec["zero_shot_novel"] = TP.zero_shot_accuracy(z, labels, pair.texts(ct), novel)
+    header["aligned_pairs"][f"{ds_key_of(r)}/{enc.name}"] = rec
+    rep.say(f"[aligned pair] {r.display} x {enc.name}: {desc}"
+            + (f"; {pair.info['training']}" if pair.kind == "bridge" else "")
+            + (f"; zero-shot over the {len(novel)} novel classes {rec['zero_shot_novel']['accuracy']}%" if novel is not None else ""))
+    return z, class_text, desc
+
+
 def run_suite(
     suite: Suite,
     data_root=None,
@@ -427,6 +470,15 @@ def run_suite(
     ``precision="bf16"``/``"fp16"`` runs the encoders under autocast (:mod:`fewmm.encoders.precision`;
     recorded as ``precision`` in the results' ``encoders`` entries and in the feature-cache key).
 
+    Class-text methods (:func:`fewmm.methods.text_methods`) get the run's class text
+    (:func:`fewmm.bench.textpair.dataset_class_texts`; a data set without class text is refused in
+    the first phase) and an aligned pair built once per (data set, encoder): a CLIP/CLAP encoder's
+    own text tower, else a bridge into ``suite.text_encoder`` trained on the base-class items only
+    (the base split of the meta-trained methods: ``base``, :data:`DEFAULT_BASE`, a seeded
+    class-disjoint split, or ``base = "task:esc50-text"``); recorded in the results'
+    ``aligned_pairs``. They are scored with fit / predict per episode on the real class labels
+    (:func:`fewmm.bench.transfer.evaluate_method_episodes`) on the run's episodes.
+
     Returns the :class:`Reporter` holding the rows (also written to ``out_dir/stem.{json,csv}``;
     nothing is written before the first row is measured, so a run that fails early leaves no file).
 
@@ -442,12 +494,16 @@ def run_suite(
     from .. import methods as M
     from ..episodes import class_disjoint_split, infeasibility
 
+    from . import textpair as TP
+
     dev = E.resolve_device(device)
     for m in suite.methods:
         M.METHODS.get(m)  # unknown method names fail before any work
-        if m in M.text_methods():
-            raise FewmmError(f"method {m!r} needs class text in a joint item-text space, which data sets here do not "
-                             "have: run it on a task with class text, e.g. python -m fewmm.bench.transfer --task esc50-text")
+    text_ms = [m for m in suite.methods if m in M.text_methods()]
+    if text_ms and suite.text_encoder not in E.list_encoders("text"):  # fails before any work
+        E.ENCODERS.get(suite.text_encoder)  # an unknown name: UnknownNameError with suggestions
+        raise FewmmError(f"text encoder {suite.text_encoder!r} (--text-encoder / text_encoder) embeds "
+                         f"{E.ENCODERS.get(suite.text_encoder).modality}, not text; text encoders: {', '.join(E.list_encoders('text'))}")
     for r in suite.runs:
         if r.dataset != "manifest":
             try:
@@ -462,7 +518,7 @@ def run_suite(
                 E.ENCODERS.get(e)  # raises UnknownNameError with suggestions
     _disambiguate_labels(suite.runs)
     meta_methods = [m for m in suite.methods if m in M.meta_trained_methods()]
-    if meta_methods:  # they learn on base classes: every run gets a base split (named or seeded)
+    if meta_methods or text_ms:  # they learn on base classes (text methods: the bridge): every run gets a base split
         for r in suite.runs:
             if r.base is None and r.dataset != "manifest":
                 r.base = DEFAULT_BASE.get(f"{r.dataset}:{r.split}" if r.split else r.dataset)
@@ -483,6 +539,8 @@ def run_suite(
     }
     if meta_methods:
         header["meta_training"] = {}
+    if text_ms:
+        header["aligned_pairs"] = {}
     rep = Reporter(Path(out_dir), stem, header, quiet=quiet)
     rep.check_writable()  # fail now, not after the encoders ran, if the output folder is not writable
     t_start = time.time()
@@ -502,7 +560,10 @@ def run_suite(
             rep.say(f"[skip] {r.display}: {str(e).splitlines()[0]}" + "".join(f"\n       {ln}" for ln in fix))
             continue
         base_table = None
-        if r.base:
+        task_split = None  # (base ids, novel ids, record) of base = "task:NAME[:FOLD]"
+        if r.base and r.base.startswith(TP.TASK_PREFIX):
+            task_split = TP.task_class_split(r.base, table, r.display)
+        elif r.base:
             bspec = _base_spec(r)
             if (bspec.dataset, bspec.split, bspec.options) == (r.dataset, r.split, r.options):
                 raise FewmmError(f"{r.display}: --base {r.base} is the evaluated data set itself, so meta-trained methods would "
@@ -522,8 +583,11 @@ def run_suite(
             "options": r.options, "source": files_digest(table.source_files), "info": table.info,
             "base": r.base if base_table is not None else None,
         }
-        novel = None  # class ids episodes are drawn from (None: every class)
-        if meta_methods and base_table is None:  # no base split: a seeded class-disjoint one, recorded
+        novel = base_ids = None  # class ids episodes are drawn from (None: every class); base classes of the table
+        if task_split is not None:
+            base_ids, novel, header["datasets"][ds_key]["base_split"] = task_split
+            header["datasets"][ds_key]["base"] = f"the class split of {r.base}"
+        elif (meta_methods or text_ms) and base_table is None:  # no base split: a seeded class-disjoint one, recorded
             base_ids, novel = class_disjoint_split(np.unique(table.labels), seed=suite.seed, base_fraction=BASE_FRACTION)
             header["datasets"][ds_key]["base"] = f"seeded class-disjoint split of {r.display}"
             header["datasets"][ds_key]["base_split"] = {
@@ -534,6 +598,12 @@ def run_suite(
                 "novel_classes": [table.class_names[int(c)] for c in novel],
                 "note": "every method of a row is evaluated on episodes of the novel classes only",
             }
+        texts = None  # class texts of the table (and of the base table), checked before anything is encoded
+        if text_ms:
+            texts = {"eval": TP.dataset_class_texts(r.dataset, table, r.display, r.options)}
+            if base_table is not None:
+                bspec = _base_spec(r)
+                texts["base"] = TP.dataset_class_texts(bspec.dataset, base_table, r.base, bspec.options)
         q = r.queries or suite.queries
         for enc_name in r.encoders or [DEFAULT_ENCODER[m] for m in table.modalities]:
             modality = getattr(E.ENCODERS.get(enc_name), "modality", None)
@@ -554,7 +624,8 @@ def run_suite(
             for ways, shots, why in infeasible:
                 rep.skipped.append({"dataset": r.display, "split": r.split, "encoder": enc_name, "ways": ways,
                                     "shots": shots, "queries": q, "reason": f"infeasible: {why}"})
-            blocks.append({"run": r, "table": table, "base": base_table, "novel": novel, "encoder": enc_name, "queries": q,
+            blocks.append({"run": r, "table": table, "base": base_table, "novel": novel, "base_ids": base_ids,
+                           "texts": texts, "encoder": enc_name, "queries": q,
                            "cells": [(w, k) for w, k, _ in cells], "infeasible": infeasible})
 
     # --- the banner -----------------------------------------------------------------------------
@@ -622,11 +693,13 @@ def run_suite(
             bfs = embed_table(base_table, enc, cache=cache, progress=not quiet)
             bkeep = np.flatnonzero(bfs.mask)
             base_feats, base_labels = bfs.features[torch.as_tensor(bkeep)], base_table.labels[bkeep]
-        elif novel is not None:  # the seeded split: base items are this table's items of base classes
-            in_base = ~np.isin(labels, novel)
+        elif novel is not None:  # a class split of this table: base items are its items of the base classes
+            in_base = ~np.isin(labels, novel) if b["base_ids"] is None else np.isin(labels, b["base_ids"])
             base_feats, base_labels = feats[torch.as_tensor(np.flatnonzero(in_base))], labels[in_base]
-        base_name = r.base if base_table is not None else (f"a seeded class-disjoint split (seed {suite.seed})"
-                                                           if novel is not None else None)
+        base_name = r.base if base_table is not None else (
+            f"the class split of {r.base}" if r.base and r.base.startswith(TP.TASK_PREFIX)
+            else f"a seeded class-disjoint split (seed {suite.seed})" if novel is not None else None)
+        text_side = None  # (joint item features, class_text mapping, pair description): built once per block
         feats_dev = feats.to(dev)
         meta_fitted: dict[str, object] = {}  # meta-trained once per (data set, encoder, method), reused by every cell
         for ways, shots in b["cells"]:
@@ -635,7 +708,12 @@ def run_suite(
             per_method, cell_rows = {}, []
             for mname in suite.methods:
                 notes = ""
-                if mname in meta_methods:
+                if mname in text_ms:
+                    if text_side is None:
+                        text_side = _text_side(b, enc, feats, labels, base_feats, base_labels, base_name, suite, dev,
+                                               cache, header, rep)
+                    z, class_text, notes = text_side
+                elif mname in meta_methods:
                     if mname not in meta_fitted:
                         rep.say(f"[meta-train] {r.display} x {enc_name} {mname} on {base_name}: "
                                 f"{len(base_labels)} items, {len(np.unique(base_labels))} classes")
@@ -659,7 +737,12 @@ def run_suite(
                 if novel is not None:
                     notes = "; ".join(x for x in (notes, f"novel classes of {base_name}") if x)
                 t0 = time.time()
-                acc = evaluate_episodes(method, feats_dev, episodes, chunk_size=chunk_size)
+                if mname in text_ms:  # fit / predict per episode on the real class labels (the class text is by class)
+                    from .transfer import evaluate_method_episodes, method_factory
+
+                    acc = evaluate_method_episodes(method_factory(mname, class_text), z, labels, episodes)
+                else:
+                    acc = evaluate_episodes(method, feats_dev, episodes, chunk_size=chunk_size)
                 per_method[mname] = acc
                 est = mean_ci(acc)
                 row = {

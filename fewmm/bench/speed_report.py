@@ -38,6 +38,8 @@ def throughput_md(d: dict, name: str) -> str:
                      f"{fc['first_call_s']:.1f} s, not counted) | {fc['episodes_per_s']:.0f} | {100 * fc['acc_mean']:.2f} "
                      f"(predictions equal to the default path for {100 * fc['prediction_agreement']:.3f}% of queries) |")
     lines.append(f"| bare gather of the same bytes (memory-bound limit) | {d['gather']['episodes_per_s']:.0f} | |")
+    if d.get("gather+product"):
+        lines.append(f"| gather + one `bmm(query, prototypes^T)`, nothing else (unfused floor) | {d['gather+product']['episodes_per_s']:.0f} | |")
     comp = (f"; with `compile=True` {r['fewmm_compiled_time_over_gather_time']:.2f}"
             if "fewmm_compiled_time_over_gather_time" in r else "")
     st = d.get("stable_ratios")
@@ -55,7 +57,9 @@ def throughput_md(d: dict, name: str) -> str:
 _RATIO_NAMES = {"fewmm_over_loop": "fewmm / loop", "fewmm_over_l2l": "fewmm / learn2learn",
                 "fewmm_time_over_gather_time": "fewmm time / gather time",
                 "fewmm_compiled_time_over_gather_time": "`compile=True` time / gather time",
-                "fewmm_time_over_gather1000_time": "fewmm time / gather time in chunks of 1000"}
+                "fewmm_time_over_gather1000_time": "fewmm time / gather time in chunks of 1000",
+                "unfused_floor_time_over_gather_time": "unfused floor (gather + one `bmm`) time / gather time",
+                "fewmm_time_over_unfused_floor_time": "fewmm time / unfused floor time"}
 
 
 def _fmt(st: dict) -> str:
@@ -70,7 +74,8 @@ def maml_md(d: dict, name: str) -> str:
     m = d["machine"]
     c = d["config"]
     head = d.get("head") or f"Linear({c['dim']},{c['hidden']})-ReLU-Linear({c['hidden']},{c['way']})"
-    methods = [x for x in c["methods"] if x != "l2l"]
+    methods = [x for x in c["methods"] if x not in ("l2l", "floor")]
+    floor = any("floor" in row["methods"] for row in d["speed"])
     stable = any("ratio_vs_l2l" in v for row in d["speed"] for v in row["methods"].values())
     if not stable:  # a file from before the interleaved-rounds helper
         lines = [f"**MAML meta-steps/s** (`{name}`): head {head}, best step time of {c['repeats']} rounds (old format).", ""]
@@ -88,9 +93,14 @@ def maml_md(d: dict, name: str) -> str:
              "of time(learn2learn) / time(method) in the same round, [25th-75th percentile], with the verdict against the target "
              "(Gram path >= 5x, general path `functional` >= 1x; `vmap`: dense per-task weights, a reference); learn2learn's steps/s is an absolute number of this machine at this load. "
              "Tensor peak: live CPU tensor bytes above those at the start of one meta-step (torch.profiler, deterministic). "
-             "Meta-gradient: largest |difference| to learn2learn's, relative to its largest |value|.", ""]
-    lines.append("| inner steps | order | learn2learn steps/s (tensor peak MiB) | " + " | ".join(f"{x}: x l2l, verdict (tensor peak MiB; meta-grad rel. diff.)" for x in methods) + " |")
-    lines.append("|---|---|---|" + "---|" * len(methods))
+             "Meta-gradient: largest |difference| to learn2learn's, relative to its largest |value|."
+             + (" Ceiling: time(learn2learn) / time(floor), where the floor is the two matrix products every exact meta-step of this "
+                "head must do (the first layer's forward over all support and query items and its weight gradient), timed alone in the "
+                "same rounds: no exact MAML can beat learn2learn by more on this machine; a target above it is marked infeasible."
+                if floor else ""), ""]
+    lines.append("| inner steps | order | learn2learn steps/s (tensor peak MiB) | " + " | ".join(f"{x}: x l2l, verdict (tensor peak MiB; meta-grad rel. diff.)" for x in methods)
+                 + (" | ceiling: floor x l2l |" if floor else " |"))
+    lines.append("|---|---|---|" + "---|" * len(methods) + ("---|" if floor else ""))
     for row in d["speed"]:
         l2 = row["methods"].get("l2l")
         cells = [f"{l2['steps_per_s_median']:.2f} ({l2['tensor_peak_mib']:.1f})" if l2 and l2.get("tensor_peak_mib") is not None else
@@ -105,6 +115,9 @@ def maml_md(d: dict, name: str) -> str:
             gd = f"{g['max_abs_grad_diff'] / max(g['max_abs_grad'], 1e-30):.0e}" if g else "-"
             vd = _verdict(v["verdict"]) if "verdict" in v else "reference, no target"
             cells.append(f"{_fmt(v['ratio_vs_l2l'])} {vd} ({pk}; {gd})")
+        if floor:
+            fl = row["methods"].get("floor")
+            cells.append(_fmt(fl["ratio_vs_l2l"]) if fl and "ratio_vs_l2l" in fl else "")
         lines.append(f"| {row['inner_steps']} | {row['order']} | " + " | ".join(cells) + " |")
     if d.get("memory"):
         lines += ["", "Peak extra anonymous memory per meta-step (MiB, fresh process each): " + "; ".join(

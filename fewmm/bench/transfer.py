@@ -13,7 +13,9 @@ own):
    seed; every method on the same episodes (paired differences to ``protonet`` on the raw item
    features): the class-text methods of :func:`fewmm.methods.text_methods` on the bridge
    features, ProtoNet (raw and bridged features), and the kit's AM3 head (item modality + class
-   text, trained on base-class episodes as in :mod:`fewmm.bench.fusion`).
+   text, trained on base-class episodes as in :mod:`fewmm.bench.fusion`). Methods of
+   :data:`JOINT_BLOCK_METHODS` (``mahalanobis-text``, only when named in ``--methods``) score
+   ``[raw item features | bridge features]`` after ``fit_base`` on the base items.
 4. **CoOp protocol** (``--protocol coop``; Zhou et al. 2022): a fixed test split of the novel
    classes (``test_per_class`` items per class, ``default_rng(0)``), K shots per class drawn
    from the rest with seeds 1, 2, 3 (:func:`fewmm.episodes.kshot_splits`), the whole test split
@@ -52,6 +54,28 @@ COOP_SEEDS = (1, 2, 3)
 TUNE_GRIDS = {"tip-adapter": {"alpha": (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0), "beta": (1.0, 5.5, 10.0)}}
 #: Methods run again with the values chosen for another method (same hyper-parameter names).
 TUNE_SHARED = {"tip-adapter-f": "tip-adapter"}
+#: Methods scored on ``[raw item features | bridge features]`` (features ``"raw|bridge"``), with
+#: ``joint_dim`` = the bridge width and ``fit_base`` on the base items' features and labels.
+#: Known to this harness by name (not in :data:`fewmm.methods.METHODS`, whose module is left
+#: unchanged here; ``fewmm.methods.mahalanobis_text.register_into(METHODS)`` adds it there).
+JOINT_BLOCK_METHODS = ("mahalanobis-text",)
+
+
+def _joint_block_class(name: str):
+    from ..methods.mahalanobis_text import MahalanobisTextPrior
+
+    return {"mahalanobis-text": MahalanobisTextPrior}[name]
+
+
+def check_method_name(name: str) -> None:
+    """Raise :class:`fewmm.registry.UnknownNameError` (a FewmmError, with close matches) unless
+    ``name`` is a registered method or one of :data:`JOINT_BLOCK_METHODS`."""
+    from .. import methods as M
+
+    if name not in JOINT_BLOCK_METHODS:
+        M.METHODS.get(name)
+
+
 TRANSFER_FIELDS = [
     "task", "fold", "modality", "pair", "protocol", "method", "features", "ways", "shots", "queries", "episodes",
     "seeds", "accuracy", "ci95", "std", "paired_ref", "paired_delta", "paired_ci95", "notes",
@@ -190,6 +214,33 @@ def _train_am3(task, modality, seed, queries, steps, quiet):
                       "seconds": round(time.time() - t0, 1), "config": cfg.to_dict()}
 
 
+def joint_block_factory(name: str, raw, joint, labels, base_items, class_text, **params):
+    """``() -> a fresh copy`` of a :data:`JOINT_BLOCK_METHODS` method whose ``fit_base`` was run
+    once on the BASE items (``base_items``) of ``[raw | joint]``.
+
+    Parameters
+    ----------
+    raw : torch.Tensor of shape (n_items, d_item)
+    joint : torch.Tensor of shape (n_items, d_joint)
+        The same items in the joint item-text space (bridge features).
+    labels : numpy.ndarray of shape (n_items,)
+        Only ``labels[base_items]`` is read.
+    base_items : numpy.ndarray of int64
+    class_text : mapping of label to (d_joint,) tensor
+
+    Returns
+    -------
+    (factory, features) : the factory and the (n_items, d_item + d_joint) table it scores.
+    """
+    import copy
+
+    feats = torch.cat([raw, joint], 1)
+    m0 = _joint_block_class(name)(class_text=class_text, joint_dim=int(joint.shape[1]), **params)
+    m0.check_params()
+    m0.fit_base(feats[torch.as_tensor(base_items)], np.asarray(labels)[base_items])
+    return (lambda: copy.deepcopy(m0)), feats
+
+
 def method_factory(name: str, class_text=None, **params):
     """``() -> a fresh method``: registered ``name`` with ``params``, and ``class_text`` when the
     method uses class text."""
@@ -240,6 +291,8 @@ def run(args) -> Path:
     folds = args.folds or spec["folds"]
     modalities = args.modalities or spec["modalities"]
     queries = args.queries or spec["queries"]
+    # default: ProtoNet + every registered class-text method; JOINT_BLOCK_METHODS only when named
+    # (benchmarks/transfer_esc50_text_goal.toml), so the older suites' commands still make their results
     methods = args.methods or (["protonet"] + M.text_methods())
     if REFERENCE not in methods:
         methods = [REFERENCE] + methods
@@ -290,8 +343,13 @@ def run(args) -> Path:
             header["zero_shot"][key] = zs
             rep.say(f"[zero-shot] {args.task}/{key}: {zs}")
             text_names = set(M.text_methods())
-            factories = {n: method_factory(n, class_text) for n in methods}
-            variants = [(n, n, "bridge" if n in text_names else "raw") for n in methods]
+            factories = {n: method_factory(n, class_text) for n in methods if n not in JOINT_BLOCK_METHODS}
+            xz = None
+            for n in methods:
+                if n in JOINT_BLOCK_METHODS:
+                    factories[n], xz = joint_block_factory(n, x, z, labels, base_items, class_text)
+            variants = [(n, n, "raw|bridge" if n in JOINT_BLOCK_METHODS else "bridge" if n in text_names else "raw")
+                        for n in methods]
             if "protonet" in methods and not args.no_bridged_protonet:
                 factories["protonet[bridge]"] = method_factory("protonet")
                 variants.append(("protonet[bridge]", "protonet", "bridge"))
@@ -342,7 +400,7 @@ def run(args) -> Path:
                             fm = f.select_modalities((mod,))
                             a = np.concatenate([evaluate_head(am3, fm, ep) for ep in runs])
                         else:
-                            feats = z if kind == "bridge" else x
+                            feats = z if kind == "bridge" else xz if kind == "raw|bridge" else x
                             a = np.concatenate([evaluate_method_episodes(factories[name], feats, labels, ep) for ep in runs])
                         accs[label] = a
                         if protocol == "episodes":
@@ -542,11 +600,9 @@ def _main(argv=None) -> int:
         a.modalities = [s.strip() for s in a.modalities.split(",")] if a.modalities else None
         a.methods = [s.strip() for s in a.methods.split(",")] if a.methods else None
         if a.methods:  # names checked before any task is built (features embedded, bridge trained)
-            from .. import methods as M
-
             _unique(p, a.methods, "--methods")
             for name in a.methods:
-                M.METHODS.get(name)  # UnknownNameError (a FewmmError) naming the method, with suggestions
+                check_method_name(name)  # UnknownNameError (a FewmmError) naming the method, with suggestions
         a.protocol = a.protocol or "both"
         a.shots = [int(s) for s in str(a.shots or "1,5").split(",")]
         for k, dflt, lo in (("ways", 5, 2), ("queries", None, 1), ("episodes", 600, 1), ("seed", 0, 0),

@@ -1,6 +1,6 @@
 """The one fit loop: every model (fusion head, backbone, ``fewmm.meta`` head) with every trainer.
 
-The loop owns the optimiser (Adam), the learning-rate schedule, gradient clipping, mixed
+The loop owns the optimiser (Adam or AdamW), the learning-rate schedule, gradient clipping, mixed
 precision (bfloat16 autocast), validation (on validation classes, or on held-out items of the
 base classes), best-so-far, patience, checkpoints with exact resume, the progress bar, one
 history schema and one result type::
@@ -48,6 +48,7 @@ LAST_KEYS = ("format", "step", "best_val_acc", "best_step", "evals_since_best", 
              "history")
 SCHEDULES = ("constant", "step", "cosine")
 VALIDATIONS = ("classes", "holdout", "none")
+OPTIMIZERS = ("adam", "adamw")
 
 
 @dataclass
@@ -66,6 +67,9 @@ class FitConfig:
         Total optimisation steps (a resumed run continues up to this number).
     lr, weight_decay : float
         Adam.
+    optimizer : {"adam", "adamw"}
+        ``torch.optim.Adam`` (weight decay as an L2 term of the gradient) or ``torch.optim.AdamW``
+        (decoupled weight decay, Loshchilov & Hutter 2019; e.g. :func:`fewmm.aligned.train_bridge`).
     scale_lr_mult : float
         Learning-rate multiplier of a fusion head's temperature / scale scalars (see
         :meth:`fewmm.heads.base.FusionHead.param_groups`).
@@ -103,6 +107,7 @@ class FitConfig:
     steps: int = 2000
     lr: float = 1e-3
     weight_decay: float = 0.0
+    optimizer: str = "adam"
     scale_lr_mult: float = 10.0
     lr_schedule: str = "constant"
     lr_decay: float = 0.5
@@ -142,6 +147,8 @@ class FitConfig:
             raise ValueError(f"{type(self).__name__}.lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"{type(self).__name__}.lr_decay must be in (0, 1], got {self.lr_decay!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"{type(self).__name__}.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.amp not in (None, "bf16"):
             raise ValueError(f"{type(self).__name__}.amp must be None or 'bf16', got {self.amp!r}")
         if self.validation not in VALIDATIONS:
@@ -373,7 +380,7 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
     extra = trainer.parameters()
     if extra:
         groups.append({"params": extra, "lr": cfg.lr})
-    opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = (torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam)(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in opt.param_groups]
     params = [p for g in opt.param_groups for p in g["params"]]
     step, best_acc, best_step, since_best, stopped, history, t_before = 0, -math.inf, -1, 0, False, [], 0.0
@@ -395,7 +402,8 @@ def fit(learner, trainer, base_classes, val_classes=None, config: FitConfig | No
         elif saved.get("model") != meta:
             raise CheckpointError(f"{where} holds another model: {saved.get('model')} (now {meta})")
         old, new = dict(saved["run"]["config"]), run["config"]
-        diff = [k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k]]
+        defaults = FitConfig().to_dict()  # a field added since the checkpoint was written: its default then
+        diff = [k for k in new if k not in RESUMABLE_CHANGES and old.get(k, defaults.get(k)) != new[k]]
         if diff:
             raise CheckpointError(f"{where} was trained with another config: " + ", ".join(f"{k}={old.get(k)!r} (now {new[k]!r})" for k in diff))
         what = {"base_classes": "base classes", "val_classes": "validation classes", "corrupted": "corrupted-table setting"}

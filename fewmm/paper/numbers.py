@@ -70,6 +70,8 @@ MAML5 = "results/omniglot-maml.json"
 MAML20 = "results/omniglot-maml20.json"
 TRE = "results/transfer-esc50-text.json"
 TRD = "results/transfer-digits-av.json"
+TREG = "results/transfer-esc50-text-goal.json"
+GSEL = "results/transfer-goal-selection.json"
 THR = "results/episode_throughput.json"
 MSP = "results/maml_speed.json"
 MEM = "results/maml_conv4_memory.json"
@@ -155,6 +157,9 @@ MACROS = [
     ("numTrEscBridgeProto", TRE, "protonet on bridge features 5-way 1-shot", lambda d: f2(row(d, protocol="episodes", shots=1, method="protonet[bridge]")["accuracy"])),
     ("numTrEscZeroShot", TRE, "zero-shot over the novel classes", lambda d: f2(d["zero_shot"]["default/audio"]["novel"]["accuracy"])),
     ("numTrEscZeroShotChance", TRE, "chance of that", lambda d: f2(d["zero_shot"]["default/audio"]["novel"]["chance"])),
+    ("numTrEscGoal", TREG, "mahalanobis-text 5-way 1-shot (chosen on validation classes)", lambda d: f2(row(d, protocol="episodes", shots=1, method="mahalanobis-text")["accuracy"])),
+    ("numTrEscGoalWhitenOnly", GSEL, "ablation after the choice: base-whitened prototypes alone, novel 5-way 1-shot", lambda d: f2(next(r for r in d["ablation"] if r["shots"] == 1 and r["method"] == "mahalanobis[x] shrinkage=0.5")["accuracy"])),
+    ("numTrEscGoalCandidates", GSEL, "configurations scored on the validation classes", lambda d: str(d["n_candidates"])),
     ("numTrDigitsZeroAImage", TRD, "zero-shot fold A image", lambda d: f2(d["zero_shot"]["A/image"]["novel"]["accuracy"])),
     # speed
     ("numSpeedOverLtl", THR, "fewmm / learn2learn episode throughput, 2 threads", lambda d: f1(d["ratios"]["fewmm_over_l2l"])),

@@ -89,7 +89,16 @@ def check_label_template(template: str, name: str = "class_text") -> str:
     return template
 
 
-def _class_texts(table, class_text) -> tuple[list[list[str]] | None, str | None]:
+def manifest_class_texts(table, class_text="column") -> tuple[list[list[str]] | None, str | None]:
+    """The class texts of a manifest table: ``(texts, source)`` with ``texts[c]`` the distinct
+    texts of class c, or ``(None, None)`` when ``class_text`` is None/"none" or is "column" and the
+    manifest has no ``class_text`` column (see the module docstring for the three sources).
+
+    Raises
+    ------
+    TaskError
+        A class whose rows all have an empty ``class_text``, or a bad ``class_text`` value.
+    """
     names = list(table.class_names)
     if class_text is None or class_text == "none":
         return None, None
@@ -180,7 +189,7 @@ def build_manifest_task(root=None, cache=None, device: str = "cpu", corruption: 
         mask[:, j] = torch.as_tensor(fs.mask)
         cache_rec[m] = {"dataset": fs.key["dataset"], "ids_sha256": fs.key["ids_sha256"], "cache_hit": fs.cache_hit}
 
-    texts, text_source = _class_texts(table, class_text)
+    texts, text_source = manifest_class_texts(table, class_text)
     ct, text_rec = None, None
     if texts is not None and text_encoder is not None:
         ct, text_rec = embed_class_text(f"{NAME}/{Path(path).stem}", list(table.class_names), texts, text_encoder, cache=cache)
