@@ -43,7 +43,7 @@ MODULES = {
     "evaluate": (["fewmm/evaluate.py"], ["tests/test_evaluate.py", "tests/test_references.py"], []),
     "methods": (["fewmm/methods/*"], ["tests/test_methods.py", "tests/test_method_details.py", "tests/test_references.py",
                                       "tests/test_evaluate.py", "tests/test_method_params.py", "tests/test_sklearn.py", "tests/test_method_checks.py", "tests/test_meta_methods.py",
-                                      "tests/test_transfer.py"], FAST),
+                                      "tests/test_transfer.py", "tests/test_mahalanobis_text.py"], FAST),
 }
 
 #: Surviving mutants that are harmless, keyed by (function, source line, mutated line) with
