@@ -602,6 +602,10 @@ def run_module(name: str, workdir: Path, jobs: int, mutmut: str) -> dict:
     # all of tests/ (conftest, fixtures, test modules that others import fixtures from, e.g.
     # test_transfer imports test_encoders'); only `tests` are run
     shutil.copytree(REPO / "tests", wd / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    # tests that read a script in benchmarks/ or a committed result (test_mahalanobis_text.py: the goal
+    # selection script and results/transfer-goal-selection.json)
+    for extra_dir in ("benchmarks", "results"):
+        shutil.copytree(REPO / extra_dir, wd / extra_dir, ignore=shutil.ignore_patterns("__pycache__"))
     cfg = [
         "[tool.mutmut]",
         'source_paths = ["fewmm"]',
