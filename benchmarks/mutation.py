@@ -603,13 +603,14 @@ def run_module(name: str, workdir: Path, jobs: int, mutmut: str) -> dict:
     # test_transfer imports test_encoders'); only `tests` are run
     shutil.copytree(REPO / "tests", wd / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     # tests that read a script in benchmarks/ or a committed result (test_mahalanobis_text.py: the goal
-    # selection script and results/transfer-goal-selection.json)
+    # selection script and results/transfer-goal-selection.json); mutmut copies them on into mutants/ (also_copy)
     for extra_dir in ("benchmarks", "results"):
         shutil.copytree(REPO / extra_dir, wd / extra_dir, ignore=shutil.ignore_patterns("__pycache__"))
     cfg = [
         "[tool.mutmut]",
         'source_paths = ["fewmm"]',
         f"only_mutate = {json.dumps(mutate)}",
+        'also_copy = ["benchmarks", "results"]',
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-q', '-m', 'not slow', *extra])}",
         'process_isolation = "fork"',
