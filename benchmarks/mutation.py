@@ -412,6 +412,52 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ('FewShotMethod.fit', 'self._fit(xt, torch.as_tensor(enc.reshape(-1), dtype=torch.int64), len(self.classes_))',
      'self._fit(xt, torch.as_tensor(enc.reshape(None), dtype=torch.int64), len(self.classes_))'):
         "numpy's reshape(None) keeps the shape; enc is already 1-d (the -1 only guards numpy versions that return it 2-d).",
+    # mahalanobis-text (fewmm/methods/mahalanobis_text.py)
+    ('MahalanobisTextPrior.fit_base', 'inv_t = torch.as_tensor(inv.reshape(-1), dtype=torch.int64)',
+     'inv_t = torch.as_tensor(inv.reshape(-1), dtype=None)'):
+        'inv is the inverse index of np.unique, an intp (int64) array: as_tensor keeps int64 without the dtype argument.',
+    ('MahalanobisTextPrior.fit_base', 'inv_t = torch.as_tensor(inv.reshape(-1), dtype=torch.int64)',
+     'inv_t = torch.as_tensor(inv.reshape(-1), )'):
+        'inv is the inverse index of np.unique, an intp (int64) array: as_tensor keeps int64 without the dtype argument.',
+    ('MahalanobisTextPrior.fit_base', 'inv_t = torch.as_tensor(inv.reshape(-1), dtype=torch.int64)',
+     'inv_t = torch.as_tensor(inv.reshape(None), dtype=torch.int64)'):
+        "numpy's reshape(None) keeps the shape; inv is already 1-d (np.unique of the 1-d labels check_labels returns).",
+    ('MahalanobisTextPrior.fit_base', 'inv_t = torch.as_tensor(inv.reshape(-1), dtype=torch.int64)',
+     'inv_t = torch.as_tensor(inv.reshape(-2), dtype=torch.int64)'):
+        "numpy's reshape treats any negative size as the one inferred dimension: -2 is -1.",
+    ('MahalanobisTextPrior.fit_base', 'means = means / torch.bincount(inv_t, minlength=classes.size).unsqueeze(1).to(torch.float64)',
+     'means = means / torch.bincount(inv_t, minlength=classes.size).unsqueeze(1).to(None)'):
+        'to(None) leaves the int64 counts as they are; float64 / int64 divides to float64 with the counts converted exactly: the same means.',
+    ('MahalanobisTextPrior.fit_base', 'means = means / torch.bincount(inv_t, minlength=classes.size).unsqueeze(1).to(torch.float64)',
+     'means = means / torch.bincount(inv_t, ).unsqueeze(1).to(torch.float64)'):
+        'inv is the inverse index of np.unique: every class 0..C-1 occurs, so bincount has length C with or without minlength.',
+    ('MahalanobisTextPrior.transform_features', 'u = l2_normalize((u - self.base_mean_.to(u.device)) @ self.whitening_.to(u.device))',
+     'u = l2_normalize((u - self.base_mean_.to(None)) @ self.whitening_.to(u.device))'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('MahalanobisTextPrior.transform_features', 'u = l2_normalize((u - self.base_mean_.to(u.device)) @ self.whitening_.to(u.device))',
+     'u = l2_normalize((u - self.base_mean_.to(u.device)) @ self.whitening_.to(None))'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
+    ('MahalanobisTextPrior.transform_features', 'if self.whitening_.shape[0] != d:',
+     'if self.whitening_.shape[1] != d:'):
+        'whitening_ is square (d_item, d_item) (eigenvectors times their transpose): shape[1] is shape[0].',
+    ('MahalanobisTextPrior.transform_features', 'f"{self.whitening_.shape[0]}")',
+     'f"{self.whitening_.shape[1]}")'):
+        'whitening_ is square (d_item, d_item) (eigenvectors times their transpose): shape[1] is shape[0].',
+    ('MahalanobisTextPrior._fit', 'counts = torch.bincount(y, minlength=n_classes).to(x.dtype).unsqueeze(1)',
+     'counts = torch.bincount(y, minlength=n_classes).to(None).unsqueeze(1)'):
+        "int64 counts instead of float32: `oh.T @ x / counts` (float32 / int64 tensor) and `counts + w` (int64 + a Python float: torch's default float32) are float32 with the counts converted exactly: the same prototypes.",
+    ('MahalanobisTextPrior._fit', 'counts = torch.bincount(y, minlength=n_classes).to(x.dtype).unsqueeze(1)',
+     'counts = torch.bincount(y, ).to(x.dtype).unsqueeze(1)'):
+        "y are the encoded labels of fit (np.unique's inverse index): every class 0..n_classes-1 occurs, so bincount has length n_classes anyway.",
+    ('MahalanobisTextPrior._fit', 'oh = one_hot(y, n_classes).to(x.dtype)',
+     'oh = one_hot(y, n_classes).to(None)'):
+        'fewmm.methods.text.one_hot returns float32 already and the features are float32: .to(x.dtype) and .to(None) both leave it unchanged.',
+    ('MahalanobisTextPrior._fit', 'if isinstance(self.class_text, str) and self.class_text == SUPPORT_MEANS:',
+     'if isinstance(self.class_text, str) or self.class_text == SUPPORT_MEANS:'):
+        "A str class_text other than 'support-means' is refused by TextMethod.check_params, the first line of _fit (tested: test_mahalanobis_text_support_means_text_and_float32_output); for the accepted values (a mapping, or 'support-means') `or` and `and` give the same branch.",
+    ('MahalanobisTextPrior._fit', 'text = text_prototypes(self.class_text, self.classes_, dim=jd).to(x.device)',
+     'text = text_prototypes(self.class_text, self.classes_, dim=jd).to(None)'):
+        'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
     # the meta-trained methods (fewmm/methods/meta_base.py, maml.py, protonet_head.py)
     ('MetaTrainedMethod._fit', 'self.model_ = self._model_for(x.shape[1], n_classes, x.device)',
      'self.model_ = self._model_for(x.shape[1], n_classes, None)'):

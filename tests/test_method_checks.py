@@ -131,3 +131,125 @@ def test_writable_features_are_not_copied_even_with_a_zero_stride():
     ro = np.ones((2, 2), dtype=np.float32)
     ro.flags.writeable = False
     assert check_features(ro).data_ptr() != ro.ctypes.data
+
+
+# -- mahalanobis-text (fewmm/methods/mahalanobis_text.py): what tests/test_mahalanobis_text.py left to
+# mutation testing's survivors: the whole messages, the singular-covariance floor, joint_dim=1, batched
+# (3-d) features, the support-means text, the output dtype and the registry help.
+
+MT_BASE = np.array([[0.6, 0.8], [0.6, -0.8], [1.0, 0.0], [1.0, 0.0]], dtype=np.float32)  # as test_mahalanobis_text.py
+MT_LABELS = np.array([0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("call,msg", [
+    (lambda MT: MT().fit_base(MT_BASE),
+     "mahalanobis-text: fit_base needs base_labels (the within-class covariance of the base classes is estimated with class labels)"),
+    (lambda MT: MT().fit_base(np.array([[np.nan, 0.8], *MT_BASE[1:]], np.float32), MT_LABELS),
+     "base_features contains NaN or inf values in 1 rows (first rows: [0])"),
+    (lambda MT: MT().fit_base(MT_BASE, MT_LABELS[:3]), "base_labels has 3 labels for 4 feature rows"),
+    (lambda MT: MT(joint_dim=2).fit_base(MT_BASE, MT_LABELS),
+     "base_features have 2 columns but joint_dim=2: the item block (the first width - joint_dim columns) would be empty"),
+    (lambda MT: MT(class_text="support-means", joint_dim=2).fit(MT_BASE, MT_LABELS),
+     "features have 2 columns but joint_dim=2: the item block (the first width - joint_dim columns) would be empty"),
+    (lambda MT: MT().fit_base(np.array([[1, 0], [1, 0], [0, 1], [0, 1]], np.float32), MT_LABELS),
+     "mahalanobis-text: the base items have no within-class spread (every class's items are identical)"),
+    (lambda MT: MT().fit_base(MT_BASE, MT_LABELS).fit(np.ones((2, 3), np.float32), [0, 1]),
+     "mahalanobis-text: the item block has 3 columns, the base features had 2"),
+    (lambda MT: MT(class_text={"a": np.ones(3), "b": np.ones(3)}, joint_dim=2).fit(np.ones((2, 4), np.float32), ["a", "b"]),
+     "class_text['a'] has dim 3, but the item features have dim 2: text and items must live in one space (an aligned pair)"),
+])
+def test_mahalanobis_text_messages_are_whole(call, msg):
+    """Mutants of the message texts, of the names passed to check_features / check_labels / the item
+    block check, of the zero-spread test (`<= 0` -> `< 0`) and of text_prototypes' dim (None: unchecked)."""
+    from fewmm.methods.mahalanobis_text import MahalanobisTextPrior
+
+    with pytest.raises(FeatureError) as e:
+        call(MahalanobisTextPrior)
+    assert str(e.value) == msg
+
+
+def test_mahalanobis_text_singular_covariance_and_base_info():
+    """shrinkage 0 on the base items of test_mahalanobis_text.py: C = diag(0, 0.32) is singular; its
+    zero eigenvalue is floored at 1e-12 * 0.32 (mutant `/`: 1e-12 / 0.32), so S^(-1/2) =
+    diag(1 / sqrt(3.2e-13), 1 / sqrt(0.32)) = diag(1767766.95, 1.76777). base_info_ counts items (4),
+    not columns (mutant shape[1]: here 2)."""
+    from fewmm.methods.mahalanobis_text import MahalanobisTextPrior
+
+    m = MahalanobisTextPrior(shrinkage=0.0).fit_base(MT_BASE, MT_LABELS)
+    np.testing.assert_allclose(m.whitening_.numpy(), np.diag([1 / np.sqrt(3.2e-13), 1 / np.sqrt(0.32)]), rtol=1e-5)
+    assert m.base_info_ == {"n_items": 4, "n_classes": 2, "item_dim": 2, "shrinkage": 0.0}
+
+
+def test_mahalanobis_text_joint_block_of_one_column_and_batched_features():
+    """joint_dim=1 keeps a one-column joint block (mutant `joint_dim == 1` drops it); an item block of
+    one column is allowed; transform_features of a batch (E, M, width) is the row-wise one (mutants
+    shape[+1] and cat(..., +1) read / join the wrong axis)."""
+    from fewmm.methods.mahalanobis_text import MahalanobisTextPrior
+
+    m = MahalanobisTextPrior(class_text="support-means", joint_dim=1)
+    x = torch.tensor([[3.0, 4.0, -2.0], [0.0, 2.0, 5.0]])
+    want = torch.tensor([[0.6, 0.8, -1.0], [0.0, 1.0, 1.0]])
+    torch.testing.assert_close(m.transform_features(x), want)
+    torch.testing.assert_close(m.transform_features(x.expand(3, 2, 3)), want.expand(3, 2, 3))
+    m2 = MahalanobisTextPrior(class_text="support-means", joint_dim=2).fit_base(
+        np.concatenate([MT_BASE, np.ones((4, 2), np.float32)], 1), MT_LABELS)
+    xb = torch.rand(2, 5, 4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(m2.transform_features(xb), torch.stack([m2.transform_features(r) for r in xb]))
+    one = MahalanobisTextPrior(class_text="support-means", joint_dim=2).fit(np.eye(3, dtype=np.float32), [0, 1, 2])
+    assert one.prototypes_.shape == (3, 1) and one.joint_prototypes_.shape == (3, 2)  # width 3 - joint_dim 2 = 1 item column
+
+
+def test_mahalanobis_text_support_means_text_and_float32_output():
+    """class_text="support-means": the text of a class is the L2-normalised sum (= direction of the
+    mean) of its support's joint rows, stored in text_ (mutants of that branch: != for ==, text None);
+    with w = 2 the joint prototype is (sum + 2 text) / (K + 2), and the probabilities are float32
+    (mutant: float64 logits). Support joint rows: class a (1, 0), (0, 1) -> text (0.7071, 0.7071),
+    prototype ((1, 1) + 2 (0.7071, 0.7071)) / 4 = (0.6036, 0.6036); class b (1, 0) -> text (1, 0),
+    prototype ((1, 0) + 2 (1, 0)) / 3 = (1, 0). Item blocks are equal, so only the joint block (a = 1)
+    decides: query joint (0, 1) -> squared distances 0.6036^2 + 0.3964^2 = 0.52148 (a), 2 (b)."""
+    from fewmm.methods.mahalanobis_text import MahalanobisTextPrior
+
+    sup = np.array([[1, 0, 1, 0], [1, 0, 0, 1], [1, 0, 1, 0]], np.float32)
+    m = MahalanobisTextPrior(class_text="support-means", joint_dim=2, joint_weight=1.0, text_weight=2.0).fit(sup, ["a", "a", "b"])
+    r = np.sqrt(0.5)
+    np.testing.assert_allclose(m.text_.numpy(), [[r, r], [1, 0]], rtol=1e-6)
+    np.testing.assert_allclose(m.joint_prototypes_.numpy(), [[(1 + 2 * r) / 4] * 2, [1, 0]], rtol=1e-6)
+    q = np.array([[1, 0, 0, 1]], np.float32)
+    p = m.predict_proba(q)
+    assert p.dtype == np.float32
+    d_a = ((1 + 2 * r) / 4) ** 2 + (1 - (1 + 2 * r) / 4) ** 2
+    np.testing.assert_allclose(p[0], np.exp([-d_a, -2.0]) / np.exp([-d_a, -2.0]).sum(), rtol=1e-5)
+    with pytest.raises(FeatureError, match="class_text must be a mapping"):
+        MahalanobisTextPrior(class_text="other", joint_dim=2).fit(sup, ["a", "a", "b"])
+
+
+def test_mahalanobis_text_registry_help():
+    """register_into gives the registry its help line (mutants of the text)."""
+    from fewmm.methods.mahalanobis_text import register_into
+    from fewmm.registry import Registry
+
+    reg = Registry("method")
+    register_into(reg)
+    assert reg.help("mahalanobis-text") == ("Mahalanobis prototypes (base-class covariance) + class-text prior in a joint space; "
+                                            "needs class_text, joint_dim and fit_base(base_features, base_labels)")
+
+
+def test_mahalanobis_text_whitening_bit_for_bit():
+    """S^(-1/2) of random base items equals a float64 numpy computation of the documented formula,
+    rounded to float32, bit for bit (mutant: a float32 identity in S, which rounds the shrinkage term
+    to float32 because a 0-d float64 tensor does not promote a float32 matrix: 15 of the 36 entries
+    change here, measured)."""
+    from fewmm.methods.base import l2_normalize
+    from fewmm.methods.mahalanobis_text import MahalanobisTextPrior
+
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(40, 6, generator=g), np.arange(40) % 4
+    m = MahalanobisTextPrior(shrinkage=0.5).fit_base(x, y)
+    u = l2_normalize(x).double().numpy()
+    r = u - np.stack([u[y == c].mean(0) for c in range(4)])[y]
+    c = r.T @ r / len(u)
+    s = 0.5 * c + 0.5 * np.trace(c) / 6 * np.eye(6)
+    ev, v = np.linalg.eigh(s)
+    want = ((v / np.sqrt(ev)) @ v.T).astype(np.float32)
+    assert np.array_equal(m.whitening_.numpy(), want)
+    assert np.array_equal(m.base_mean_.numpy(), u.mean(0).astype(np.float32))
