@@ -176,17 +176,27 @@ def check_label_types(y, name: str = "labels") -> None:
         raise FeatureError(f"{name}: labels mix types {sorted(kinds)}; use one type (e.g. all str)")
 
 
-def check_labels(y, n: int, name: str = "support_labels") -> np.ndarray:
+def check_labels(y, n: int | None, name: str = "support_labels") -> np.ndarray:
     """Validate class labels -> numpy array of shape (n,).
 
     A column vector of shape (n, 1) is flattened with a ``DataConversionWarning`` (scikit-learn's
     convention).
 
+    Parameters
+    ----------
+    y : array-like or torch.Tensor of shape (n,) or (n, 1)
+    n : int or None
+        The number of labels expected (the feature rows they label); None: any number (the caller
+        compares it with the features itself).
+    name : str
+        What the messages call ``y``.
+
     Raises
     ------
     FeatureError (a ValueError)
-        ``y`` is None, not 1-d, of another length than ``n``, contains NaN, mixes types (ints and
-        strs: "labels mix types"), or is not class labels (continuous values: "Unknown label type").
+        ``y`` is None, not 1-d (a scalar or 0-d array included), of another length than ``n``,
+        contains NaN, mixes types (ints and strs: "labels mix types"), or is not class labels
+        (continuous values: "Unknown label type").
     """
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import column_or_1d
@@ -199,7 +209,7 @@ def check_labels(y, n: int, name: str = "support_labels") -> np.ndarray:
         y = column_or_1d(y, warn=True)
     if y.ndim != 1:
         raise FeatureError(f"{name} must have shape (n,), got shape {y.shape}")
-    if y.shape[0] != n:
+    if n is not None and y.shape[0] != n:
         raise FeatureError(f"{name} has {y.shape[0]} labels for {n} feature rows")
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise FeatureError(f"{name} contains NaN")

@@ -258,3 +258,66 @@ def test_memory_refusal_message_gives_gib_and_the_episode_count_that_fits(monkey
     monkeypatch.setattr(EP, "_physical_memory", lambda: 2)
     with pytest.raises(EpisodeError, match=r"at most ~1 here\)$"):
         EP.check_sampling_memory(1, 10, 5, 20, 16)
+
+
+# -- class_disjoint_split and check_episode_indices: exact values and messages (found by mutation
+# testing: `python benchmarks/mutation.py episodes`; no test of this file reached them before).
+
+def test_class_disjoint_split_exact_values_rounding_and_clamping():
+    """Measured once (numpy default_rng(seed).permutation of the sorted unique classes): the defaults
+    are seed 0 and base_fraction 0.5; duplicates are dropped and float ids taken as ints; the base
+    size is round(base_fraction * C) (Python rounds 1.5 to 2) kept within 1 .. C - 1."""
+    from fewmm.episodes import class_disjoint_split
+
+    def split(*a, **k):
+        b, n = class_disjoint_split(*a, **k)
+        assert b.dtype == n.dtype == np.int64
+        return b.tolist(), n.tolist()
+
+    assert split(np.arange(10)) == split(np.arange(10), seed=0, base_fraction=0.5) == ([2, 3, 4, 6, 7], [0, 1, 5, 8, 9])
+    assert split([5, 3, 3, 9, 1, 7, 0], seed=4, base_fraction=0.3) == ([1, 3], [0, 5, 7, 9])  # round(1.8) = 2 of 6
+    assert split(np.arange(6), seed=1, base_fraction=0.25) == ([0, 4], [1, 2, 3, 5])  # round(1.5) = 2
+    assert split(np.arange(4), seed=2, base_fraction=0.01) == ([3], [0, 1, 2])  # round(0.04) = 0 -> at least 1
+    assert split(np.arange(4), seed=2, base_fraction=0.99) == ([0, 2, 3], [1])  # round(3.96) = 4 -> at most 3
+    assert split([7, 2]) == ([2], [7])  # 2 classes: the smallest split
+    assert split(np.array([3.0, 1.0, 2.0, 0.0])) == ([0, 2], [1, 3])
+
+
+@pytest.mark.parametrize("classes,fraction,msg", [
+    (np.arange(4), 0, "base_fraction must be in (0, 1), got 0"),
+    (np.arange(4), 1.0, "base_fraction must be in (0, 1), got 1.0"),
+    (np.arange(4), -0.5, "base_fraction must be in (0, 1), got -0.5"),
+    ([3, 3], 0.5, "a class-disjoint base/novel split needs at least 2 classes, got 1"),
+    ([], 0.5, "a class-disjoint base/novel split needs at least 2 classes, got 0"),
+])
+def test_class_disjoint_split_says_what_is_wrong(classes, fraction, msg):
+    from fewmm.episodes import class_disjoint_split
+
+    with pytest.raises(EpisodeError) as e:
+        class_disjoint_split(classes, base_fraction=fraction)
+    assert str(e.value) == msg
+
+
+def test_check_episode_indices_names_the_part_and_the_span():
+    """Indices must be rows 0 .. n_items - 1 of the table: the boundaries n_items = max + 1 (passes)
+    and max (raises), a negative index, the support checked before the query, and empty index
+    arrays pass (their min / max are never taken)."""
+    import dataclasses
+
+    from fewmm.episodes import check_episode_indices
+
+    ep = sample_episodes(np.repeat(np.arange(3), 4), 2, 1, 2, 3, seed=0)  # support rows 1..6, query rows 0..7
+    assert (int(ep.support.min()), int(ep.support.max()), int(ep.query.min()), int(ep.query.max())) == (1, 6, 0, 7)
+    tail = ": sample the episodes from the labels of this very table"
+    check_episode_indices(ep, 8)
+    for n, msg in ((7, "episode query indices span 0..7, but the feature table has 7 rows"),
+                   (6, "episode support indices span 1..6, but the feature table has 6 rows")):
+        with pytest.raises(EpisodeError) as e:
+            check_episode_indices(ep, n)
+        assert str(e.value) == msg + tail
+    neg = dataclasses.replace(ep, support=ep.support - 2)
+    with pytest.raises(EpisodeError) as e:
+        check_episode_indices(neg, 100)
+    assert str(e.value) == "episode support indices span -1..4, but the feature table has 100 rows" + tail
+    empty = dataclasses.replace(ep, support=ep.support[:, :, :0], query=ep.query[:, :, :0])
+    check_episode_indices(empty, 1)

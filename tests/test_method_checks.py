@@ -88,3 +88,168 @@ def test_linear_probe_fits_orthonormal_support_rows():
     np.testing.assert_array_equal(lp.predict(x), [0, 1, 2])
     with pytest.raises(FeatureError, match=re.escape("linear-probe: the 3 support features are all zero")):
         M.create("linear-probe").fit(np.zeros((3, 6), dtype=np.float32), np.array([0, 1, 2]))
+
+
+@pytest.mark.parametrize("y", [np.array(1), torch.tensor(1), 1])
+def test_score_refuses_scalar_labels_by_name(y):
+    """A 0-d array or tensor of query labels used to raise a bare TypeError from len() (found from
+    the survivors of score's `len(y) if hasattr(y, "__len__") else -1`); now the labels' own check
+    names them."""
+    m = M.create("protonet").fit(np.eye(2, 3, dtype=np.float32), [0, 1])
+    with pytest.raises(FeatureError) as e:
+        m.score(np.eye(1, 3, dtype=np.float32), y)
+    assert str(e.value) == "query_labels must have shape (n,), got shape ()"
+
+
+def test_score_names_the_query_labels_and_weights_the_queries():
+    """The labels are called query_labels (mutants of the name passed to check_labels) and
+    sample_weight reaches scikit-learn's accuracy (mutants that drop it): queries 0, 1, 0 predicted
+    0, 1, 0 against labels 0, 1, 1 with weights 1, 1, 2 -> 2 / 4 (unweighted 2 / 3)."""
+    m = M.create("protonet").fit(np.eye(2, 3, dtype=np.float32), [0, 1])
+    q = np.eye(3, dtype=np.float32)[[0, 1, 0]]
+    with pytest.raises(FeatureError) as e:
+        m.score(q, [0.0, 1.0, np.nan])
+    assert str(e.value) == "query_labels contains NaN"
+    assert m.score(q, [0, 1, 1], sample_weight=[1, 1, 2]) == 0.5
+    assert m.score(q, [0, 1, 1]) == pytest.approx(2 / 3, abs=0, rel=1e-15)
+
+
+def test_writable_features_are_not_copied_even_with_a_zero_stride():
+    """check_features copies only what torch cannot wrap (read-only arrays, negative strides): a
+    writable float32 column made with np.newaxis (stride 0 along its size-1 axis) and a writable
+    zero-stride broadcast are shared, not copied (mutants `s < 0` -> `s <= 0` / `s < 1`)."""
+    from fewmm.methods.base import check_features
+
+    col = np.arange(3, dtype=np.float32)[:, None]
+    assert col.strides[1] == 0 and check_features(col).data_ptr() == col.ctypes.data
+    row = np.arange(3, dtype=np.float32)
+    rep = np.lib.stride_tricks.as_strided(row, shape=(2, 3), strides=(0, 4), writeable=True)
+    t = check_features(rep)
+    assert t.data_ptr() == row.ctypes.data and t.tolist() == [[0.0, 1.0, 2.0]] * 2
+    rev = np.arange(6, dtype=np.float32).reshape(3, 2)[::-1]  # negative stride: copied, same values
+    assert check_features(rev).tolist() == [[4.0, 5.0], [2.0, 3.0], [0.0, 1.0]]
+    ro = np.ones((2, 2), dtype=np.float32)
+    ro.flags.writeable = False
+    assert check_features(ro).data_ptr() != ro.ctypes.data
+
+
+# -- mahalanobis-text (fewmm/methods/mahalanobis_text.py): what tests/test_mahalanobis_text.py left to
+# mutation testing's survivors: the whole messages, the singular-covariance floor, joint_dim=1, batched
+# (3-d) features, the support-means text, the output dtype and the registry help.
+
+MT_BASE = np.array([[0.6, 0.8], [0.6, -0.8], [1.0, 0.0], [1.0, 0.0]], dtype=np.float32)  # as test_mahalanobis_text.py
+MT_LABELS = np.array([0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("call,msg", [
+    (lambda MT: MT().fit_base(MT_BASE),
+     "mahalanobis-text: fit_base needs base_labels (the within-class covariance of the base classes is estimated with class labels)"),
+    (lambda MT: MT().fit_base(np.array([[np.nan, 0.8], *MT_BASE[1:]], np.float32), MT_LABELS),
+     "base_features contains NaN or inf values in 1 rows (first rows: [0])"),
+    (lambda MT: MT().fit_base(MT_BASE, MT_LABELS[:3]), "base_labels has 3 labels for 4 feature rows"),
+    (lambda MT: MT(joint_dim=2).fit_base(MT_BASE, MT_LABELS),
+     "base_features have 2 columns but joint_dim=2: the item block (the first width - joint_dim columns) would be empty"),
+    (lambda MT: MT(class_text="support-means", joint_dim=2).fit(MT_BASE, MT_LABELS),
+     "features have 2 columns but joint_dim=2: the item block (the first width - joint_dim columns) would be empty"),
+    (lambda MT: MT().fit_base(np.array([[1, 0], [1, 0], [0, 1], [0, 1]], np.float32), MT_LABELS),
+     "mahalanobis-text: the base items have no within-class spread (every class's items are identical)"),
+    (lambda MT: MT().fit_base(MT_BASE, MT_LABELS).fit(np.ones((2, 3), np.float32), [0, 1]),
+     "mahalanobis-text: the item block has 3 columns, the base features had 2"),
+    (lambda MT: MT(class_text={"a": np.ones(3), "b": np.ones(3)}, joint_dim=2).fit(np.ones((2, 4), np.float32), ["a", "b"]),
+     "class_text['a'] has dim 3, but the item features have dim 2: text and items must live in one space (an aligned pair)"),
+])
+def test_mahalanobis_text_messages_are_whole(call, msg):
+    """Mutants of the message texts, of the names passed to check_features / check_labels / the item
+    block check, of the zero-spread test (`<= 0` -> `< 0`) and of text_prototypes' dim (None: unchecked)."""
+    from fewmm.methods.mahalanobis_text import MahalanobisTextPrior
+
+    with pytest.raises(FeatureError) as e:
+        call(MahalanobisTextPrior)
+    assert str(e.value) == msg
+
+
+def test_mahalanobis_text_singular_covariance_and_base_info():
+    """shrinkage 0 on the base items of test_mahalanobis_text.py: C = diag(0, 0.32) is singular; its
+    zero eigenvalue is floored at 1e-12 * 0.32 (mutant `/`: 1e-12 / 0.32), so S^(-1/2) =
+    diag(1 / sqrt(3.2e-13), 1 / sqrt(0.32)) = diag(1767766.95, 1.76777). base_info_ counts items (4),
+    not columns (mutant shape[1]: here 2)."""
+    from fewmm.methods.mahalanobis_text import MahalanobisTextPrior
+
+    m = MahalanobisTextPrior(shrinkage=0.0).fit_base(MT_BASE, MT_LABELS)
+    np.testing.assert_allclose(m.whitening_.numpy(), np.diag([1 / np.sqrt(3.2e-13), 1 / np.sqrt(0.32)]), rtol=1e-5)
+    assert m.base_info_ == {"n_items": 4, "n_classes": 2, "item_dim": 2, "shrinkage": 0.0}
+
+
+def test_mahalanobis_text_joint_block_of_one_column_and_batched_features():
+    """joint_dim=1 keeps a one-column joint block (mutant `joint_dim == 1` drops it); an item block of
+    one column is allowed; transform_features of a batch (E, M, width) is the row-wise one (mutants
+    shape[+1] and cat(..., +1) read / join the wrong axis)."""
+    from fewmm.methods.mahalanobis_text import MahalanobisTextPrior
+
+    m = MahalanobisTextPrior(class_text="support-means", joint_dim=1)
+    x = torch.tensor([[3.0, 4.0, -2.0], [0.0, 2.0, 5.0]])
+    want = torch.tensor([[0.6, 0.8, -1.0], [0.0, 1.0, 1.0]])
+    torch.testing.assert_close(m.transform_features(x), want)
+    torch.testing.assert_close(m.transform_features(x.expand(3, 2, 3)), want.expand(3, 2, 3))
+    m2 = MahalanobisTextPrior(class_text="support-means", joint_dim=2).fit_base(
+        np.concatenate([MT_BASE, np.ones((4, 2), np.float32)], 1), MT_LABELS)
+    xb = torch.rand(2, 5, 4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(m2.transform_features(xb), torch.stack([m2.transform_features(r) for r in xb]))
+    one = MahalanobisTextPrior(class_text="support-means", joint_dim=2).fit(np.eye(3, dtype=np.float32), [0, 1, 2])
+    assert one.prototypes_.shape == (3, 1) and one.joint_prototypes_.shape == (3, 2)  # width 3 - joint_dim 2 = 1 item column
+
+
+def test_mahalanobis_text_support_means_text_and_float32_output():
+    """class_text="support-means": the text of a class is the L2-normalised sum (= direction of the
+    mean) of its support's joint rows, stored in text_ (mutants of that branch: != for ==, text None);
+    with w = 2 the joint prototype is (sum + 2 text) / (K + 2), and the probabilities are float32
+    (mutant: float64 logits). Support joint rows: class a (1, 0), (0, 1) -> text (0.7071, 0.7071),
+    prototype ((1, 1) + 2 (0.7071, 0.7071)) / 4 = (0.6036, 0.6036); class b (1, 0) -> text (1, 0),
+    prototype ((1, 0) + 2 (1, 0)) / 3 = (1, 0). Item blocks are equal, so only the joint block (a = 1)
+    decides: query joint (0, 1) -> squared distances 0.6036^2 + 0.3964^2 = 0.52148 (a), 2 (b)."""
+    from fewmm.methods.mahalanobis_text import MahalanobisTextPrior
+
+    sup = np.array([[1, 0, 1, 0], [1, 0, 0, 1], [1, 0, 1, 0]], np.float32)
+    m = MahalanobisTextPrior(class_text="support-means", joint_dim=2, joint_weight=1.0, text_weight=2.0).fit(sup, ["a", "a", "b"])
+    r = np.sqrt(0.5)
+    np.testing.assert_allclose(m.text_.numpy(), [[r, r], [1, 0]], rtol=1e-6)
+    np.testing.assert_allclose(m.joint_prototypes_.numpy(), [[(1 + 2 * r) / 4] * 2, [1, 0]], rtol=1e-6)
+    q = np.array([[1, 0, 0, 1]], np.float32)
+    p = m.predict_proba(q)
+    assert p.dtype == np.float32
+    d_a = ((1 + 2 * r) / 4) ** 2 + (1 - (1 + 2 * r) / 4) ** 2
+    np.testing.assert_allclose(p[0], np.exp([-d_a, -2.0]) / np.exp([-d_a, -2.0]).sum(), rtol=1e-5)
+    with pytest.raises(FeatureError, match="class_text must be a mapping"):
+        MahalanobisTextPrior(class_text="other", joint_dim=2).fit(sup, ["a", "a", "b"])
+
+
+def test_mahalanobis_text_registry_help():
+    """register_into gives the registry its help line (mutants of the text)."""
+    from fewmm.methods.mahalanobis_text import register_into
+    from fewmm.registry import Registry
+
+    reg = Registry("method")
+    register_into(reg)
+    assert reg.help("mahalanobis-text") == ("Mahalanobis prototypes (base-class covariance) + class-text prior in a joint space; "
+                                            "needs class_text, joint_dim and fit_base(base_features, base_labels)")
+
+
+def test_mahalanobis_text_whitening_bit_for_bit():
+    """S^(-1/2) of random base items equals a float64 numpy computation of the documented formula,
+    rounded to float32, bit for bit (mutant: a float32 identity in S, which rounds the shrinkage term
+    to float32 because a 0-d float64 tensor does not promote a float32 matrix: 15 of the 36 entries
+    change here, measured)."""
+    from fewmm.methods.base import l2_normalize
+    from fewmm.methods.mahalanobis_text import MahalanobisTextPrior
+
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(40, 6, generator=g), np.arange(40) % 4
+    m = MahalanobisTextPrior(shrinkage=0.5).fit_base(x, y)
+    u = l2_normalize(x).double().numpy()
+    r = u - np.stack([u[y == c].mean(0) for c in range(4)])[y]
+    c = r.T @ r / len(u)
+    s = 0.5 * c + 0.5 * np.trace(c) / 6 * np.eye(6)
+    ev, v = np.linalg.eigh(s)
+    want = ((v / np.sqrt(ev)) @ v.T).astype(np.float32)
+    assert np.array_equal(m.whitening_.numpy(), want)
+    assert np.array_equal(m.base_mean_.numpy(), u.mean(0).astype(np.float32))

@@ -411,7 +411,7 @@ class FewShotMethod(ClassifierMixin, BaseEstimator):
             Before ``fit``.
         """
         self._check_fitted()
-        y = check_labels(y, len(y) if hasattr(y, "__len__") else -1, "query_labels")
+        y = check_labels(y, None, "query_labels")  # any length here: scikit-learn compares it with X
         check_query_classes(y, self.classes_)
         return super().score(X, y, sample_weight=sample_weight)
 
