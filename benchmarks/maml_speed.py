@@ -669,10 +669,12 @@ def main(argv=None):
         if not args.methods:
             ap.error("--head gmu leaves no method: gram and floor apply to the mlp head only; add functional, vmap "
                      "or l2l to --methods (or use --head mlp)")
-    for k in ("dim", "hidden", "way", "shot", "query", "meta_batch", "repeats", "train_steps", "train_inner_steps",
+    for k in ("dim", "hidden", "way", "shot", "query", "meta_batch", "repeats", "train_inner_steps",
               "eval_episodes", "threads"):
         if getattr(args, k) < 1:
             ap.error(f"--{k.replace('_', '-')} must be >= 1, got {getattr(args, k)}")
+    if args.train_steps < 0:  # 0 skips the accuracy run (the README's and gpu_check.sh's commands)
+        ap.error(f"--train-steps must be >= 0 (0 skips the accuracy run), got {args.train_steps}")
     if not args.inner_steps or min(args.inner_steps) < 1:
         ap.error(f"--inner-steps must be positive integers (comma-separated), got {args.inner_steps}")
     if not args.methods:

@@ -48,7 +48,7 @@ def _exits(fn, argv, capsys):
     (["--eval-episodes", "0"], "--eval-episodes must be >= 1, got 0"),
     (["--inner-steps", "0"], "--inner-steps must be positive integers (comma-separated), got [0]"),
     (["--inner-steps", "1,-2"], "--inner-steps must be positive integers"),
-    (["--train-steps", "0"], "--train-steps must be >= 1, got 0"),
+    (["--train-steps", "-1"], "--train-steps must be >= 0 (0 skips the accuracy run), got -1"),
 ])
 def test_maml_speed_bad_arguments(maml_speed, capsys, argv, message):
     assert message in _exits(maml_speed.main, argv, capsys)
