@@ -652,11 +652,12 @@ def run_module(name: str, workdir: Path, jobs: int, mutmut: str) -> dict:
     # selection script and results/transfer-goal-selection.json); mutmut copies them on into mutants/ (also_copy)
     for extra_dir in ("benchmarks", "results"):
         shutil.copytree(REPO / extra_dir, wd / extra_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO / "README.md", wd / "README.md")  # test_sklearn runs the README's scikit-learn section as written
     cfg = [
         "[tool.mutmut]",
         'source_paths = ["fewmm"]',
         f"only_mutate = {json.dumps(mutate)}",
-        'also_copy = ["benchmarks", "results"]',
+        'also_copy = ["benchmarks", "results", "README.md"]',
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-q', '-m', 'not slow', *extra])}",
         'process_isolation = "fork"',
