@@ -555,6 +555,9 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ('meta_trained_methods', 'return [n for n in METHODS.names() if getattr(METHODS.get(n), "needs_base_labels", False)]',
      'return [n for n in METHODS.names() if getattr(METHODS.get(n), "needs_base_labels", None)]'):
         'The default is only tested for truth in the filter; None is falsy like False: the same list.',
+    ('joint_block_methods', 'return [n for n in METHODS.names() if getattr(METHODS.get(n), "needs_joint_block", False)]',
+     'return [n for n in METHODS.names() if getattr(METHODS.get(n), "needs_joint_block", None)]'):
+        'The default is only tested for truth in the filter; None is falsy like False: the same list.',
 }
 
 
