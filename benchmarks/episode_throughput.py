@@ -211,8 +211,15 @@ def run_l2l(taskset, n_tasks: int, n_way: int, n_shot: int, n_query: int, seed: 
 
 
 # ----------------------------------------------------------------------------- (d) gather
-def make_gather(feats, episodes: Episodes, chunk_size: int):
-    """The same index_select of the same rows into preallocated buffers, nothing else."""
+def make_gather(feats, episodes: Episodes, chunk_size: int, product: bool = False):
+    """(d) The same index_select of the same rows into preallocated buffers, nothing else.
+
+    ``product=True``: (e) the unfused floor: the same gather plus the one batched product that any
+    euclidean ProtoNet scoring must do, ``bmm(query, prototypes^T)`` into a preallocated output
+    (1-shot: the prototypes are the support rows; K-shot: their mean), and nothing else (no norms,
+    no argmax, no checks). What stock, unfused torch ops cost at least; only a fused kernel
+    (``compile=True``) can go below it. It returns the last chunk's products (a view; for tests).
+    """
     e, n, k = episodes.support.shape
     q = episodes.query.shape[2]
     d = feats.shape[1]
@@ -221,48 +228,23 @@ def make_gather(feats, episodes: Episodes, chunk_size: int):
     c = max(1, min(chunk_size, e))
     sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, device=feats.device)
     qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=feats.device)
+    out = torch.empty((c, n * q, n), dtype=feats.dtype, device=feats.device) if product else None
 
     def gather():
-        for s in range(0, e, c):
-            m = min(c, e - s)
-            torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=sup_buf[: m * n * k])
-            torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=qry_buf[: m * n * q])
-        if feats.device.type == "cuda":
-            torch.cuda.synchronize()
-        return None
-
-    return gather
-
-
-def make_gather_product(feats, episodes: Episodes, chunk_size: int):
-    """(e) the unfused floor: the gather of (d) plus the one batched product that any euclidean
-    ProtoNet scoring must do, ``bmm(query, prototypes^T)`` into a preallocated output (1-shot: the
-    prototypes are the support rows; K-shot: their mean), and nothing else (no norms, no argmax,
-    no checks). What stock, unfused torch ops cost at least; only a fused kernel (``compile=True``)
-    can go below it."""
-    e, n, k = episodes.support.shape
-    q = episodes.query.shape[2]
-    d = feats.shape[1]
-    sup_idx = torch.as_tensor(episodes.support.reshape(e, -1), device=feats.device)
-    qry_idx = torch.as_tensor(episodes.query.reshape(e, -1), device=feats.device)
-    c = max(1, min(chunk_size, e))
-    sup_buf = torch.empty((c * n * k, d), dtype=feats.dtype, device=feats.device)
-    qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=feats.device)
-    out = torch.empty((c, n * q, n), dtype=feats.dtype, device=feats.device)
-
-    def gather_product():
+        m = 0
         with torch.inference_mode():
             for s in range(0, e, c):
                 m = min(c, e - s)
-                sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=sup_buf[: m * n * k]).view(m, n, k, d)
-                qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=qry_buf[: m * n * q]).view(m, n * q, d)
-                protos = sup.view(m, n, d) if k == 1 else sup.mean(dim=2)
-                torch.bmm(qry, protos.transpose(1, 2), out=out[:m])
+                sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=sup_buf[: m * n * k])
+                qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=qry_buf[: m * n * q])
+                if product:
+                    protos = sup.view(m, n, d) if k == 1 else sup.view(m, n, k, d).mean(dim=2)
+                    torch.bmm(qry.view(m, n * q, d), protos.transpose(1, 2), out=out[:m])
         if feats.device.type == "cuda":
             torch.cuda.synchronize()
-        return out[:m]  # the last chunk's products (a view; for tests)
+        return out[:m] if product else None
 
-    return gather_product
+    return gather
 
 
 # ----------------------------------------------------------------------------- report
@@ -385,7 +367,7 @@ def main(argv=None) -> dict:
     # alternately (a, d, a, d, ...) so that both see the same machine load; plus both with
     # chunks of 1000 episodes for reference.
     paths = {"fewmm": lambda: run_fewmm(feats, episodes, a.chunk_size), "gather": make_gather(feats, episodes, chunk),
-             "gather+product": make_gather_product(feats, episodes, chunk)}
+             "gather+product": make_gather(feats, episodes, chunk, product=True)}
     results["fewmm-compiled"] = None
     if not a.no_compile:
         # (a') the same evaluation with compile=True: one kernel fused by torch.compile per chunk.

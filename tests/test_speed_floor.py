@@ -85,7 +85,7 @@ def test_unfused_floor_path_computes_the_protonet_products(shot):
     feats = torch.randn(60, 16, generator=g)
     labels = np.repeat(np.arange(6), 10)
     eps = sample_episodes(labels, 3, shot, 4, 7, seed=0)
-    fn = et.make_gather_product(feats, eps, 3)
+    fn = et.make_gather(feats, eps, 3, product=True)
     last = fn()  # the last chunk: episode 6 alone (chunks 0-2, 3-5, 6)
     s_rows = feats[torch.as_tensor(eps.support[6])]  # (3, shot, 16)
     q_rows = feats[torch.as_tensor(eps.query[6].reshape(-1))]  # (12, 16)
