@@ -53,6 +53,24 @@ def test_euclidean_protonet_equals_reference_for_any_chunk(shots, chunk):
     assert isinstance(again, np.ndarray) and np.array_equal(again, acc)
 
 
+@pytest.mark.parametrize("shots", [1, 4])
+def test_protonet_blocks_span_chunks_and_a_partial_last_block(monkeypatch, shots):
+    """The fast path's norms, logits, finiteness check and arg-max run per block of chunks:
+    blocks of 9 episodes (chunks of 3, block size 10 rounded down to whole chunks) over 47
+    episodes, the last block partial, give the reference's predictions."""
+    monkeypatch.setattr(EV, "PROTONET_BLOCK_EPISODES", 10)
+    x, y = table(seed=11)
+    ep = sample_episodes(y, 5, shots, 3, 47, seed=shots)
+    seen = []
+    real = EV.check_finite_scores
+    monkeypatch.setattr(EV, "check_finite_scores", lambda s, m, f=None: seen.append(s.shape[0]) or real(s, m, f))
+    acc, pred = evaluate_episodes(M.create("protonet"), x, ep, chunk_size=3, return_predictions=True)
+    assert seen == [9, 9, 9, 9, 9, 2]
+    ref = ref_protonet_predictions(x, ep)
+    assert np.array_equal(pred, ref) and 0 < acc.mean() < 1
+    assert np.array_equal(acc, evaluate_episodes(M.create("protonet"), x, ep, chunk_size=47))
+
+
 def test_numpy_and_float64_input_and_explicit_device():
     x, y = table(seed=1)
     ep = sample_episodes(y, 4, 2, 2, 10, seed=0)
