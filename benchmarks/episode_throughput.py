@@ -74,7 +74,7 @@ for _p in (REPO, REPO / "benchmarks"):  # run from a checkout without installing
 from fewmm.episodes import Episodes, sample_episodes  # noqa: E402
 from fewmm.evaluate import evaluate_episodes, resolve_chunk_size  # noqa: E402
 from fewmm.methods.protonet import ProtoNet  # noqa: E402
-from interleaved import fmt_ratio, machine_state, ratio_stats, run_interleaved, strip_last, verdict  # noqa: E402
+from interleaved import fmt_ratio, machine_state, pool_ratio_stats, ratio_stats, run_interleaved, strip_last, verdict  # noqa: E402
 
 L2L_INSTALL_HINT = "PYTHON=.venv/bin/python scripts/install_learn2learn.sh  (pip install learn2learn fails on Python 3.11)"
 
@@ -248,6 +248,72 @@ def make_gather(feats, episodes: Episodes, chunk_size: int, product: bool = Fals
 
 
 # ----------------------------------------------------------------------------- report
+#: The issue's targets: ratio name -> (target, at_least).
+TARGETS = {"fewmm_over_l2l": (20.0, True), "fewmm_time_over_gather_time": (2.0, False),
+           "fewmm_compiled_time_over_gather_time": (2.0, False), "fewmm_compiled_over_l2l": (20.0, True)}
+
+
+def with_verdicts(stable: dict) -> dict:
+    return {k: {**v, **({"verdict": verdict(v, *TARGETS[k])} if k in TARGETS else {})} for k, v in stable.items()}
+
+
+def print_stable(stable: dict, over: str) -> None:
+    print(f"stable ratios (median over {over} [25th-75th percentile]):")
+    for k, v in stable.items():
+        vd = v.get("verdict")
+        print(f"  {k:<40} {fmt_ratio(v)}" + (f"   target {vd['target']}: {vd['verdict']}{'' if vd['stable'] else ' (not stable)'}" if vd else ""))
+
+
+def _without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` without the options ``names`` and their values (``--opt V`` or ``--opt=V``)."""
+    out, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x in names:
+            skip = True
+        elif not any(x.startswith(n + "=") for n in names):
+            out.append(x)
+    return out
+
+
+def run_processes(a, argv) -> dict:
+    """``--processes K``: the whole benchmark K times, each in a fresh Python process, one after
+    another; the stable ratios pool the interleaved rounds of all K (each process's own median is
+    kept under ``per_run_median``), the tables are the first process's. Differences between
+    processes (memory placement of the table and buffers, the day's background load) are larger
+    here than those between the rounds of one process, so a verdict that holds over K processes
+    is the one to expect on another day."""
+    import tempfile
+
+    base = _without_options(list(sys.argv[1:] if argv is None else argv), ("--processes", "--json"))
+    parts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(a.processes):
+            out = Path(tmp) / f"process{i}.json"
+            print(f"== process {i + 1} of {a.processes}", flush=True)
+            subprocess.run([sys.executable, str(Path(__file__).resolve()), *base, "--processes", "1", "--json", str(out)], check=True)
+            parts.append(json.loads(out.read_text()))
+    results = parts[0]
+    results["config"]["processes"] = a.processes
+    results["config"]["json"] = a.json
+    per_process = [{"loadavg_before": p.get("loadavg_before"),
+                    "medians": {k: v["median"] for k, v in p["stable_ratios"].items()}} for p in parts]
+    results["stable_ratios"] = with_verdicts({k: pool_ratio_stats([p["stable_ratios"][k] for p in parts])
+                                              for k in parts[0]["stable_ratios"]})
+    results["processes"] = per_process
+    print(f"== pooled over {a.processes} processes")
+    print_stable(results["stable_ratios"], f"all rounds of {a.processes} fresh processes")
+    for k, v in results["stable_ratios"].items():
+        print(f"    {k:<38} per-process medians: {', '.join(f'{m:.2f}' for m in v['per_run_median'])}")
+    if a.json:
+        out = Path(a.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+        print(f"wrote {out}")
+    return results
+
+
 def mean_ci(acc) -> tuple[float, float]:
     acc = np.asarray(acc, dtype=np.float64)
     return float(acc.mean()), float(1.96 * acc.std(ddof=1) / math.sqrt(acc.size)) if acc.size > 1 else 0.0
@@ -307,11 +373,14 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", help="torch device of the feature table, fewmm and the gather (default cpu; "
                    "learn2learn and the loop then run there too where they can)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--processes", type=int, default=1,
+                   help="run the whole benchmark in this many fresh processes, one after another, and pool their rounds "
+                        "for the stable ratios (default 1; the tables are the first process's)")
     p.add_argument("--no-compile", action="store_true", help="skip the compile=True path (torch.compile; needs a C++ compiler)")
     p.add_argument("--no-l2l", action="store_true", help="skip learn2learn even if it imports")
     p.add_argument("--json", default=None, metavar="OUT", help="write the measured numbers + environment here")
     a = p.parse_args(argv)
-    for k in ("ways", "shots", "queries", "episodes", "loop_episodes", "l2l_episodes", "repeats", "threads"):
+    for k in ("ways", "shots", "queries", "episodes", "loop_episodes", "l2l_episodes", "repeats", "threads", "processes"):
         if getattr(a, k) < 1:
             p.error(f"--{k.replace('_', '-')} must be >= 1, got {getattr(a, k)}")
     if a.chunk_size is not None and a.chunk_size < 1:  # resolve_chunk_size would clamp it to 1 silently
@@ -321,6 +390,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     a = parse_args(argv)
+    if a.processes > 1:
+        return run_processes(a, argv)
     torch.set_num_threads(a.threads)
     np.random.seed(a.seed)
 
@@ -459,16 +530,13 @@ def main(argv=None) -> dict:
         stable["fewmm_over_l2l"] = ratio_stats(runs, "fewmm", "l2l", scale=E / n_l2l)
     if "fewmm-compiled" in outs:
         stable["fewmm_compiled_time_over_gather_time"] = ratio_stats(runs, "gather", "fewmm-compiled")
+        if "l2l" in outs:
+            stable["fewmm_compiled_over_l2l"] = ratio_stats(runs, "fewmm-compiled", "l2l", scale=E / n_l2l)
     if "fewmm@1000" in outs:
         stable["fewmm_time_over_gather1000_time"] = ratio_stats(runs, "gather@1000", "fewmm")
-    targets = {"fewmm_over_l2l": (20.0, True), "fewmm_time_over_gather_time": (2.0, False),
-               "fewmm_compiled_time_over_gather_time": (2.0, False)}
-    results["stable_ratios"] = {k: {**v, **({"verdict": verdict(v, *targets[k])} if k in targets else {})} for k, v in stable.items()}
+    results["stable_ratios"] = with_verdicts(stable)
     results["machine"] = machine_state()
-    print("stable ratios (median over the interleaved rounds [25th-75th percentile]):")
-    for k, v in results["stable_ratios"].items():
-        vd = v.get("verdict")
-        print(f"  {k:<40} {fmt_ratio(v)}" + (f"   target {vd['target']}: {vd['verdict']}{'' if vd['stable'] else ' (not stable)'}" if vd else ""))
+    print_stable(results["stable_ratios"], "the interleaved rounds")
 
     def ratios_by(key):
         rr = {"fewmm_over_loop": results["fewmm"][key] / results["loop"][key],

@@ -112,10 +112,34 @@ def ratio_stats(runs: dict, fast: str, slow: str, key: str = "wall_s", scale: fl
     """
     a = np.asarray(runs["paths"][fast][key], dtype=float)
     b = np.asarray(runs["paths"][slow][key], dtype=float)
-    r = scale * b / a
-    return {"fast": fast, "slow": slow, "key": key, "median": float(np.median(r)), "min": float(r.min()),
-            "q25": float(np.percentile(r, 25)), "q75": float(np.percentile(r, 75)), "max": float(r.max()),
-            "per_round": [float(x) for x in r]}
+    return _stats(scale * b / a, fast=fast, slow=slow, key=key)
+
+
+def _stats(r, **names) -> dict:
+    r = np.asarray(r, dtype=float)
+    return {**names, "median": float(np.median(r)), "min": float(r.min()), "q25": float(np.percentile(r, 25)),
+            "q75": float(np.percentile(r, 75)), "max": float(r.max()), "per_round": [float(x) for x in r]}
+
+
+def pool_ratio_stats(parts: list[dict]) -> dict:
+    """One :func:`ratio_stats` result from several runs of the same pair (e.g. one per fresh
+    process): the per-round ratios of all of them together, their median and spread, and each
+    run's own median under ``"per_run_median"``.
+
+    Raises
+    ------
+    ValueError
+        No part, or parts of different pairs (``fast``/``slow``/``key`` differ).
+    """
+    if not parts:
+        raise ValueError("pool_ratio_stats: no ratio_stats results to pool")
+    names = {k: parts[0].get(k) for k in ("fast", "slow", "key")}
+    for p in parts[1:]:
+        if {k: p.get(k) for k in names} != names:
+            raise ValueError(f"pool_ratio_stats: parts compare different pairs: {names} vs {({k: p.get(k) for k in names})}")
+    out = _stats([x for p in parts for x in p["per_round"]], **names)
+    out["per_run_median"] = [float(p["median"]) for p in parts]
+    return out
 
 
 def verdict(stats: dict, target: float, at_least: bool = True) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from interleaved import fmt_ratio, machine_state, ratio_stats, run_interleaved, verdict  # noqa: E402
+from interleaved import fmt_ratio, machine_state, pool_ratio_stats, ratio_stats, run_interleaved, verdict  # noqa: E402
 
 
 def test_rounds_alternate_order_and_record_everything():
@@ -36,3 +36,20 @@ def test_ratio_stats_and_verdict_hand_computed():
     assert fmt_ratio(st) == "2.75x [2.12-3.25]"
     m = machine_state()
     assert m["torch_threads"] >= 1 and m["cpu_count"] >= 1 and len(m["loadavg_1_5_15"]) == 3
+
+
+def test_pool_ratio_stats_pools_the_rounds_of_several_runs():
+    """Two runs of one pair (rounds 1, 2, 3 and 4, 5): the pooled median and quartiles are those
+    of all five rounds (numpy's linear percentiles: q25 of 1..5 is 2, q75 is 4), each run's own
+    median is kept."""
+    a = {"fast": "f", "slow": "s", "key": "wall_s", "median": 2.0, "per_round": [1.0, 2.0, 3.0]}
+    b = {"fast": "f", "slow": "s", "key": "wall_s", "median": 4.5, "per_round": [5.0, 4.0]}
+    p = pool_ratio_stats([a, b])
+    assert (p["median"], p["q25"], p["q75"], p["min"], p["max"]) == (3.0, 2.0, 4.0, 1.0, 5.0)
+    assert p["per_round"] == [1.0, 2.0, 3.0, 5.0, 4.0] and p["per_run_median"] == [2.0, 4.5]
+    assert (p["fast"], p["slow"], p["key"]) == ("f", "s", "wall_s")
+    assert verdict(p, 2.0, at_least=False) == {"target": "<= 2", "verdict": "missed", "stable": False}
+    with pytest.raises(ValueError, match="different pairs"):
+        pool_ratio_stats([a, {**b, "slow": "other"}])
+    with pytest.raises(ValueError, match="no ratio_stats"):
+        pool_ratio_stats([])

@@ -92,3 +92,28 @@ def test_unfused_floor_path_computes_the_protonet_products(shot):
     want = q_rows @ s_rows.mean(dim=1).T
     assert last.shape == (1, 12, 3)
     torch.testing.assert_close(last[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_processes_option_strips_its_own_and_the_json_option():
+    argv = ["--synthetic", "--json", "out.json", "--processes=3", "--threads", "1", "--processes", "2", "--json=x"]
+    assert et._without_options(argv, ("--processes", "--json")) == ["--synthetic", "--threads", "1"]
+
+
+def test_processes_pool_the_rounds_of_fresh_processes(tmp_path):
+    """``--processes 2``: two fresh processes, their rounds pooled (2 x 2 per ratio), each one's
+    median kept, verdicts from the pooled figure; the speed report then names the processes."""
+    import json
+
+    from fewmm.bench.speed_report import throughput_md
+
+    out = tmp_path / "tp.json"
+    res = et.main(["--synthetic", "--threads", "1", "--repeats", "2", "--episodes", "10", "--no-l2l", "--no-compile",
+                   "--loop-episodes", "2", "--no-1000", "--processes", "2", "--json", str(out)])
+    assert json.loads(out.read_text())["config"]["processes"] == 2 and len(res["processes"]) == 2
+    st = res["stable_ratios"]["fewmm_time_over_gather_time"]
+    assert len(st["per_round"]) == 4 and len(st["per_run_median"]) == 2
+    assert st["per_run_median"] == [p["medians"]["fewmm_time_over_gather_time"] for p in res["processes"]]
+    assert st["median"] == pytest.approx(float(np.median(st["per_round"])))
+    assert st["verdict"] == et.verdict(st, 2.0, at_least=False)
+    md = throughput_md(res, "tp.json")
+    assert "2 fresh processes" in md and "{" + ", ".join(f"{m:.2f}" for m in st["per_run_median"]) + "}" in md
