@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=HelpFormatter)
     p.add_argument("--throughput", nargs="+", default=["results/episode_throughput.json", "results/episode_throughput_1thread.json"],
                    help="episode throughput JSON files (benchmarks/episode_throughput.py)")
-    p.add_argument("--maml", nargs="+", default=["results/maml_speed.json", "results/maml_speed_gmu.json"],
+    p.add_argument("--maml", nargs="+", default=["results/maml_speed.json", "results/maml_speed_2thread.json", "results/maml_speed_gmu.json"],
                    help="MAML speed JSON files (benchmarks/maml_speed.py; --head gmu for the second)")
     p.add_argument("--extraction", default="results/extraction_speed.json", help="extraction JSON (benchmarks/extraction_speed.py)")
     p.add_argument("--latency", default="results/adapter_latency.json", help="adapter latency JSON (benchmarks/adapter_latency.py)")
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 DEFAULTS = {"throughput": ["results/episode_throughput.json", "results/episode_throughput_1thread.json"],
-            "maml": ["results/maml_speed.json", "results/maml_speed_gmu.json"], "latency": "results/adapter_latency.json",
+            "maml": ["results/maml_speed.json", "results/maml_speed_2thread.json", "results/maml_speed_gmu.json"], "latency": "results/adapter_latency.json",
             "extraction": "results/extraction_speed.json",
             "train_speed": "results/protonet_train_speed.json", "maml_memory": "results/maml_conv4_memory.json"}
 
