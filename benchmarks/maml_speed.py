@@ -304,6 +304,14 @@ def make_method(name, head, args, steps, first_order, outer_lr=None):
     return FewmmMethod(head, args.inner_lr, steps, first_order, lr, name)
 
 
+def timed_batch_items(labels, base, args) -> dict:
+    """Item slots of the timed meta-batch (tasks x (support + query)) and how many distinct items fill
+    them: items shared by several tasks are where a path could save first-layer work."""
+    eps = sample_episodes(labels, args.way, args.shot, args.query, n_episodes=args.meta_batch, seed=args.seed, classes=base)
+    idx = np.concatenate([np.asarray(eps.support).ravel(), np.asarray(eps.query).ravel()])
+    return {"slots": int(idx.size), "distinct_items": int(np.unique(idx).size)}
+
+
 def first_batch(feats, labels, base, args):
     eps = sample_episodes(labels, args.way, args.shot, args.query, n_episodes=args.meta_batch, seed=args.seed, classes=base)
     return episode_tensors(feats, eps.support, eps.query)
@@ -711,6 +719,7 @@ def main(argv=None):
                    "round, with its 25th-75th percentiles; ratios are the stable figures, steps/s are absolute numbers of this machine "
                    "at this load"),
         "speed": speed(args, feats, labels, base, methods),
+        "timed_batch": timed_batch_items(labels, base, args),
     }
     if args.memory:
         result["tensor_memory_method"] = ("torch.profiler(profile_memory=True) over one meta-step: peak of live CPU tensor bytes "

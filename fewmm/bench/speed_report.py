@@ -105,8 +105,14 @@ def maml_md(d: dict, name: str) -> str:
              "Meta-gradient: largest |difference| to learn2learn's, relative to its largest |value|."
              + (" Ceiling: time(learn2learn) / time(floor), where the floor is the two matrix products every exact meta-step of this "
                 "head must do (the first layer's forward over all support and query items and its weight gradient), timed alone in the "
-                "same rounds: no exact MAML can beat learn2learn by more on this machine; a target above it is marked infeasible."
-                if floor else ""), ""]
+                "same rounds: no exact MAML that computes them per (task, item) slot can beat learn2learn by more on this machine; "
+                "a target above it is marked infeasible."
+                if floor else "")
+             + (f" The timed meta-batch fills {d['timed_batch']['slots']} item slots with {d['timed_batch']['distinct_items']} distinct "
+                "items: a path that ran the first layer once per distinct item (none here does; the MAML API takes gathered "
+                f"tensors, not item indices) would do at most {d['timed_batch']['slots'] / d['timed_batch']['distinct_items']:.2f}x "
+                "less of the floor's work, which bounds how far the ceiling could move."
+                if floor and d.get("timed_batch") else ""), ""]
     lines.append("| inner steps | order | learn2learn steps/s (tensor peak MiB) | " + " | ".join(f"{x}: x l2l, verdict (tensor peak MiB; meta-grad rel. diff.)" for x in methods)
                  + (" | ceiling: floor x l2l |" if floor else " |"))
     lines.append("|---|---|---|" + "---|" * len(methods) + ("---|" if floor else ""))
