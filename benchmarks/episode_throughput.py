@@ -292,7 +292,10 @@ def run_processes(a, argv) -> dict:
         for i in range(a.processes):
             out = Path(tmp) / f"process{i}.json"
             print(f"== process {i + 1} of {a.processes}", flush=True)
-            subprocess.run([sys.executable, str(Path(__file__).resolve()), *base, "--processes", "1", "--json", str(out)], check=True)
+            rc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *base, "--processes", "1", "--json", str(out)]).returncode
+            if rc != 0:  # its own message is printed above
+                raise SystemExit(f"episode_throughput.py: error: process {i + 1} of {a.processes} failed (exit status {rc}); "
+                                 "nothing was written")
             parts.append(json.loads(out.read_text()))
     results = parts[0]
     results["config"]["processes"] = a.processes
