@@ -74,7 +74,7 @@ for _p in (REPO, REPO / "benchmarks"):  # run from a checkout without installing
 from fewmm.episodes import Episodes, sample_episodes  # noqa: E402
 from fewmm.evaluate import evaluate_episodes, resolve_chunk_size  # noqa: E402
 from fewmm.methods.protonet import ProtoNet  # noqa: E402
-from interleaved import fmt_ratio, machine_state, pool_ratio_stats, ratio_stats, run_interleaved, strip_last, verdict  # noqa: E402
+from interleaved import fmt_ratio, json_path_problem, machine_state, pool_ratio_stats, ratio_stats, run_interleaved, strip_last, verdict  # noqa: E402
 
 L2L_INSTALL_HINT = "PYTHON=.venv/bin/python scripts/install_learn2learn.sh  (pip install learn2learn fails on Python 3.11)"
 
@@ -264,6 +264,15 @@ def print_stable(stable: dict, over: str) -> None:
         print(f"  {k:<40} {fmt_ratio(v)}" + (f"   target {vd['target']}: {vd['verdict']}{'' if vd['stable'] else ' (not stable)'}" if vd else ""))
 
 
+def write_json(results: dict, path: str | None) -> None:
+    """Write ``results`` to ``path`` (None: nothing), creating its folder."""
+    if path:
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+        print(f"wrote {out}")
+
+
 def _without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
     """``argv`` without the options ``names`` and their values (``--opt V`` or ``--opt=V``)."""
     out, skip = [], False
@@ -309,11 +318,7 @@ def run_processes(a, argv) -> dict:
     print_stable(results["stable_ratios"], f"all rounds of {a.processes} fresh processes")
     for k, v in results["stable_ratios"].items():
         print(f"    {k:<38} per-process medians: {', '.join(f'{m:.2f}' for m in v['per_run_median'])}")
-    if a.json:
-        out = Path(a.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2, default=float) + "\n")
-        print(f"wrote {out}")
+    write_json(results, a.json)
     return results
 
 
@@ -386,6 +391,9 @@ def parse_args(argv=None):
     for k in ("ways", "shots", "queries", "episodes", "loop_episodes", "l2l_episodes", "repeats", "threads", "processes"):
         if getattr(a, k) < 1:
             p.error(f"--{k.replace('_', '-')} must be >= 1, got {getattr(a, k)}")
+    why = json_path_problem(a.json)  # before any timing: a run must not be lost to an unwritable path at its end
+    if why:
+        p.error(why)
     if a.chunk_size is not None and a.chunk_size < 1:  # resolve_chunk_size would clamp it to 1 silently
         p.error(f"--chunk-size must be >= 1 episodes (or left out for fewmm's own choice), got {a.chunk_size}")
     return a
@@ -580,11 +588,7 @@ def main(argv=None) -> dict:
               f"{ratios['fewmm_time_over_gather1000_time']:.2f} [{ratios_cpu['fewmm_time_over_gather1000_time']:.2f}]")
 
     results["environment"] = environment(a.threads)
-    if a.json:
-        out = Path(a.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2, default=float) + "\n")
-        print(f"wrote {out}")
+    write_json(results, a.json)
     return results
 
 

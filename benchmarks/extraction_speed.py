@@ -42,7 +42,7 @@ for _p in (REPO, REPO / "benchmarks"):  # run from a checkout without installing
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from interleaved import fmt_ratio, machine_state, ratio_stats, run_interleaved, strip_last, verdict  # noqa: E402
+from interleaved import fmt_ratio, json_path_problem, machine_state, ratio_stats, run_interleaved, strip_last, verdict  # noqa: E402
 
 #: encoder -> (data set, items by default)
 DEFAULTS = {
@@ -119,6 +119,9 @@ def main(argv=None) -> dict:
     bad = [e for e in a.encoders if e not in DEFAULTS]
     if bad:
         ap.error(f"unknown --encoders {bad}; known: {','.join(DEFAULTS)}")
+    why = json_path_problem(a.json)  # before any timing
+    if why:
+        ap.error(why)
     torch.set_num_threads(a.threads)
     rows = []
     out = {"benchmark": "extraction_speed", "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),

@@ -157,6 +157,27 @@ def fmt_ratio(stats: dict, digits: int = 2) -> str:
     return f"{stats['median']:.{digits}f}x [{stats['q25']:.{digits}f}-{stats['q75']:.{digits}f}]"
 
 
+def json_path_problem(path: str | None) -> str | None:
+    """Why a benchmark could not write its JSON to ``path`` (None when it can, or no path): checked
+    before any timing, so a long run is not lost at its end. Creates the folder and a probe file
+    there (removed again)."""
+    import tempfile
+    from pathlib import Path
+
+    if not path:
+        return None
+    out = Path(path).expanduser()
+    if out.is_dir():
+        return f"--json {path}: is a folder; expected a file path"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".probe-"):
+            pass
+    except OSError as e:
+        return f"--json {path}: cannot write in {out.parent} ({e.strerror or e})"
+    return None
+
+
 def strip_last(runs: dict) -> dict:
     """``runs`` without the callables' return values (for JSON)."""
     return {**runs, "paths": {n: {k: v for k, v in p.items() if k != "last"} for n, p in runs["paths"].items()}}

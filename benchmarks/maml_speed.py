@@ -106,7 +106,7 @@ for _p in (REPO, REPO / "benchmarks"):  # run from a checkout without installing
 
 from fewmm.episodes import sample_episodes  # noqa: E402
 from fewmm.meta import MAML, MAMLClassifier, episode_tensors  # noqa: E402
-from interleaved import fmt_ratio, machine_state, ratio_stats, run_interleaved, verdict  # noqa: E402
+from interleaved import fmt_ratio, json_path_problem, machine_state, ratio_stats, run_interleaved, verdict  # noqa: E402
 
 L2L_INSTALL_HINT = "PYTHON=.venv/bin/python scripts/install_learn2learn.sh  (pip install learn2learn fails on Python 3.11)"
 ALL_METHODS = ("l2l", "gram", "functional", "vmap", "floor")
@@ -687,6 +687,9 @@ def main(argv=None):
         ap.error(f"--inner-steps must be positive integers (comma-separated), got {args.inner_steps}")
     if not args.methods:
         ap.error("--methods is empty")
+    why = json_path_problem(args.json)  # before any timing
+    if why:
+        ap.error(why)
     if args._probe:
         return memory_probe(args)
     args.memory = not args.no_memory

@@ -49,6 +49,7 @@ def _exits(fn, argv, capsys):
     (["--inner-steps", "0"], "--inner-steps must be positive integers (comma-separated), got [0]"),
     (["--inner-steps", "1,-2"], "--inner-steps must be positive integers"),
     (["--train-steps", "-1"], "--train-steps must be >= 0 (0 skips the accuracy run), got -1"),
+    (["--json", "/proc/fewmm-x.json"], "--json /proc/fewmm-x.json: cannot write in /proc"),
 ])
 def test_maml_speed_bad_arguments(maml_speed, capsys, argv, message):
     assert message in _exits(maml_speed.main, argv, capsys)
@@ -61,6 +62,8 @@ def test_maml_speed_bad_arguments(maml_speed, capsys, argv, message):
     (["--episodes", "0"], "--episodes must be >= 1, got 0"),
     (["--repeats", "0"], "--repeats must be >= 1, got 0"),
     (["--processes", "0"], "--processes must be >= 1, got 0"),
+    (["--json", "/proc/fewmm-x.json"], "--json /proc/fewmm-x.json: cannot write in /proc"),
+    (["--json", "/tmp"], "--json /tmp: is a folder; expected a file path"),
     (["--synthetic", "--ways", "1000", "--no-l2l", "--no-compile", "--processes", "2"],
      "episode_throughput.py: error: process 1 of 2 failed (exit status 1); nothing was written"),
     (["--synthetic", "--ways", "1000", "--no-l2l", "--no-compile"],
