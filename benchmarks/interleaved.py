@@ -178,6 +178,22 @@ def json_path_problem(path: str | None) -> str | None:
     return None
 
 
+def device_problem(device: str) -> str | None:
+    """Why ``device`` cannot be used by a benchmark here (None when it can): not a torch device
+    string, or a CUDA device without a CUDA machine."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        return f"--device {device!r}: not a torch device; expected e.g. cpu, cuda or cuda:0"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {device}: this machine has no usable CUDA device (torch.cuda.is_available() is False); use --device cpu"
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        return f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here"
+    return None
+
+
 def strip_last(runs: dict) -> dict:
     """``runs`` without the callables' return values (for JSON)."""
     return {**runs, "paths": {n: {k: v for k, v in p.items() if k != "last"} for n, p in runs["paths"].items()}}

@@ -106,7 +106,7 @@ for _p in (REPO, REPO / "benchmarks"):  # run from a checkout without installing
 
 from fewmm.episodes import sample_episodes  # noqa: E402
 from fewmm.meta import MAML, MAMLClassifier, episode_tensors  # noqa: E402
-from interleaved import fmt_ratio, json_path_problem, machine_state, ratio_stats, run_interleaved, verdict  # noqa: E402
+from interleaved import device_problem, fmt_ratio, json_path_problem, machine_state, ratio_stats, run_interleaved, verdict  # noqa: E402
 
 L2L_INSTALL_HINT = "PYTHON=.venv/bin/python scripts/install_learn2learn.sh  (pip install learn2learn fails on Python 3.11)"
 ALL_METHODS = ("l2l", "gram", "functional", "vmap", "floor")
@@ -632,6 +632,16 @@ def train_and_eval(args, feats, labels, base, novel, methods_wanted):
 
 
 # ----------------------------------------------------------------------------------------------
+def _positive_ints(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",")]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 1,5, got {text!r}")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", help="a fewmm feature-cache .safetensors file (default: synthetic)")
@@ -646,7 +656,7 @@ def main(argv=None):
     ap.add_argument("--shot", type=int, default=1)
     ap.add_argument("--query", type=int, default=15)
     ap.add_argument("--meta-batch", type=int, default=32)
-    ap.add_argument("--inner-steps", type=lambda s: [int(x) for x in s.split(",")], default=[1, 5])
+    ap.add_argument("--inner-steps", type=_positive_ints, default=[1, 5])
     ap.add_argument("--orders", type=lambda s: s.split(","), default=["second", "first"])
     ap.add_argument("--inner-lr", type=float, default=0.5)
     ap.add_argument("--outer-lr", type=float, default=1e-3)
@@ -687,9 +697,18 @@ def main(argv=None):
         ap.error(f"--inner-steps must be positive integers (comma-separated), got {args.inner_steps}")
     if not args.methods:
         ap.error("--methods is empty")
-    why = json_path_problem(args.json)  # before any timing
-    if why:
-        ap.error(why)
+    for k in ("inner_lr", "outer_lr", "train_outer_lr"):
+        if getattr(args, k) < 0:
+            ap.error(f"--{k.replace('_', '-')} must be >= 0 (a step size), got {getattr(args, k)}")
+    if not args.features and args.dim < 16:  # the synthetic class means span a random rank-16 subspace
+        ap.error(f"--dim must be >= 16 for the synthetic features (rank-16 class means), got {args.dim}")
+    if args.features and not Path(args.features).is_file():
+        ap.error(f"--features {args.features}: no such file (expected a fewmm feature-cache .safetensors file)")
+    if args.labels and not Path(args.labels).is_file():
+        ap.error(f"--labels {args.labels}: no such file (expected a .npy or .txt of integer labels)")
+    for why in (device_problem(args.device), json_path_problem(args.json)):  # before any timing
+        if why:
+            ap.error(why)
     if args._probe:
         return memory_probe(args)
     args.memory = not args.no_memory
@@ -700,6 +719,11 @@ def main(argv=None):
         print(f"learn2learn does not import: its rows are skipped. Install: {L2L_INSTALL_HINT}")
         methods.remove("l2l")
     feats, labels, base, novel, desc = build_data(args)
+    from fewmm.episodes import infeasibility
+
+    why = infeasibility(labels, args.way, args.shot, args.query, classes=base)
+    if why:  # before any timing: one line naming this script's flags, not a traceback
+        raise SystemExit(f"maml_speed.py: error: {desc}, base classes: {why.splitlines()[0].split(' Lower ')[0]} (--way / --shot / --query)")
     feats = feats.to(args.device)
     if args.device != "cpu":
         args.memory = False  # torch.profiler CPU tensor peaks and /proc RSS say nothing about device memory

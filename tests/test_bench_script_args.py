@@ -46,13 +46,22 @@ def _exits(fn, argv, capsys):
     (["--head", "gmu", "--methods", "gram,floor"], "--head gmu leaves no method"),
     (["--repeats", "0"], "--repeats must be >= 1, got 0"),
     (["--eval-episodes", "0"], "--eval-episodes must be >= 1, got 0"),
-    (["--inner-steps", "0"], "--inner-steps must be positive integers (comma-separated), got [0]"),
-    (["--inner-steps", "1,-2"], "--inner-steps must be positive integers"),
+    (["--inner-steps", "0"], "--inner-steps: expected comma-separated positive integers such as 1,5, got '0'"),
+    (["--inner-steps", "1,-2"], "--inner-steps: expected comma-separated positive integers such as 1,5, got '1,-2'"),
     (["--train-steps", "-1"], "--train-steps must be >= 0 (0 skips the accuracy run), got -1"),
     (["--json", "/proc/fewmm-x.json"], "--json /proc/fewmm-x.json: cannot write in /proc"),
+    (["--inner-steps", "1,x"], "--inner-steps: expected comma-separated positive integers such as 1,5, got '1,x'"),
+    (["--inner-lr", "-1"], "--inner-lr must be >= 0 (a step size), got -1.0"),
+    (["--dim", "3", "--head", "gmu"], "--dim must be >= 16 for the synthetic features (rank-16 class means), got 3"),
+    (["--features", "/nonexistent.safetensors"], "--features /nonexistent.safetensors: no such file"),
+    (["--device", "bogus"], "--device 'bogus': not a torch device"),
+    (["--way", "100", "--no-memory", "--train-steps", "0"],
+     "base classes: 100-way episodes need 100 classes with >= 16 items, only 64 have (--way / --shot / --query)"),
+    (["--shot", "50", "--no-memory", "--train-steps", "0"], "50-shot 15-query episodes need 65 items per class"),
 ])
 def test_maml_speed_bad_arguments(maml_speed, capsys, argv, message):
-    assert message in _exits(maml_speed.main, argv, capsys)
+    err = _exits(maml_speed.main, argv, capsys)
+    assert message in err and "--shots" not in err  # this script's flags are --shot / --query
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -62,6 +71,7 @@ def test_maml_speed_bad_arguments(maml_speed, capsys, argv, message):
     (["--episodes", "0"], "--episodes must be >= 1, got 0"),
     (["--repeats", "0"], "--repeats must be >= 1, got 0"),
     (["--processes", "0"], "--processes must be >= 1, got 0"),
+    (["--device", "bogus"], "--device 'bogus': not a torch device"),
     (["--json", "/proc/fewmm-x.json"], "--json /proc/fewmm-x.json: cannot write in /proc"),
     (["--json", "/tmp"], "--json /tmp: is a folder; expected a file path"),
     (["--synthetic", "--ways", "1000", "--no-l2l", "--no-compile", "--processes", "2"],

@@ -47,13 +47,13 @@ def throughput_md(d: dict, name: str) -> str:
     if st and procs > 1:
         lines[0] = lines[0].replace("load average before the run", f"table from the first of {procs} fresh processes, load average before it")
         lines += ["", f"Stable ratios (median over all interleaved rounds of {procs} fresh processes, [25th-75th percentile], "
-                      "{each process's own median}; episodes/s above are absolute numbers of this machine at this load): " + "; ".join(
+                      "{each process's own median}; episodes/s above are absolute numbers of this machine at this load, from the best round): " + "; ".join(
                           f"{_RATIO_NAMES.get(k, k)} {_fmt(v)} {{{', '.join(f'{m:.2f}' for m in v['per_run_median'])}}}"
                           + (f" (target {v['verdict']['target']}: {_verdict(v['verdict'])})" if "verdict" in v else "")
                           for k, v in st.items()) + "."]
     elif st:
         lines += ["", "Stable ratios (median over the interleaved rounds, [25th-75th percentile]; episodes/s above are absolute "
-                      "numbers of this machine at this load): " + "; ".join(
+                      "numbers of this machine at this load, from the best round): " + "; ".join(
                           f"{_RATIO_NAMES.get(k, k)} {_fmt(v)}" + (f" (target {v['verdict']['target']}: {_verdict(v['verdict'])})" if "verdict" in v else "")
                           for k, v in st.items()) + "."]
     else:
