@@ -75,7 +75,10 @@ for _p in (REPO, REPO / "benchmarks"):  # run from a checkout without installing
 from fewmm.episodes import Episodes, sample_episodes  # noqa: E402
 from fewmm.evaluate import evaluate_episodes, resolve_chunk_size  # noqa: E402
 from fewmm.methods.protonet import ProtoNet  # noqa: E402
-from interleaved import device_problem, fmt_ratio, json_path_problem, machine_state, pool_ratio_stats, ratio_stats, run_interleaved, strip_last, verdict  # noqa: E402
+from interleaved import (  # noqa: E402
+    device_problem, fmt_ratio, json_path_problem, machine_state, pool_ratio_stats, ratio_stats, run_fresh_processes, run_interleaved,
+    strip_last, verdict,
+)
 
 L2L_INSTALL_HINT = "PYTHON=.venv/bin/python scripts/install_learn2learn.sh  (pip install learn2learn fails on Python 3.11)"
 
@@ -274,39 +277,13 @@ def write_json(results: dict, path: str | None) -> None:
         print(f"wrote {out}")
 
 
-def _without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
-    """``argv`` without the options ``names`` and their values (``--opt V`` or ``--opt=V``)."""
-    out, skip = [], False
-    for x in argv:
-        if skip:
-            skip = False
-        elif x in names:
-            skip = True
-        elif not any(x.startswith(n + "=") for n in names):
-            out.append(x)
-    return out
-
-
 def run_processes(a, argv) -> dict:
     """``--processes K``: the whole benchmark K times, each in a fresh Python process, one after
     another; the stable ratios pool the interleaved rounds of all K (each process's own median is
-    kept under ``per_run_median``), the tables are the first process's. Differences between
-    processes (memory placement of the table and buffers, the day's background load) are larger
-    here than those between the rounds of one process, so a verdict that holds over K processes
-    is the one to expect on another day."""
-    import tempfile
-
-    base = _without_options(list(sys.argv[1:] if argv is None else argv), ("--processes", "--json"))
-    parts = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(a.processes):
-            out = Path(tmp) / f"process{i}.json"
-            print(f"== process {i + 1} of {a.processes}", flush=True)
-            rc = subprocess.run([sys.executable, str(Path(__file__).resolve()), *base, "--processes", "1", "--json", str(out)]).returncode
-            if rc != 0:  # its own message is printed above
-                raise SystemExit(f"episode_throughput.py: error: process {i + 1} of {a.processes} failed (exit status {rc}); "
-                                 "nothing was written")
-            parts.append(json.loads(out.read_text()))
+    kept under ``per_run_median``), the tables are the first process's. Single runs on one day
+    gave medians on both sides of the 2x target; pooling fresh processes (each with its own
+    memory placement and moment of the day's load) gives a figure less tied to one of them."""
+    parts = run_fresh_processes(__file__, sys.argv[1:] if argv is None else argv, a.processes)
     results = parts[0]
     results["config"]["processes"] = a.processes
     results["config"]["json"] = a.json

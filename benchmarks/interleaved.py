@@ -194,6 +194,50 @@ def device_problem(device: str) -> str | None:
     return None
 
 
+def without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` without the options ``names`` and their values (``--opt V`` or ``--opt=V``)."""
+    out, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x in names:
+            skip = True
+        elif not any(x.startswith(n + "=") for n in names):
+            out.append(x)
+    return out
+
+
+def run_fresh_processes(script: str, argv: list[str], k: int) -> list[dict]:
+    """Run ``script`` (a benchmark taking ``--processes`` and ``--json``) ``k`` times, one after
+    another, each in a fresh Python process with ``argv`` minus those two options plus
+    ``--processes 1 --json <temporary file>``, and return the JSON each wrote, in order.
+
+    Raises
+    ------
+    SystemExit
+        A run failed: one line naming the script, which run and its exit status (the run's own
+        message is printed above it); nothing is returned.
+    """
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    base = without_options(list(argv), ("--processes", "--json"))
+    name = Path(script).name
+    parts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(k):
+            out = Path(tmp) / f"process{i}.json"
+            print(f"== process {i + 1} of {k}", flush=True)
+            rc = subprocess.run([sys.executable, str(Path(script).resolve()), *base, "--processes", "1", "--json", str(out)]).returncode
+            if rc != 0:
+                raise SystemExit(f"{name}: error: process {i + 1} of {k} failed (exit status {rc}); nothing was written")
+            parts.append(json.loads(out.read_text()))
+    return parts
+
+
 def strip_last(runs: dict) -> dict:
     """``runs`` without the callables' return values (for JSON)."""
     return {**runs, "paths": {n: {k: v for k, v in p.items() if k != "last"} for n, p in runs["paths"].items()}}

@@ -106,7 +106,10 @@ for _p in (REPO, REPO / "benchmarks"):  # run from a checkout without installing
 
 from fewmm.episodes import sample_episodes  # noqa: E402
 from fewmm.meta import MAML, MAMLClassifier, episode_tensors  # noqa: E402
-from interleaved import device_problem, fmt_ratio, json_path_problem, machine_state, ratio_stats, run_interleaved, verdict  # noqa: E402
+from interleaved import (  # noqa: E402
+    device_problem, fmt_ratio, json_path_problem, machine_state, pool_ratio_stats, ratio_stats, run_interleaved, verdict,
+    run_fresh_processes,
+)
 
 L2L_INSTALL_HINT = "PYTHON=.venv/bin/python scripts/install_learn2learn.sh  (pip install learn2learn fails on Python 3.11)"
 ALL_METHODS = ("l2l", "gram", "functional", "vmap", "floor")
@@ -632,6 +635,64 @@ def train_and_eval(args, feats, labels, base, novel, methods_wanted):
 
 
 # ----------------------------------------------------------------------------------------------
+def pool_rows(parts: list[dict]) -> list[dict]:
+    """The speed rows of several runs (one per fresh process) as one: every path's round times
+    concatenated in run order, so that the per-round ratios (each a pair timed in the same round)
+    of all runs are pooled; ratios, verdicts and the ceiling recomputed from them, as in
+    :func:`speed`; each ratio keeps every run's own median under ``per_run_median``. The
+    deterministic fields (tensor peaks, meta-gradient checks, faults) are the first run's."""
+    rows = []
+    for i, row in enumerate(parts[0]["speed"]):
+        prow = [p["speed"][i] for p in parts]
+        if any((r["inner_steps"], r["order"]) != (row["inner_steps"], row["order"]) for r in prow):
+            raise ValueError("pool_rows: the runs' settings differ")
+        runs = {"paths": {n: {"wall_s": [t for r in prow for t in r["methods"][n]["times_s"]],
+                              "cpu_s": [t for r in prow for t in r["methods"][n]["cpu_s"]]} for n in row["methods"]}}
+        res = {}
+        for n, m in row["methods"].items():
+            wall = runs["paths"][n]["wall_s"]
+            res[n] = {**m, "times_s": wall, "cpu_s": runs["paths"][n]["cpu_s"],
+                      "steps_per_s_median": 1.0 / float(np.median(wall)), "steps_per_s_best": 1.0 / min(wall),
+                      "cpu_s_median": float(np.median(runs["paths"][n]["cpu_s"]))}
+            for k in ("verdict", "ceiling_vs_l2l", "time_over_floor"):
+                res[n].pop(k, None)
+        if "l2l" in res:
+            for n in res:
+                if n == "l2l":
+                    continue
+                st = pool_ratio_stats([r["methods"][n]["ratio_vs_l2l"] for r in prow])
+                res[n]["ratio_vs_l2l"] = st
+                if n in TARGETS:
+                    res[n]["verdict"] = verdict(st, TARGETS[n])
+                res[n]["ratio_vs_l2l_cpu"] = ratio_stats(runs, n, "l2l", key="cpu_s")
+            apply_ceiling(res, runs)
+        rows.append({**row, "methods": res, "loadavg_per_round": [x for r in prow for x in r["loadavg_per_round"]],
+                     "processes": len(parts)})
+    return rows
+
+
+def run_processes(args, argv) -> dict:
+    """``--processes K``: the timing run K times, each in a fresh Python process, one after
+    another; the rows pooled by :func:`pool_rows`; the rest of the JSON is the first run's."""
+    parts = run_fresh_processes(__file__, sys.argv[1:] if argv is None else argv, args.processes)
+    result = parts[0]
+    result["config"]["processes"] = args.processes
+    result["config"]["json"] = args.json
+    result["speed"] = pool_rows(parts)
+    result["machine"]["loadavg_end"] = parts[-1]["machine"]["loadavg_end"]
+    print(f"\n== pooled over {args.processes} processes")
+    for row in result["speed"]:
+        print_speed_row(row)
+        for n, m in row["methods"].items():
+            if "ratio_vs_l2l" in m:
+                print(f"    {n}: per-process medians x l2l {', '.join(f'{x:.2f}' for x in m['ratio_vs_l2l']['per_run_median'])}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"\nwrote {args.json}")
+    return result
+
+
 def _positive_ints(text: str) -> list[int]:
     try:
         out = [int(x) for x in text.split(",")]
@@ -673,6 +734,8 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu", help="torch device of the heads and tasks (default cpu; tensor peaks and RSS are CPU-only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write the numbers here")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="run the timing in this many fresh processes, one after another, and pool their rounds (default 1)")
     ap.add_argument("--_probe", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     for o in args.orders:
@@ -688,7 +751,7 @@ def main(argv=None):
             ap.error("--head gmu leaves no method: gram and floor apply to the mlp head only; add functional, vmap "
                      "or l2l to --methods (or use --head mlp)")
     for k in ("dim", "hidden", "way", "shot", "query", "meta_batch", "repeats", "train_inner_steps",
-              "eval_episodes", "threads"):
+              "eval_episodes", "threads", "processes"):
         if getattr(args, k) < 1:
             ap.error(f"--{k.replace('_', '-')} must be >= 1, got {getattr(args, k)}")
     if args.train_steps < 0:  # 0 skips the accuracy run (the README's and gpu_check.sh's commands)
@@ -711,6 +774,8 @@ def main(argv=None):
             ap.error(why)
     if args._probe:
         return memory_probe(args)
+    if args.processes > 1:
+        return run_processes(args, argv)
     args.memory = not args.no_memory
 
     torch.set_num_threads(args.threads)

@@ -52,6 +52,7 @@ def _exits(fn, argv, capsys):
     (["--json", "/proc/fewmm-x.json"], "--json /proc/fewmm-x.json: cannot write in /proc"),
     (["--inner-steps", "1,x"], "--inner-steps: expected comma-separated positive integers such as 1,5, got '1,x'"),
     (["--inner-lr", "-1"], "--inner-lr must be >= 0 (a step size), got -1.0"),
+    (["--processes", "0"], "--processes must be >= 1, got 0"),
     (["--dim", "3", "--head", "gmu"], "--dim must be >= 16 for the synthetic features (rank-16 class means), got 3"),
     (["--features", "/nonexistent.safetensors"], "--features /nonexistent.safetensors: no such file"),
     (["--device", "bogus"], "--device 'bogus': not a torch device"),

@@ -96,7 +96,9 @@ def test_unfused_floor_path_computes_the_protonet_products(shot):
 
 def test_processes_option_strips_its_own_and_the_json_option():
     argv = ["--synthetic", "--json", "out.json", "--processes=3", "--threads", "1", "--processes", "2", "--json=x"]
-    assert et._without_options(argv, ("--processes", "--json")) == ["--synthetic", "--threads", "1"]
+    from interleaved import without_options
+
+    assert without_options(argv, ("--processes", "--json")) == ["--synthetic", "--threads", "1"]
 
 
 def test_processes_pool_the_rounds_of_fresh_processes(tmp_path):
@@ -117,3 +119,27 @@ def test_processes_pool_the_rounds_of_fresh_processes(tmp_path):
     assert st["verdict"] == et.verdict(st, 2.0, at_least=False)
     md = throughput_md(res, "tp.json")
     assert "2 fresh processes" in md and "{" + ", ".join(f"{m:.2f}" for m in st["per_run_median"]) + "}" in md
+
+
+def test_maml_pool_rows_pools_the_rounds_of_fresh_processes():
+    """Two runs of one setting: round times concatenated, so the pooled per-round ratios are the
+    two runs' together (l2l 4 s vs gram 2 s and 1 s: ratios 2 and 4; then 3 s vs 1 s: 3, 3), each
+    run's median kept, the verdict and the ceiling (l2l / floor: 4, 4, 3, 3) recomputed from them."""
+
+    def part(l2l, gram, floor):
+        st = lambda fast: ms.ratio_stats(_runs({"l2l": l2l, fast: {"gram": gram, "floor": floor}[fast]}), fast, "l2l")
+        methods = {"l2l": {"times_s": l2l, "cpu_s": l2l}, "gram": {"times_s": gram, "cpu_s": gram, "ratio_vs_l2l": st("gram")},
+                   "floor": {"times_s": floor, "cpu_s": floor, "ratio_vs_l2l": st("floor")}}
+        return {"speed": [{"inner_steps": 1, "order": "first", "head": "mlp", "methods": methods, "loadavg_per_round": [0.5, 0.5]}]}
+
+    rows = ms.pool_rows([part([4.0, 4.0], [2.0, 1.0], [1.0, 1.0]), part([3.0, 3.0], [1.0, 1.0], [1.0, 1.0])])
+    g = rows[0]["methods"]["gram"]
+    assert g["ratio_vs_l2l"]["per_round"] == [2.0, 4.0, 3.0, 3.0] and g["ratio_vs_l2l"]["median"] == 3.0
+    assert g["ratio_vs_l2l"]["per_run_median"] == [3.0, 3.0]
+    assert g["ceiling_vs_l2l"] == 3.5 and g["verdict"]["verdict"] == "infeasible"  # 5x > the ceiling's q75 (4)
+    assert g["times_s"] == [2.0, 1.0, 1.0, 1.0] and g["steps_per_s_median"] == 1.0
+    assert rows[0]["loadavg_per_round"] == [0.5] * 4 and rows[0]["processes"] == 2
+    with pytest.raises(ValueError, match="settings differ"):
+        other = part([4.0], [2.0], [1.0])
+        other["speed"][0]["inner_steps"] = 5
+        ms.pool_rows([part([4.0], [2.0], [1.0]), other])

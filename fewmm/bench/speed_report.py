@@ -75,6 +75,16 @@ def _fmt(st: dict) -> str:
     return f"{st['median']:.2f}x [{st['q25']:.2f}-{st['q75']:.2f}]"
 
 
+def _in_processes(c: dict) -> str:
+    k = c.get("processes", 1)
+    return f" in each of {k} fresh processes, pooled (each process's own median in braces)" if k > 1 else ""
+
+
+def _per_run(st: dict) -> str:
+    """`` {a, b, c}``: each fresh process's own median, when the rounds of several were pooled."""
+    return " {" + ", ".join(f"{m:.2f}" for m in st["per_run_median"]) + "}" if st.get("per_run_median") else ""
+
+
 def _verdict(v: dict) -> str:
     return v["verdict"] + ("" if v["stable"] else ", not stable: the spread straddles the target")
 
@@ -98,7 +108,7 @@ def maml_md(d: dict, name: str) -> str:
     loads = [x for row in d["speed"] for x in row.get("loadavg_per_round", [])]
     lines = [f"**MAML meta-steps/s vs learn2learn** (`{name}`): head {head}, meta-batch {c['meta_batch']} tasks of {c['way']}-way "
              f"{c['shot']}-shot {c['query']}-query, {d['features']}, {m['threads']} torch thread(s), {c['repeats']} interleaved rounds "
-             f"per setting, load average {min(loads):.1f}-{max(loads):.1f} on {m['cpus']} cores. Stable figure: the median over rounds "
+             f"per setting{_in_processes(c)}, load average {min(loads):.1f}-{max(loads):.1f} on {m['cpus']} cores. Stable figure: the median over rounds "
              "of time(learn2learn) / time(method) in the same round, [25th-75th percentile], with the verdict against the target "
              "(Gram path >= 5x, general path `functional` >= 1x; `vmap`: dense per-task weights, a reference); learn2learn's steps/s is an absolute number of this machine at this load. "
              "Tensor peak: live CPU tensor bytes above those at the start of one meta-step (torch.profiler, deterministic). "
@@ -129,10 +139,10 @@ def maml_md(d: dict, name: str) -> str:
             g = v.get("vs_l2l")
             gd = f"{g['max_abs_grad_diff'] / max(g['max_abs_grad'], 1e-30):.0e}" if g else "-"
             vd = _verdict(v["verdict"]) if "verdict" in v else "reference, no target"
-            cells.append(f"{_fmt(v['ratio_vs_l2l'])} {vd} ({pk}; {gd})")
+            cells.append(f"{_fmt(v['ratio_vs_l2l'])}{_per_run(v['ratio_vs_l2l'])} {vd} ({pk}; {gd})")
         if floor:
             fl = row["methods"].get("floor")
-            cells.append(_fmt(fl["ratio_vs_l2l"]) if fl and "ratio_vs_l2l" in fl else "")
+            cells.append(_fmt(fl["ratio_vs_l2l"]) + _per_run(fl["ratio_vs_l2l"]) if fl and "ratio_vs_l2l" in fl else "")
         lines.append(f"| {row['inner_steps']} | {row['order']} | " + " | ".join(cells) + " |")
     if d.get("memory"):
         lines += ["", "Peak extra anonymous memory per meta-step (MiB, fresh process each): " + "; ".join(
