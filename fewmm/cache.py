@@ -65,9 +65,11 @@ class FeatureSet:
 
 
 def payload_fingerprint(payloads) -> str:
-    """sha256 over what identifies each payload's content: for files, path + zip member + size +
-    modification time (so an edited or replaced file is re-embedded); for in-memory arrays,
-    audio clips and texts, their bytes. Missing payloads (None) count as such."""
+    """sha256 over what identifies each payload's content: for files, the resolved absolute path
+    (``os.path.realpath``, so the same file reached through a relative data root from another
+    folder, or through a symlink, is the same payload) + zip member + size + modification time (so
+    an edited or replaced file is re-embedded); for in-memory arrays, audio clips and texts, their
+    bytes. Missing payloads (None) count as such."""
     import numpy as _np
 
     from .data.table import AudioClip, FileRef
@@ -80,12 +82,13 @@ def payload_fingerprint(payloads) -> str:
         elif isinstance(p, FileRef):
             st = stats.get(p.path)
             if st is None:
+                real = os.path.realpath(p.path)
                 try:
-                    s = os.stat(p.path)
-                    st = stats[p.path] = f"{s.st_size}:{s.st_mtime_ns}"
+                    s = os.stat(real)
+                    st = stats[p.path] = (real, f"{s.st_size}:{s.st_mtime_ns}")
                 except OSError:
-                    st = stats[p.path] = "missing"
-            h.update(f"file:{p.path}|{p.member}|{st}\0".encode())
+                    st = stats[p.path] = (real, "missing")
+            h.update(f"file:{st[0]}|{p.member}|{st[1]}\0".encode())
         elif isinstance(p, AudioClip):
             h.update(f"audio:{p.sample_rate}:".encode())
             h.update(_np.ascontiguousarray(p.waveform).tobytes())

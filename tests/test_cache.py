@@ -84,6 +84,48 @@ def test_edited_file_is_re_embedded(tmp_path):
     assert not again.cache_hit and again.features[0, 0] == 5
 
 
+def test_same_file_through_another_relative_root_is_a_hit(tmp_path, monkeypatch):
+    """A relative data root (FEWMM_DATA=../shared/data) read from another folder, or a symlinked
+    one, names the same files: a cache hit. Another file under the same relative name is not."""
+    import os
+    from pathlib import Path
+
+    from fewmm.data.table import FileRef
+
+    class FileLen(CountingEncoder):
+        def _prepare(self, payload):
+            return Path(payload.path).read_text()
+
+    data = tmp_path / "shared" / "data"
+    data.mkdir(parents=True)
+    (data / "a.txt").write_text("one")
+    for clone in ("main", "fresh", "elsewhere/deeper"):
+        (tmp_path / clone).mkdir(parents=True)
+    os.symlink(data, tmp_path / "link")
+
+    def tab():
+        return ItemTable(name="m", ids=["0:a.txt"], labels=[0], class_names=["x"],
+                         modalities={"text": [FileRef(Path("../shared/data/a.txt") if Path("../shared/data").exists()
+                                                      else Path("../../shared/data/a.txt"))]})
+
+    cache, enc = FeatureCache(tmp_path / "c"), FileLen()
+    monkeypatch.chdir(tmp_path / "main")
+    assert not embed_table(tab(), enc, cache=cache).cache_hit and enc.calls == 1
+    monkeypatch.chdir(tmp_path / "fresh")  # same relative spelling, same file
+    assert embed_table(tab(), enc, cache=cache).cache_hit
+    monkeypatch.chdir(tmp_path / "elsewhere" / "deeper")  # another spelling of the same file
+    assert embed_table(tab(), enc, cache=cache).cache_hit
+    linked = ItemTable(name="m", ids=["0:a.txt"], labels=[0], class_names=["x"], modalities={"text": [FileRef(tmp_path / "link" / "a.txt")]})
+    assert embed_table(linked, enc, cache=cache).cache_hit and enc.calls == 1
+    other = tmp_path / "other" / "shared" / "data"  # the same relative name, another file (same size and mtime)
+    other.mkdir(parents=True)
+    (other / "a.txt").write_text("one")
+    os.utime(other / "a.txt", ns=(data.joinpath("a.txt").stat().st_atime_ns, data.joinpath("a.txt").stat().st_mtime_ns))
+    (tmp_path / "other" / "main").mkdir()
+    monkeypatch.chdir(tmp_path / "other" / "main")
+    assert not embed_table(tab(), enc, cache=cache).cache_hit and enc.calls == 2
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "flip_byte", "wrong_key"])
 def test_damaged_file_is_detected_and_rebuilt(tmp_path, damage):
     cache = FeatureCache(tmp_path)
