@@ -209,17 +209,41 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
     ('evaluate_episodes', 'qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, device=dev)',
      'qry_buf = torch.empty((c * n * q, d), dtype=feats.dtype, )'):
         'Device argument only: on CPU (this machine and CI have no GPU) None means the CPU, the same device; the GPU path is not exercised by the test suite.',
-    ('evaluate_episodes', 'sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=sup_buf[: m * n * k]).view(m, n, k, d)',
-     'sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=None).view(m, n, k, d)'):
+    ('_protonet_blocks', 'blk = c * max(1, PROTONET_BLOCK_EPISODES // c)',
+     'blk = c * max(2, PROTONET_BLOCK_EPISODES // c)'):
+        'Block size only: a block of 2c episodes instead of c when a chunk exceeds 500 episodes; the norms, the finiteness check and the arg-max give the same values for any block size (tested with blocks of 9 over 47 episodes).',
+    ('_protonet_blocks', 'logit_buf = torch.empty((min(blk, e), nq, n), dtype=feats.dtype)',
+     'logit_buf = torch.empty((min(blk, e), nq, n), dtype=None)'):
+        "The table is always float32 here (converted by the feature check), torch's default dtype: the same buffer.",
+    ('_protonet_blocks', 'logit_buf = torch.empty((min(blk, e), nq, n), dtype=feats.dtype)',
+     'logit_buf = torch.empty((min(blk, e), nq, n), )'):
+        "The table is always float32 here (converted by the feature check), torch's default dtype: the same buffer.",
+    ('_protonet_blocks', 'for s in range(b0, b0 + bm, c):',
+     'for s in range(b0, b0 + bm, ):'):
+        'Steps one episode at a time instead of one chunk: chunks overlap and an episode is scored up to c times into the same logit rows with the same values; results unchanged, only slower.',
+    ('_protonet_blocks', 'sup = torch.index_select(feats, 0, sup_flat[s * nk : (s + m) * nk], out=sup_buf[: m * nk])',
+     'sup = torch.index_select(feats, 0, sup_flat[s * nk : (s + m) * nk], out=None)'):
         'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
-    ('evaluate_episodes', 'sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), out=sup_buf[: m * n * k]).view(m, n, k, d)',
-     'sup = torch.index_select(feats, 0, sup_idx[s : s + m].reshape(-1), ).view(m, n, k, d)'):
+    ('_protonet_blocks', 'sup = torch.index_select(feats, 0, sup_flat[s * nk : (s + m) * nk], out=sup_buf[: m * nk])',
+     'sup = torch.index_select(feats, 0, sup_flat[s * nk : (s + m) * nk], )'):
         'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
-    ('evaluate_episodes', 'qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=qry_buf[: m * n * q]).view(m, n * q, d)',
-     'qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=None).view(m, n * q, d)'):
+    ('_protonet_blocks', 'qry = torch.index_select(feats, 0, qry_flat[s * nq : (s + m) * nq], out=qry_buf[: m * nq]).view(m, nq, d)',
+     'qry = torch.index_select(feats, 0, qry_flat[s * nq : (s + m) * nq], out=None).view(m, nq, d)'):
         'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
-    ('evaluate_episodes', 'qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), out=qry_buf[: m * n * q]).view(m, n * q, d)',
-     'qry = torch.index_select(feats, 0, qry_idx[s : s + m].reshape(-1), ).view(m, n * q, d)'):
+    ('_protonet_blocks', 'qry = torch.index_select(feats, 0, qry_flat[s * nq : (s + m) * nq], out=qry_buf[: m * nq]).view(m, nq, d)',
+     'qry = torch.index_select(feats, 0, qry_flat[s * nq : (s + m) * nq], ).view(m, nq, d)'):
+        'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
+    ('evaluate_episodes', 'sup = torch.index_select(feats, 0, sup_flat[s * n * k : (s + m) * n * k], out=sup_buf[: m * n * k]).view(m, n, k, d)',
+     'sup = torch.index_select(feats, 0, sup_flat[s * n * k : (s + m) * n * k], out=None).view(m, n, k, d)'):
+        'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
+    ('evaluate_episodes', 'sup = torch.index_select(feats, 0, sup_flat[s * n * k : (s + m) * n * k], out=sup_buf[: m * n * k]).view(m, n, k, d)',
+     'sup = torch.index_select(feats, 0, sup_flat[s * n * k : (s + m) * n * k], ).view(m, n, k, d)'):
+        'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
+    ('evaluate_episodes', 'qry = torch.index_select(feats, 0, qry_flat[s * n * q : (s + m) * n * q], out=qry_buf[: m * n * q]).view(m, n * q, d)',
+     'qry = torch.index_select(feats, 0, qry_flat[s * n * q : (s + m) * n * q], out=None).view(m, n * q, d)'):
+        'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
+    ('evaluate_episodes', 'qry = torch.index_select(feats, 0, qry_flat[s * n * q : (s + m) * n * q], out=qry_buf[: m * n * q]).view(m, n * q, d)',
+     'qry = torch.index_select(feats, 0, qry_flat[s * n * q : (s + m) * n * q], ).view(m, n * q, d)'):
         'Gathers into a fresh tensor instead of the reused buffer: the same rows (memory use only).',
     ('resolve_chunk_size', 'per_episode = max(1, rows * int(dim) * int(itemsize))',
      'per_episode = max(2, rows * int(dim) * int(itemsize))'):

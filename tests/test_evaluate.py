@@ -305,3 +305,15 @@ def test_non_finite_episode_scores_name_the_method_and_the_largest_feature():
     with pytest.raises(Exception, match=r"^method 'protonet' \(_NaNScores\) gave 300 non-finite \(NaN or inf\) score\(s\) of 300: "
                                         r".*; the largest \|feature\| is 2\.5e\+07: squared distances"):
         evaluate_episodes(_NaNScores(), x, ep)  # 4 episodes x 15 queries x 5 classes = 300
+
+
+def test_overflowing_scores_on_the_fast_path_name_protonet_and_the_largest_feature():
+    """Euclidean ProtoNet's fast path (blocks of chunks) checks its logits as well: features of
+    ~1e20 overflow float32 squared distances to inf; the message names the method and the largest
+    feature, as on the generic path."""
+    x, y = table(seed=4)
+    x = (x * np.float32(1e20)).astype(np.float32)
+    ep = sample_episodes(y, 5, 1, 3, 4, seed=0)
+    with pytest.raises(Exception, match=r"^method 'protonet' \(ProtoNet\) gave \d+ non-finite \(NaN or inf\) score\(s\) of 300: "
+                                        r".*; the largest \|feature\| is [0-9.]+e\+20: squared distances"):
+        evaluate_episodes(M.create("protonet"), x, ep)
