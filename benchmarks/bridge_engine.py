@@ -26,13 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-import fewmm.methods as M
-import fewmm.tasks as T
+import bridge_validation
+from bridge_validation import METHODS
 from fewmm.aligned import AlignedPair, BridgeConfig, train_bridge
-from fewmm.bench.transfer import evaluate_method_episodes
 from fewmm.util import l2_normalize
-
-METHODS = ("zero-shot", "protonet", "cross-modal-lp")
 
 
 def plain_loop_bridge(item_features, labels, class_text, base_classes, cfg: BridgeConfig) -> AlignedPair:
@@ -74,25 +71,15 @@ def plain_loop_bridge(item_features, labels, class_text, base_classes, cfg: Brid
 
 def main() -> int:
     torch.set_num_threads(1)
-    task = T.build("esc50-text")
-    f = task.features
-    x, y, ct = f.features["audio"], f.labels, f.class_text
-    base = task.split_items("base")
-    val_items, val_cls = task.split_items("val"), task.val_classes
-    ep = task.episodes("val", 5, 1, 7, 300, seed=0)
+    s = bridge_validation.setup()
     cfg = BridgeConfig()
     rows = {}
     for kind in ("plain-loop", "engine"):
         t0 = time.time()
-        train = plain_loop_bridge if kind == "plain-loop" else train_bridge
-        pair = train(x[torch.as_tensor(base)], y[base], ct, task.base_classes, cfg)
-        z, text = pair.items(x), pair.class_text(ct)
-        tz = pair.texts(ct)[torch.as_tensor(val_cls)]
-        zs = float(np.mean(val_cls[(z[torch.as_tensor(val_items)] @ tz.T).argmax(1).numpy()] == y[val_items]))
+        pair = bridge_validation.train_on_base(plain_loop_bridge if kind == "plain-loop" else train_bridge, s, cfg)
+        zs, per = bridge_validation.score(pair, s)
         accs = {}
-        for m in METHODS:
-            make = (lambda m=m: M.create(m, class_text=text)) if m in M.text_methods() else (lambda m=m: M.create(m))
-            a = evaluate_method_episodes(make, z, y, ep)
+        for m, a in per.items():
             accs[m] = {"accuracy": round(100 * float(a.mean()), 2),
                        "ci95": round(196 * float(a.std(ddof=1)) / np.sqrt(a.size), 2), "per_episode": a}
         rows[kind] = {"train_loss_end": pair.info["training"]["loss_end"], "val_zero_shot_10way": round(100 * zs, 2),

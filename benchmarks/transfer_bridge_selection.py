@@ -16,13 +16,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
-import fewmm.methods as M
-import fewmm.tasks as T
+import bridge_validation
 from fewmm.aligned import BridgeConfig, train_bridge
-from fewmm.bench.transfer import evaluate_method_episodes
 
 CANDIDATES = [
     BridgeConfig(hidden=0, temperature=0.01, steps=300),
@@ -35,28 +32,17 @@ CANDIDATES = [
     BridgeConfig(hidden=0, temperature=0.1, steps=300),
     BridgeConfig(hidden=512, temperature=0.07, steps=300),
 ]
-METHODS = ("zero-shot", "protonet", "cross-modal-lp")
 
 
 def main() -> int:
     torch.set_num_threads(1)
-    task = T.build("esc50-text")
-    f = task.features
-    x, y, ct = f.features["audio"], f.labels, f.class_text
-    base = task.split_items("base")
-    val_items, val_cls = task.split_items("val"), task.val_classes
-    ep = task.episodes("val", 5, 1, 7, 300, seed=0)
+    s = bridge_validation.setup()
     rows = []
     for cfg in CANDIDATES:
         t0 = time.time()
-        pair = train_bridge(x[torch.as_tensor(base)], y[base], ct, task.base_classes, cfg)
-        z, text = pair.items(x), pair.class_text(ct)
-        tz = pair.texts(ct)[torch.as_tensor(val_cls)]
-        zs_all = float(np.mean(val_cls[(z[torch.as_tensor(val_items)] @ tz.T).argmax(1).numpy()] == y[val_items]))
-        accs = {}
-        for m in METHODS:
-            make = (lambda m=m: M.create(m, class_text=text)) if m in M.text_methods() else (lambda m=m: M.create(m))
-            accs[m] = round(100 * float(evaluate_method_episodes(make, z, y, ep).mean()), 2)
+        pair = bridge_validation.train_on_base(train_bridge, s, cfg)
+        zs_all, per = bridge_validation.score(pair, s)
+        accs = {m: round(100 * float(a.mean()), 2) for m, a in per.items()}
         row = {"config": asdict(cfg), "train": pair.info["training"], "val_zero_shot_10way": round(100 * zs_all, 2),
                "val_5way_1shot": accs, "seconds": round(time.time() - t0, 1)}
         rows.append(row)
