@@ -238,6 +238,30 @@ def test_fusion_bench_trains_heads_on_a_trimodal_manifest_in_one_command(tmp_pat
     assert (out / "fusion-manifest-m.csv").is_file()
 
 
+def test_fusion_bench_without_corruption_trains_the_single_modality_controls(tmp_path, trimodal, capsys):
+    """--corruption none on a manifest where every item has both modalities: the proj[<m>]
+    controls are trained (they once crashed on the missing corrupted table, after every head had
+    trained, losing the run) and the results are written, with no corrupted condition."""
+    from fewmm.bench.fusion import main
+
+    rows = list(csv.DictReader(open(trimodal, encoding="utf-8")))
+    both = [{"label": r["label"], "image": r["image"], "audio": r["audio"]} for r in rows if r["image"] and r["audio"]]
+    m = trimodal.parent / "both.csv"
+    with open(m, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["label", "image", "audio"])
+        w.writeheader()
+        w.writerows(both)
+    out = tmp_path / "out"
+    rc = main(["--task", f"manifest:{m}", "--encoder", "image=pixels", "--encoder", "audio=logmel-stats", "--class-text", "none",
+               "--split-fractions", "0.4,0.2,0.4", "--ways", "2", "--shots", "1", "--episodes", "5", "--steps", "2",
+               "--heads", "gmu", "--trainers", "protonet", "--corruption", "none", "--checkpoints", "", "--out", str(out), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads((out / "fusion-manifest-both.json").read_text())
+    heads = {r["head"] for r in doc["results"]}
+    assert {"proj[image]", "proj[audio]", "gmu"} <= heads
+    assert not any("corrupt" in r["condition"] for r in doc["results"])
+
+
 def test_fusion_manifest_errors_name_the_split(tmp_path, trimodal):
     from fewmm.bench.fusion import main
 

@@ -191,7 +191,7 @@ def _run_folds(args, rep, header, folds, task_name, task_kw, spec, shots, querie
             label = hname if len(mods) == len(item_mods) else f"proj[{mods[0]}]"
             key = f"{fold}/{label}" + ("" if tname == "protonet" else f"@{tname}")
             f_h = feats if len(mods) == len(item_mods) else feats.select_modalities(mods)
-            c_h = feats_c if len(mods) == len(item_mods) else feats_c.select_modalities(mods)
+            c_h = feats_c if feats_c is None or len(mods) == len(item_mods) else feats_c.select_modalities(mods)
             reg_name, hp = HEAD_SPECS.get(hname, (hname, {}))
             head = H.create(reg_name, f_h, seed=args.seed, **hp)
             cfg = TrainConfig(n_way=args.ways, n_query=min(queries, 15), steps=args.steps,
