@@ -91,6 +91,22 @@ def test_fit_predict_explain_shapes_and_contract(files):
     assert ad.get_params()["head"] == "avg-proto"
 
 
+def test_a_class_without_items_of_a_modality_is_warned_about_at_fit(files):
+    """'bee' has no training image: an image-only item can never be predicted as 'bee' (the head
+    still gives probabilities summing to 1 over ant and cat), so fit says so, naming the class and
+    the modality; full coverage gives no warning."""
+    import warnings
+
+    items, labels = train_items(files)
+    items = [{"audio": it["audio"]} if lab == "bee" else it for it, lab in zip(items, labels)]
+    with pytest.warns(UserWarning, match=r"class\(es\) \['bee'\] have no training item with image: an item that has only "
+                                         r"image can never be predicted as them"):
+        Adapter(encoders=ENC).fit(items, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Adapter(encoders=ENC).fit(*train_items(files))
+
+
 def test_item_kinds_paths_arrays_pil_waveforms(files):
     items, labels = train_items(files)
     ad = Adapter(encoders=ENC).fit(items, labels)

@@ -262,8 +262,25 @@ class Adapter(AdapterPersistence, ClassifierMixin, BaseEstimator, _HubMixin):
         support = self._embed(its, names)
         self.classes_ = classes
         self.n_support_ = len(its)
+        self._warn_uncovered(support, y_enc.reshape(-1), classes)
         self._fit_features(support, y_enc.reshape(-1).astype(np.int64))
         return self
+
+    def _warn_uncovered(self, support, y_enc, classes) -> None:
+        """Warn when some class has no training item with some modality: an item that has only
+        that modality can then never be predicted as that class, however sure the head looks."""
+        if len(self.modalities_) < 2:
+            return
+        import warnings
+
+        mask = np.asarray(support.mask, dtype=bool)
+        for j, m in enumerate(self.modalities_):
+            seen = np.unique(y_enc[mask[:, j]])
+            missing = [str(c) for i, c in enumerate(classes) if i not in set(seen.tolist())]
+            if missing:
+                warnings.warn(f"class(es) {missing} have no training item with {m}: an item that has only {m} can never be "
+                              f"predicted as them (its probabilities over the other classes still sum to 1); add {m} items "
+                              "of those classes, or score such items with their other modalities too", UserWarning, stacklevel=3)
 
     def _check_params(self) -> None:
         """Validate the constructor arguments (at fit / load, as scikit-learn does)."""
