@@ -332,6 +332,8 @@ def test_bad_arguments_and_labels_are_refused(files, tmp_path):
         Adapter(encoders=ENC, device="bogus").fit(items, labels)
     with pytest.raises(ValueError, match="encoders must be a dict"):
         Adapter(encoders="pixels").fit(items, labels)
+    with pytest.raises(ValueError, match="encoders is an empty dict: name at least one modality -> encoder"):
+        Adapter(encoders={}).fit(items, labels)
     with pytest.raises(DataError, match=r"encoders name \['audio'\], but no training item has audio"):
         Adapter(encoders=ENC).fit([it["image"] for it in items], labels)
     with pytest.raises(DataError, match="labels mix types"):

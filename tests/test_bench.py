@@ -106,6 +106,15 @@ def test_unwritable_out_fails_before_any_work(tmp_path, capsys):
     assert "cannot create the results folder" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("name", ["../escape", "sub/x", ".."])
+def test_a_path_as_name_is_refused_naming_name_not_out(tmp_path, capsys, name):
+    assert main(["--dataset", "digits", "--encoder", "pixels", "--episodes", "2", "--out", str(tmp_path), "--name", name,
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"--name {name!r}: expected a file stem such as my-run, not a path; choose the folder with --out" in err
+    assert not any(tmp_path.iterdir()) and not (tmp_path.parent / "escape.json").exists()
+
+
 def _fail_on_call(monkeypatch, n):
     """Make the runner's n-th evaluation (1-based) fail, as a method crashing mid-suite would."""
     from fewmm.bench import runner

@@ -286,6 +286,9 @@ class Adapter(AdapterPersistence, ClassifierMixin, BaseEstimator, _HubMixin):
         """Validate the constructor arguments (at fit / load, as scikit-learn does)."""
         if self.encoders is not None and not isinstance(self.encoders, dict):
             raise ValueError(f"encoders must be a dict modality -> encoder name, e.g. {{'image': 'efficientnet-lite2'}}, got {self.encoders!r}")
+        if self.encoders is not None and not self.encoders:
+            raise ValueError("encoders is an empty dict: name at least one modality -> encoder, e.g. {'audio': 'logmel-stats'}, "
+                             "or leave it None for the defaults")
         if self.head_params is not None and not isinstance(self.head_params, dict):
             raise ValueError(f"head_params must be a dict of hyper-parameters, got {self.head_params!r}")
         bs = self.batch_size

@@ -349,6 +349,9 @@ class Reporter:
     def check_writable(self) -> None:
         """Fail now (a clear error naming the folder) if results cannot be written there. Leaves
         no file and creates no folder: the results folder is made with the first results."""
+        if not self.stem or self.stem in (".", "..") or "/" in self.stem or os.sep in self.stem:
+            raise FewmmError(f"--name {self.stem!r}: expected a file stem such as my-run, not a path; "
+                             "choose the folder with --out")
         d = self.out_dir
         if not d.exists():
             parent = next((p for p in d.absolute().parents if p.exists()), None)
