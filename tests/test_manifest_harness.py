@@ -145,6 +145,33 @@ def test_bench_cli_on_a_manifest_with_a_split_column(tmp_path, data_root):
     assert sorted((r["ways"], r["shots"], r["episodes"]) for r in rows) == [(2, 1, 40)] * 2 + [(2, 5, 40)] * 2
 
 
+def test_a_class_without_the_encoders_modality_is_named_and_the_banner_counts_the_episode_pool(tmp_path, trimodal, capsys):
+    """Audio removed from every 'seven' item: an audio encoder leaves 'seven' out of the episodes.
+    The run says so ([note], naming the class), and the banner counts the items and classes the
+    episodes draw from (72 audio items of 9 classes, not the whole table)."""
+    from fewmm.bench.cli import main
+
+    rows = list(csv.DictReader(open(trimodal, encoding="utf-8")))
+    rows = [r for r in rows if r["label"] != "seven" or r["image"] or r["text"]]  # keep items that still have a modality
+    for r in rows:
+        if r["label"] == "seven":
+            r["audio"] = ""
+    m = trimodal.parent / "no_seven_audio.csv"
+    with open(m, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    rc = main(["--dataset", f"manifest:{m}", "--encoder", "logmel-stats", "--methods", "protonet", "--ways", "2", "--shots", "1",
+               "--queries", "2", "--episodes", "4", "--out", str(tmp_path), "--name", "x", "--cache-dir", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    n_audio = sum(bool(r["audio"]) for r in rows)
+    assert n_audio == 72  # 8 of 10 items per class have audio, 9 classes
+    assert (f"[note] no_seven_audio x logmel-stats: class(es) ['seven'] have no audio item: left out of its episodes "
+            f"({n_audio} of {len(rows)} items have audio)") in err
+    assert f"block 1: no_seven_audio x logmel-stats ({n_audio} items, 9 classes, 2 queries)" in err
+
+
 def test_toml_suite_with_a_manifest_relative_to_the_suite(tmp_path, data_root):
     from fewmm.bench.runner import run_suite
 

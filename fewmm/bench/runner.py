@@ -693,6 +693,12 @@ def run_suite(
             labels = table.labels[table.mask(modality)] if modality else table.labels
             if novel is not None:
                 labels = labels[np.isin(labels, novel)]
+            if modality:  # items without the encoder's modality are left out: say so when a whole class goes
+                pool = table.labels if novel is None else table.labels[np.isin(table.labels, novel)]
+                gone = [table.class_names[c] for c in np.setdiff1d(np.unique(pool), np.unique(labels))]
+                if gone:
+                    rep.say(f"[note] {r.display} x {enc_name}: class(es) {gone[:5]}{' and more' if len(gone) > 5 else ''} have no "
+                            f"{modality} item: left out of its episodes ({labels.size} of {pool.size} items have {modality})")
             cells, infeasible = [], []
             for ways in suite.ways:
                 for shots in suite.shots:
@@ -705,7 +711,7 @@ def run_suite(
                 rep.skipped.append({"dataset": r.display, "split": r.split, "encoder": enc_name, "ways": ways,
                                     "shots": shots, "queries": q, "reason": f"infeasible: {why}"})
             blocks.append({"run": r, "table": table, "base": base_table, "novel": novel, "base_ids": base_ids,
-                           "texts": texts, "encoder": enc_name, "queries": q,
+                           "texts": texts, "encoder": enc_name, "queries": q, "pool": labels,
                            "cells": [(w, k) for w, k, _ in cells], "infeasible": infeasible})
 
     # --- the banner -----------------------------------------------------------------------------
@@ -721,8 +727,8 @@ def run_suite(
         f"{len(suite.methods)} method(s) [{', '.join(suite.methods)}]\n"
         f"  {'/'.join(map(str, suite.ways))}-way, {'/'.join(map(str, suite.shots))}-shot, "
         f"{suite.episodes} episodes per cell, seed {suite.seed}, device {dev}\n"
-        + "".join(f"  block {i + 1}: {b['run'].display} x {b['encoder']} ({len(b['table'])} items, "
-                  f"{b['table'].n_classes} classes, {b['queries']} queries)\n" for i, b in enumerate(todo))
+        + "".join(f"  block {i + 1}: {b['run'].display} x {b['encoder']} ({b['pool'].size} items, "  # those episodes draw from
+                  f"{np.unique(b['pool']).size} classes, {b['queries']} queries)\n" for i, b in enumerate(todo))
         + "".join(f"  [skip] {b['run'].display} x {b['encoder']} {w}-way {k}-shot: {why}\n"
                   for b in blocks for w, k, why in b["infeasible"])
         + "".join(f"  [skip] {d} x {e}: {why}\n" for d, e, why in mismatched)
